@@ -1,0 +1,6 @@
+// Package bpf holds the kernel side of the receiver: etcd_monitor.c and the Go
+// bindings bpf2go generates from it. The generated files are committed so that
+// the module builds without clang; `make generate` regenerates them.
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target bpfel -type event -cflags "-O2 -g -Wall -Werror" Monitor etcd_monitor.c

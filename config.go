@@ -1,0 +1,97 @@
+package etcdebpfreceiver
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"path/filepath"
+	"time"
+)
+
+// Limits that the kernel side imposes on the configuration.
+const (
+	maxCommLen      = 15 // TASK_COMM_LEN minus the NUL: the kernel truncates longer names
+	maxPayloadBytes = 256
+	maxPIDs         = 4096 // entries of the target_pids map
+	minRingSize     = 64 << 10
+	maxRingSize     = 1 << 30
+)
+
+// Config selects the processes to trace and how records reach the pipeline.
+//
+// The filters combine: a thread is traced when its process name equals Comm (any
+// name when Comm is empty) and, when set, its process is one of PIDs or lives in
+// the cgroup at CgroupPath.
+type Config struct {
+	// Comm is the exact process name (comm) to trace. Default "etcd".
+	Comm string `mapstructure:"comm"`
+	// PIDs restricts tracing to these processes (host PID namespace).
+	PIDs []int `mapstructure:"pids"`
+	// CgroupPath restricts tracing to one cgroup v2 directory, for example a
+	// static-pod etcd's container cgroup under /sys/fs/cgroup.
+	CgroupPath string `mapstructure:"cgroup_path"`
+	// PayloadBytes is how many leading bytes of each write to capture (0 to 256).
+	// Default 0: the data etcd writes can hold secrets.
+	PayloadBytes int `mapstructure:"payload_bytes"`
+	// RingBufferSize is the size in bytes of the kernel ring buffer: a power of two.
+	RingBufferSize int `mapstructure:"ring_buffer_size"`
+	// Decode adds the record's fields as attributes next to the raw bytes.
+	Decode bool `mapstructure:"decode"`
+	// MaxBatchSize is the most records sent to the pipeline in one plog.Logs.
+	MaxBatchSize int `mapstructure:"max_batch_size"`
+	// FlushInterval bounds how long a record waits before it is sent.
+	FlushInterval time.Duration `mapstructure:"flush_interval"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+func createDefaultConfig() *Config {
+	return &Config{
+		Comm:           "etcd",
+		RingBufferSize: 8 << 20,
+		Decode:         true,
+		MaxBatchSize:   1024,
+		FlushInterval:  100 * time.Millisecond,
+	}
+}
+
+// Validate checks each field and names the field and the fix in its error.
+func (cfg *Config) Validate() error {
+	var errs []error
+	if len(cfg.Comm) > maxCommLen {
+		errs = append(errs, fmt.Errorf("comm: %q is %d bytes but the kernel keeps only the first %d bytes of a process name; set comm to %q",
+			cfg.Comm, len(cfg.Comm), maxCommLen, cfg.Comm[:maxCommLen]))
+	}
+	if cfg.Comm == "" && len(cfg.PIDs) == 0 && cfg.CgroupPath == "" {
+		errs = append(errs, errors.New(`comm: empty with neither pids nor cgroup_path set, which would trace every process on the host; set comm (default "etcd"), pids or cgroup_path`))
+	}
+	if len(cfg.PIDs) > 0 && cfg.CgroupPath != "" {
+		errs = append(errs, errors.New("pids and cgroup_path: both are set; choose one way to select the process (pids for a process on the host, cgroup_path for a container)"))
+	}
+	if len(cfg.PIDs) > maxPIDs {
+		errs = append(errs, fmt.Errorf("pids: %d entries, at most %d are supported; select by cgroup_path or comm instead", len(cfg.PIDs), maxPIDs))
+	}
+	for _, pid := range cfg.PIDs {
+		if pid <= 0 || pid > 1<<22 {
+			errs = append(errs, fmt.Errorf("pids: %d is not a process id; use positive PIDs as the host sees them (ps -o pid= -C etcd)", pid))
+		}
+	}
+	if cfg.CgroupPath != "" && !filepath.IsAbs(cfg.CgroupPath) {
+		errs = append(errs, fmt.Errorf("cgroup_path: %q is relative; give the absolute path of a cgroup v2 directory, such as /sys/fs/cgroup/kubepods.slice/...", cfg.CgroupPath))
+	}
+	if cfg.PayloadBytes < 0 || cfg.PayloadBytes > maxPayloadBytes {
+		errs = append(errs, fmt.Errorf("payload_bytes: %d is out of range; use 0 (off, the default) to %d", cfg.PayloadBytes, maxPayloadBytes))
+	}
+	if cfg.RingBufferSize < minRingSize || cfg.RingBufferSize > maxRingSize || bits.OnesCount(uint(cfg.RingBufferSize)) != 1 {
+		errs = append(errs, fmt.Errorf("ring_buffer_size: %d is not a power of two between %d (64 KiB) and %d (1 GiB); use, for example, 8388608 (8 MiB, the default)",
+			cfg.RingBufferSize, minRingSize, maxRingSize))
+	}
+	if cfg.MaxBatchSize < 1 || cfg.MaxBatchSize > 1<<16 {
+		errs = append(errs, fmt.Errorf("max_batch_size: %d is out of range; use 1 to 65536 (default 1024)", cfg.MaxBatchSize))
+	}
+	if cfg.FlushInterval < time.Millisecond || cfg.FlushInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("flush_interval: %v is out of range; use 1ms to 1m (default 100ms)", cfg.FlushInterval))
+	}
+	return errors.Join(errs...)
+}

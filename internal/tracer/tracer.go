@@ -1,0 +1,259 @@
+//go:build linux
+
+// Package tracer loads etcd_monitor.c into the kernel, attaches it to the syscall
+// tracepoints and hands out the ring buffer reader and the drop counters.
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+)
+
+// Options selects what is traced and how records are shaped.
+type Options struct {
+	Comm           string // exact process name; empty: any
+	PIDs           []int  // host PIDs; empty: any
+	CgroupPath     string // cgroup v2 directory; empty: any
+	PayloadBytes   int    // leading bytes of each write to copy, 0 to bpf.PayloadMax
+	RingBufferSize int    // bytes, a power of two
+}
+
+// Counters are the kernel's per-CPU loss counters, summed over CPUs.
+type Counters struct {
+	RingbufFull  uint64 // completed syscalls whose record found no room
+	InflightFull uint64 // enters that could not be parked, so no record
+}
+
+// Tracer owns the loaded BPF objects and their tracepoint links.
+type Tracer struct {
+	objs   bpf.MonitorObjects
+	links  []link.Link
+	Reader *ringbuf.Reader
+}
+
+const btfPath = "/sys/kernel/btf/vmlinux"
+
+// wakeupRecords is how many records may wait in the ring before the producer
+// wakes the reader: a wake-up per record costs the traced thread ~3 us.
+const wakeupRecords = 256
+
+// Start checks the host, loads the programs and attaches them. On error nothing
+// is left in the kernel.
+func Start(opts Options) (_ *Tracer, err error) {
+	if err := checkHost(); err != nil {
+		return nil, err
+	}
+	spec, err := bpf.LoadMonitor()
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
+	}
+	if err := configure(spec, opts); err != nil {
+		return nil, err
+	}
+
+	t := &Tracer{}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		return nil, explainLoadError(err)
+	}
+	for _, pid := range opts.PIDs {
+		if err := t.objs.TargetPids.Put(uint32(pid), uint8(1)); err != nil {
+			return nil, fmt.Errorf("adding pid %d to the target_pids map: %w", pid, err)
+		}
+	}
+	if err := t.attach(); err != nil {
+		return nil, err
+	}
+	if t.Reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
+		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
+	}
+	return t, nil
+}
+
+func checkHost() error {
+	if _, err := os.Stat(btfPath); err != nil {
+		return fmt.Errorf("kernel BTF not found at %s (%w): the BPF program is compiled once and relocated with CO-RE, "+
+			"which needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)", btfPath, err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w; run as root or with CAP_SYS_RESOURCE", err)
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("this kernel has no BPF ring buffer: Linux 5.8 or newer is required: %w", err)
+		}
+		return explainLoadError(fmt.Errorf("probing for BPF ring buffer support: %w", err))
+	}
+	return ensureTracefs()
+}
+
+func configure(spec *ebpf.CollectionSpec, opts Options) error {
+	var comm [16]byte
+	copy(comm[:], opts.Comm)
+	var cgroup uint64
+	if opts.CgroupPath != "" {
+		id, err := cgroupID(opts.CgroupPath)
+		if err != nil {
+			return err
+		}
+		cgroup = id
+	}
+	vars := []struct {
+		name  string
+		value any
+	}{
+		{"target_comm", comm},
+		{"target_cgroup_id", cgroup},
+		{"filter_pids", len(opts.PIDs) > 0},
+		{"payload_bytes", uint32(opts.PayloadBytes)},
+		{"wakeup_bytes", uint64(wakeupRecords * (bpf.EventSize + 8 + opts.PayloadBytes))},
+	}
+	for _, v := range vars {
+		if err := spec.Variables[v.name].Set(v.value); err != nil {
+			return fmt.Errorf("setting %s in the BPF object: %w", v.name, err)
+		}
+	}
+	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
+	return nil
+}
+
+// cgroupID is the id bpf_get_current_cgroup_id returns for tasks in dir: the
+// inode number of the cgroup v2 directory.
+func cgroupID(dir string) (uint64, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return 0, fmt.Errorf("cgroup_path %q: %w; give an existing cgroup v2 directory (see /proc/<etcd pid>/cgroup)", dir, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return 0, fmt.Errorf("cgroup_path %q is not on a cgroup v2 file system; give a directory under the unified hierarchy (usually /sys/fs/cgroup)", dir)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("cgroup_path %q: %w", dir, err)
+	}
+	return st.Ino, nil
+}
+
+func explainLoadError(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("loading BPF programs was refused: run the collector as root, or grant it CAP_BPF, CAP_PERFMON "+
+			"and CAP_SYS_RESOURCE (and CAP_SYS_ADMIN on kernels before 5.8): %w", err)
+	}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("the kernel's verifier rejected the BPF program (please report this with your kernel version): %+v", ve)
+	}
+	return fmt.Errorf("loading BPF programs: %w", err)
+}
+
+// tracepoints pairs each traced syscall with its enter and exit programs.
+func (t *Tracer) tracepoints() []struct {
+	name        string
+	enter, exit *ebpf.Program
+} {
+	p := &t.objs.MonitorPrograms
+	return []struct {
+		name        string
+		enter, exit *ebpf.Program
+	}{
+		{"write", p.EnterWrite, p.ExitWrite},
+		{"pwrite64", p.EnterPwrite64, p.ExitPwrite64},
+		{"writev", p.EnterWritev, p.ExitWritev},
+		{"pwritev", p.EnterPwritev, p.ExitPwritev},
+		{"fsync", p.EnterFsync, p.ExitFsync},
+		{"fdatasync", p.EnterFdatasync, p.ExitFdatasync},
+		{"sync_file_range", p.EnterSyncFileRange, p.ExitSyncFileRange},
+	}
+}
+
+// attach attaches every exit program before any enter program, so that a call
+// parked by an enter always meets its exit and no inflight entry is left behind.
+func (t *Tracer) attach() error {
+	tps := t.tracepoints()
+	for _, phase := range []string{"exit", "enter"} {
+		for _, tp := range tps {
+			prog := tp.exit
+			if phase == "enter" {
+				prog = tp.enter
+			}
+			name := "sys_" + phase + "_" + tp.name
+			l, err := link.Tracepoint("syscalls", name, prog, nil)
+			if err != nil {
+				return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", name, err)
+			}
+			t.links = append(t.links, l)
+		}
+	}
+	return nil
+}
+
+// Detach stops new records: enter programs go first, then exits, in the reverse
+// of attach order. Records already in the ring stay readable.
+func (t *Tracer) Detach() error {
+	var errs []error
+	for i := len(t.links) - 1; i >= 0; i-- {
+		errs = append(errs, t.links[i].Close())
+	}
+	t.links = nil
+	return errors.Join(errs...)
+}
+
+// Close detaches and frees everything the tracer holds. It is safe on a
+// partly started tracer and more than once.
+func (t *Tracer) Close() error {
+	errs := []error{t.Detach()}
+	if t.Reader != nil {
+		errs = append(errs, t.Reader.Close())
+		t.Reader = nil
+	}
+	errs = append(errs, t.objs.Close())
+	t.objs = bpf.MonitorObjects{}
+	return errors.Join(errs...)
+}
+
+// Counters reads the loss counters.
+func (t *Tracer) Counters() (Counters, error) {
+	var c Counters
+	for key, dst := range map[bpf.MonitorCounter]*uint64{
+		bpf.MonitorCounterCOUNTER_RINGBUF_FULL:  &c.RingbufFull,
+		bpf.MonitorCounterCOUNTER_INFLIGHT_FULL: &c.InflightFull,
+	} {
+		var perCPU []uint64
+		if err := t.objs.Counters.Lookup(key, &perCPU); err != nil {
+			return Counters{}, fmt.Errorf("reading counter %d: %w", key, err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return c, nil
+}
+
+// Inflight counts the calls parked between enter and exit.
+func (t *Tracer) Inflight() (int, error) {
+	var (
+		n    int
+		key  uint32
+		call bpf.MonitorInflight
+	)
+	iter := t.objs.Inflight.Iterate()
+	for iter.Next(&key, &call) {
+		n++
+	}
+	return n, iter.Err()
+}
+
