@@ -184,10 +184,11 @@ fi
 
 log "etcd $version -> $bin_dir (using $("$GO" version))"
 log "downloading modules"
+# (&& chains: set -e is inactive inside a command that is followed by ||.)
 (
-  cd "$work"
-  "$GO" mod init etcd-build
-  "$GO" get "${modules[@]}"
+  cd "$work" &&
+    "$GO" mod init etcd-build &&
+    "$GO" get "${modules[@]}"
 ) >&2 || die "downloading etcd $version modules failed (see go output above)" \
   "check that the Go module proxy is reachable: GOPROXY=$("$GO" env GOPROXY)" \
   "if go reports 'requires go >= X', upgrade Go or unset GOTOOLCHAIN=local so go can fetch a toolchain" \

@@ -256,4 +256,3 @@ func (t *Tracer) Inflight() (int, error) {
 	}
 	return n, iter.Err()
 }
-

@@ -1,0 +1,228 @@
+//go:build linux
+
+package etcdebpfreceiver
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+)
+
+// startReceiver runs the receiver with cfg into a sink until the test ends or stop is called.
+func startReceiver(t *testing.T, cfg *Config) (sink *consumertest.LogsSink, stop func()) {
+	t.Helper()
+	sink = new(consumertest.LogsSink)
+	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	require.NoError(t, err)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			require.NoError(t, rcv.Shutdown(context.Background()))
+		}
+	}
+	t.Cleanup(stop)
+	return sink, stop
+}
+
+func startEtcd(t *testing.T) *etcdtest.Server {
+	t.Helper()
+	srv, err := etcdtest.Start(bpftest.RequireEtcd(t), t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+func allRecords(sink *consumertest.LogsSink) []plog.LogRecord {
+	var out []plog.LogRecord
+	for _, logs := range sink.AllLogs() {
+		for i := 0; i < logs.ResourceLogs().Len(); i++ {
+			sls := logs.ResourceLogs().At(i).ScopeLogs()
+			for j := 0; j < sls.Len(); j++ {
+				lrs := sls.At(j).LogRecords()
+				for k := 0; k < lrs.Len(); k++ {
+					out = append(out, lrs.At(k))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func str(lr plog.LogRecord, key string) string {
+	v, _ := lr.Attributes().Get(key)
+	return v.AsString()
+}
+
+func num(lr plog.LogRecord, key string) int64 {
+	v, _ := lr.Attributes().Get(key)
+	return v.Int()
+}
+
+// runDecoy runs dd under another process name, writing and syncing a file.
+func runDecoy(t *testing.T, name string) int {
+	t.Helper()
+	cmd := exec.Command(bpftest.NamedCopy(t, "dd", name), "if=/dev/zero", "of="+filepath.Join(t.TempDir(), "decoy.wal"),
+		"bs=512", "count=20", "oflag=dsync", "conv=fdatasync", "status=none")
+	require.NoError(t, cmd.Run(), "decoy %s", name)
+	return cmd.Process.Pid
+}
+
+func TestEtcdIntegration(t *testing.T) {
+	bpftest.RequireBPF(t)
+	srv := startEtcd(t)
+	cfg := createDefaultConfig()
+	cfg.FlushInterval = 20 * time.Millisecond
+	sink, stop := startReceiver(t, cfg)
+
+	time.Sleep(200 * time.Millisecond) // let the start-up writes of etcd settle
+	before, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	require.NoError(t, err)
+	windowStart := time.Now()
+
+	decoys := map[int]string{}
+	for _, name := range []string{"etcdctl", "etcd-backup", "etcd-bench"} {
+		decoys[runDecoy(t, name)] = name
+	}
+	const puts = 200
+	for i := range puts {
+		_, err := srv.Put(fmt.Sprintf("key-%d", i), strings.Repeat("v", 256))
+		require.NoError(t, err)
+	}
+	after, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	require.NoError(t, err)
+	windowEnd := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	stop()
+
+	var walSyncs, dbWrites, dbSyncs, socketWrites int
+	for _, lr := range allRecords(sink) {
+		pid := int(num(lr, attrPID))
+		require.NotContains(t, decoys, pid, "record from decoy %s", decoys[pid])
+		require.Equal(t, "etcd", str(lr, attrThreadName), "only processes named exactly etcd are traced")
+		if pid != srv.PID() {
+			continue // another etcd on this host
+		}
+		ts := lr.Timestamp().AsTime()
+		require.WithinRange(t, ts, windowStart.Add(-10*time.Second), windowEnd.Add(time.Second), "timestamp is wall-clock entry time")
+		name, file := str(lr, attrName), str(lr, attrFileName)
+		switch {
+		case name == "fdatasync" && strings.HasSuffix(file, ".wal"):
+			require.Positive(t, num(lr, attrDurationNs))
+			require.Zero(t, num(lr, attrRet))
+			if ts.After(windowStart) && ts.Before(windowEnd) {
+				walSyncs++
+			}
+		case name == "pwrite64" && file == "db":
+			dbWrites++
+			require.Equal(t, num(lr, attrCount), num(lr, attrRet), "bbolt writes whole pages")
+		case name == "fdatasync" && file == "db":
+			dbSyncs++
+		case (name == "write" || name == "writev") && str(lr, attrFDKind) == "socket":
+			socketWrites++
+		}
+	}
+	etcdSyncs := int(after - before)
+	t.Logf("WAL fdatasync: %d seen by the receiver, %d counted by etcd; bbolt: %d pwrite64, %d fdatasync; %d socket writes",
+		walSyncs, etcdSyncs, dbWrites, dbSyncs, socketWrites)
+	require.GreaterOrEqual(t, etcdSyncs, puts/2, "each put is a raft entry that etcd syncs")
+	assert.InDelta(t, etcdSyncs, walSyncs, max(2, 0.03*float64(etcdSyncs)), "WAL fdatasync records vs etcd_disk_wal_fsync_duration_seconds_count")
+	assert.Positive(t, dbWrites, "bbolt commits write pages with pwrite64")
+	assert.Positive(t, dbSyncs, "bbolt commits end in fdatasync")
+	assert.Positive(t, socketWrites, "responses are written to sockets")
+}
+
+func TestRawMatchesDecodedAttributes(t *testing.T) {
+	bpftest.RequireBPF(t)
+	srv := startEtcd(t)
+	cfg := createDefaultConfig()
+	cfg.PIDs = []int{srv.PID()}
+	cfg.PayloadBytes = 64
+	sink, stop := startReceiver(t, cfg)
+	for i := range 20 {
+		_, err := srv.Put(fmt.Sprintf("raw-%d", i), "payload-marker")
+		require.NoError(t, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	stop()
+
+	records := allRecords(sink)
+	require.NotEmpty(t, records)
+	sawMarker := false
+	for _, lr := range records {
+		raw, ok := lr.Attributes().Get(attrRaw)
+		require.True(t, ok)
+		ev, payload, err := bpf.Decode(raw.Bytes().AsRaw())
+		require.NoError(t, err)
+		assert.EqualValues(t, ev.Type, num(lr, attrType))
+		assert.EqualValues(t, ev.Pid, num(lr, attrPID))
+		assert.EqualValues(t, ev.Tid, num(lr, attrTID))
+		assert.EqualValues(t, ev.Fd, num(lr, attrFD))
+		assert.EqualValues(t, ev.Ret, num(lr, attrRet))
+		assert.EqualValues(t, ev.DurationNs, num(lr, attrDurationNs))
+		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), str(lr, attrName))
+		assert.LessOrEqual(t, len(payload), 64)
+		if p, ok := lr.Attributes().Get(attrPayload); ok {
+			assert.Equal(t, payload, p.Bytes().AsRaw())
+			assert.LessOrEqual(t, int64(len(payload)), max(num(lr, attrRet), 0), "never more than was written")
+			sawMarker = sawMarker || strings.Contains(string(payload), "payload-marker")
+		}
+	}
+	assert.True(t, sawMarker, "the WAL writes carry the values put")
+}
+
+func TestPIDsFilterExcludesOtherEtcd(t *testing.T) {
+	bpftest.RequireBPF(t)
+	srv := startEtcd(t)
+	cfg := createDefaultConfig()
+	cfg.PIDs = []int{srv.PID()}
+	sink, stop := startReceiver(t, cfg)
+
+	impostor := runDecoy(t, "etcd") // same name, other PID
+	for i := range 20 {
+		_, err := srv.Put(fmt.Sprintf("pid-%d", i), "v")
+		require.NoError(t, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	stop()
+
+	records := allRecords(sink)
+	require.NotEmpty(t, records)
+	for _, lr := range records {
+		require.EqualValues(t, srv.PID(), num(lr, attrPID), "impostor pid is %d", impostor)
+	}
+}
+
+func TestShutdownLeavesNoProgramInKernel(t *testing.T) {
+	bpftest.RequireBPF(t)
+	spec, err := bpf.LoadMonitor()
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for name := range spec.Programs {
+		names[name[:min(len(name), 15)]] = true // the kernel keeps 15 bytes of a name
+	}
+	require.Empty(t, bpftest.OurPrograms(t, names), "programs of an earlier run are still loaded")
+
+	_, stop := startReceiver(t, createDefaultConfig())
+	require.Len(t, bpftest.OurPrograms(t, names), len(spec.Programs), "Start loads every program")
+	stop()
+	require.Eventually(t, func() bool { return len(bpftest.OurPrograms(t, names)) == 0 }, 5*time.Second, 50*time.Millisecond,
+		"after Shutdown no program of ours is loaded")
+}

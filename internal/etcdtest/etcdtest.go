@@ -1,0 +1,192 @@
+// Package etcdtest runs a real etcd server on loopback for tests and benchmarks,
+// and talks to it over its JSON gateway so that no etcd client library is needed.
+package etcdtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultCache is where scripts/install-etcd.sh installs etcd.
+const DefaultCache = "/var/cache/etcdebpf/etcd-v3.6.14/bin"
+
+// Binary finds an etcd server binary named exactly "etcd" (the receiver matches
+// the process name): $ETCD_BIN (a directory), then the install script's cache.
+func Binary() (string, error) {
+	var tried []string
+	for _, dir := range []string{os.Getenv("ETCD_BIN"), DefaultCache} {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, "etcd")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		tried = append(tried, p)
+	}
+	return "", fmt.Errorf("no etcd binary at %s: run scripts/install-etcd.sh, or set ETCD_BIN to the directory holding etcd", strings.Join(tried, ", "))
+}
+
+// Server is a running single-member etcd.
+type Server struct {
+	Cmd       *exec.Cmd
+	DataDir   string
+	ClientURL string
+	log       *os.File
+}
+
+// Start runs etcd with its data in dataDir and waits until it serves requests.
+func Start(binary, dataDir string) (*Server, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	client := "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	peer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	logFile, err := os.Create(filepath.Join(dataDir, "etcd.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary,
+		"--name", "etcdtest",
+		"--data-dir", filepath.Join(dataDir, "data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "etcdtest="+peer,
+		"--log-outputs", "stderr",
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", binary, err)
+	}
+	s := &Server{Cmd: cmd, DataDir: filepath.Join(dataDir, "data"), ClientURL: client, log: logFile}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := s.Put("etcdtest/ready", "1"); err == nil {
+			return s, nil
+		} else if time.Now().After(deadline) {
+			s.Stop()
+			return nil, fmt.Errorf("etcd did not serve within 20s (%v); its log is %s", err, logFile.Name())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// PID is the server's process id.
+func (s *Server) PID() int { return s.Cmd.Process.Pid }
+
+// Stop kills the server and waits for it.
+func (s *Server) Stop() {
+	_ = s.Cmd.Process.Kill()
+	_ = s.Cmd.Wait()
+	s.log.Close()
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// Put writes key=value through the v3 JSON gateway and returns the new revision.
+func (s *Server) Put(key, value string) (int64, error) {
+	body, _ := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(key)),
+		"value": base64.StdEncoding.EncodeToString([]byte(value)),
+	})
+	resp, err := httpClient.Post(s.ClientURL+"/v3/kv/put", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Header struct {
+			Revision string `json:"revision"`
+		} `json:"header"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("put %q: HTTP %s", key, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, fmt.Errorf("put %q: %w", key, err)
+	}
+	return strconv.ParseInt(out.Header.Revision, 10, 64)
+}
+
+// Metric reads one unlabelled sample (a counter, or a histogram's _count) from /metrics.
+func (s *Server) Metric(name string) (float64, error) {
+	resp, err := httpClient.Get(s.ClientURL + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("metric %s not found at %s/metrics", name, s.ClientURL)
+}
+
+// Histogram reads a histogram's cumulative buckets (upper bound in seconds to count).
+func (s *Server) Histogram(name string) (map[float64]float64, error) {
+	resp, err := httpClient.Get(s.ClientURL + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	buckets := map[float64]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	prefix := name + `_bucket{le="`
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		le, count, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(count, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("parsing %q: %w", sc.Text(), err)
+		}
+		buckets[bound] = n
+	}
+	return buckets, sc.Err()
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

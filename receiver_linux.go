@@ -1,0 +1,179 @@
+//go:build linux
+
+package etcdebpfreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+type logsReceiver struct {
+	cfg      *Config
+	settings receiver.Settings
+	next     consumer.Logs
+	obsrecv  *receiverhelper.ObsReport
+
+	mu        sync.Mutex // serializes Start and Shutdown
+	tracer    *tracer.Tracer
+	telemetry *metadata.TelemetryBuilder
+	cancel    context.CancelFunc // cancels the context the pipeline is called with
+	done      chan struct{}      // closed when the reader goroutine returns
+}
+
+func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (receiver.Logs, error) {
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              "ebpf",
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcdebpf: creating obsreport: %w", err)
+	}
+	return &logsReceiver{cfg: cfg, settings: set, next: next, obsrecv: obsrecv}, nil
+}
+
+// Start loads and attaches the BPF programs and starts draining the ring buffer.
+// On error nothing is left running or loaded.
+func (r *logsReceiver) Start(_ context.Context, _ component.Host) (err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tracer != nil {
+		return errors.New("etcdebpf: receiver already started")
+	}
+
+	tb, err := metadata.NewTelemetryBuilder(r.settings.TelemetrySettings)
+	if err != nil {
+		return fmt.Errorf("etcdebpf: creating telemetry: %w", err)
+	}
+	t, err := tracer.Start(tracer.Options{
+		Comm:           r.cfg.Comm,
+		PIDs:           r.cfg.PIDs,
+		CgroupPath:     r.cfg.CgroupPath,
+		PayloadBytes:   r.cfg.PayloadBytes,
+		RingBufferSize: r.cfg.RingBufferSize,
+	})
+	if err != nil {
+		tb.Shutdown()
+		return fmt.Errorf("etcdebpf: %w", err)
+	}
+	if err := registerKernelCounters(tb, t); err != nil {
+		tb.Shutdown()
+		t.Close()
+		return fmt.Errorf("etcdebpf: registering telemetry: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.tracer, r.telemetry, r.cancel, r.done = t, tb, cancel, make(chan struct{})
+	go r.run(ctx, t.Reader)
+	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
+		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
+		zap.Int("payload_bytes", r.cfg.PayloadBytes), zap.Int("ring_buffer_size", r.cfg.RingBufferSize))
+	return nil
+}
+
+func registerKernelCounters(tb *metadata.TelemetryBuilder, t *tracer.Tracer) error {
+	observe := func(pick func(tracer.Counters) uint64) metric.Int64Callback {
+		return func(_ context.Context, o metric.Int64Observer) error {
+			c, err := t.Counters()
+			if err != nil {
+				return err
+			}
+			o.Observe(int64(pick(c)))
+			return nil
+		}
+	}
+	return errors.Join(
+		tb.RegisterEtcdebpfRecordsLostRingbufFullCallback(observe(func(c tracer.Counters) uint64 { return c.RingbufFull })),
+		tb.RegisterEtcdebpfRecordsLostInflightFullCallback(observe(func(c tracer.Counters) uint64 { return c.InflightFull })),
+	)
+}
+
+// Shutdown detaches the programs, delivers what is left in the ring buffer and
+// frees everything. It is a no-op on a receiver that is not running. If ctx ends
+// first, the pipeline call in progress is cancelled and the remaining records
+// are dropped.
+func (r *logsReceiver) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tracer == nil {
+		return nil
+	}
+	errs := []error{r.tracer.Detach()}
+	// After Flush the reader returns what is pending, then ErrFlushed: run returns.
+	errs = append(errs, r.tracer.Reader.Flush())
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("etcdebpf: records still pending at shutdown: %w", ctx.Err()))
+	}
+	r.cancel()
+	errs = append(errs, r.tracer.Close())
+	r.telemetry.Shutdown()
+	r.tracer, r.telemetry = nil, nil
+	return errors.Join(errs...)
+}
+
+// run drains the ring buffer into batches until the reader is flushed or closed.
+// A batch goes to the pipeline when it is full or FlushInterval after it started,
+// whichever is first; the producer does not wake us for every record.
+func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader) {
+	defer close(r.done)
+	b := newLogBuilder(r.cfg.Decode, metadata.ScopeName, r.settings.BuildInfo.Version)
+	b.reset(r.cfg.MaxBatchSize)
+	var rec ringbuf.Record
+	rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
+	for {
+		err := rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+			r.telemetry.EtcdebpfRecordsRead.Add(ctx, 1)
+			if err := b.append(rec.RawSample, pcommon.NewTimestampFromTime(time.Now())); err != nil {
+				r.telemetry.EtcdebpfRecordsMalformed.Add(ctx, 1)
+				r.settings.Logger.Warn("Dropping a malformed record", zap.Error(err), zap.Int("bytes", len(rec.RawSample)))
+			}
+			if b.len() < r.cfg.MaxBatchSize {
+				continue
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
+			r.flush(ctx, b)
+			return
+		default:
+			r.settings.Logger.Error("Reading the ring buffer failed; no more records will be read", zap.Error(err))
+			r.flush(ctx, b)
+			return
+		}
+		r.flush(ctx, b)
+		rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
+	}
+}
+
+func (r *logsReceiver) flush(ctx context.Context, b *logBuilder) {
+	n := b.len()
+	if n == 0 {
+		return
+	}
+	logs := b.take(r.cfg.MaxBatchSize)
+	ctx = r.obsrecv.StartLogsOp(ctx)
+	err := r.next.ConsumeLogs(ctx, logs)
+	r.obsrecv.EndLogsOp(ctx, metadata.Type.String(), n, err)
+	if err != nil {
+		r.settings.Logger.Debug("The pipeline refused records", zap.Int("records", n), zap.Error(err))
+	}
+}
