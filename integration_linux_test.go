@@ -226,3 +226,16 @@ func TestShutdownLeavesNoProgramInKernel(t *testing.T) {
 	require.Eventually(t, func() bool { return len(bpftest.OurPrograms(t, names)) == 0 }, 5*time.Second, 50*time.Millisecond,
 		"after Shutdown no program of ours is loaded")
 }
+
+func TestLifecycleRestartAndDoubleStart(t *testing.T) {
+	bpftest.RequireBPF(t)
+	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	host := componenttest.NewNopHost()
+	require.NoError(t, rcv.Start(context.Background(), host))
+	require.ErrorContains(t, rcv.Start(context.Background(), host), "already started")
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown twice")
+	require.NoError(t, rcv.Start(context.Background(), host), "Start after Shutdown")
+	require.NoError(t, rcv.Shutdown(context.Background()))
+}

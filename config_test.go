@@ -1,0 +1,93 @@
+package etcdebpfreceiver
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	withDefaults := func(edit func(*Config)) *Config {
+		cfg := createDefaultConfig()
+		edit(cfg)
+		return cfg
+	}
+	tests := []struct {
+		id      string
+		want    *Config
+		wantErr []string // substrings of the error; each names a field and its fix
+	}{
+		{id: "", want: createDefaultConfig()},
+		{id: "custom", want: withDefaults(func(c *Config) {
+			c.PIDs = []int{4242, 4243}
+			c.PayloadBytes = 64
+			c.RingBufferSize = 16 << 20
+			c.Decode = false
+			c.MaxBatchSize = 512
+			c.FlushInterval = 250 * time.Millisecond
+		})},
+		{id: "cgroup", want: withDefaults(func(c *Config) {
+			c.Comm = ""
+			c.CgroupPath = "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/etcd"
+		})},
+		{id: "long_comm", wantErr: []string{"comm:", `set comm to "etcd-server-wit"`}},
+		{id: "everything", wantErr: []string{"comm: empty", "every process"}},
+		{id: "pids_and_cgroup", wantErr: []string{"pids and cgroup_path: both are set"}},
+		{id: "bad_pid", wantErr: []string{"pids: 0 is not a process id", "pids: -5 is not a process id"}},
+		{id: "relative_cgroup", wantErr: []string{"cgroup_path:", "absolute path"}},
+		{id: "payload_too_large", wantErr: []string{"payload_bytes: 1024 is out of range", "0 (off, the default) to 256"}},
+		{id: "negative_payload", wantErr: []string{"payload_bytes: -1"}},
+		{id: "ring_not_power_of_two", wantErr: []string{"ring_buffer_size: 1000000 is not a power of two"}},
+		{id: "ring_too_small", wantErr: []string{"ring_buffer_size: 4096"}},
+		{id: "zero_batch", wantErr: []string{"max_batch_size: 0 is out of range"}},
+		{id: "zero_flush", wantErr: []string{"flush_interval: 0s is out of range"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			id := component.NewIDWithName(metadata.Type, tt.id)
+			sub, err := cm.Sub(id.String())
+			require.NoError(t, err)
+			cfg := createDefaultConfig()
+			require.NoError(t, sub.Unmarshal(cfg))
+
+			err = confmap.Validate(cfg)
+			if len(tt.wantErr) == 0 {
+				require.NoError(t, err)
+				assert.Equal(t, tt.want, cfg)
+				return
+			}
+			require.Error(t, err)
+			for _, want := range tt.wantErr {
+				assert.Contains(t, err.Error(), want)
+			}
+		})
+	}
+}
+
+func TestUnmarshalRejectsBadInput(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+	for id, want := range map[string]string{
+		"wrong_type":    "payload_bytes",
+		"unknown_field": "comm_name",
+	} {
+		t.Run(id, func(t *testing.T) {
+			sub, err := cm.Sub(component.NewIDWithName(metadata.Type, id).String())
+			require.NoError(t, err)
+			err = sub.Unmarshal(createDefaultConfig())
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), want)
+		})
+	}
+}
