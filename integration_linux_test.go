@@ -127,6 +127,10 @@ func TestEtcdIntegration(t *testing.T) {
 		case name == "fdatasync" && strings.HasSuffix(file, ".wal"):
 			require.Positive(t, num(lr, attrDurationNs))
 			require.Zero(t, num(lr, attrRet))
+			raw, _ := lr.Attributes().Get(attrRaw)
+			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
+			require.NoError(t, err)
+			require.NotZero(t, ev.Dev, "the file's device is recorded")
 			if ts.After(windowStart) && ts.Before(windowEnd) {
 				walSyncs++
 			}

@@ -59,7 +59,7 @@ struct event {
 	__u32 pid;         /* tgid, host pid namespace */
 	__u32 tid;
 	__s32 fd;
-	__u32 dev;         /* st_dev of the file, kernel encoding */
+	__u32 dev;         /* device of the file's file system, kernel encoding (MAJOR << 20 | MINOR) */
 	__u64 cgroup_id;
 	__u64 inode;
 	__u64 count;       /* bytes requested; iovec count for writev/pwritev */
@@ -205,8 +205,10 @@ static __always_inline void describe_fd(struct event *e)
 	bpf_probe_read_kernel_str(e->file_name, sizeof(e->file_name),
 				  BPF_CORE_READ(file, f_path.dentry, d_name.name));
 
+	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
+	e->dev = BPF_CORE_READ(sb, s_dev);
 	/* Anonymous inodes (eventfd, timerfd, ...) may carry S_IFREG: check the fs first. */
-	if (BPF_CORE_READ(inode, i_sb, s_magic) == ANON_INODE_FS_MAGIC) {
+	if (BPF_CORE_READ(sb, s_magic) == ANON_INODE_FS_MAGIC) {
 		/* "[eventfd]" is the name anon_inode_getfile gives eventfds. */
 		bool eventfd = e->file_name[0] == '[' && e->file_name[1] == 'e' &&
 			       e->file_name[2] == 'v' && e->file_name[6] == 'f' &&

@@ -90,6 +90,7 @@ struct path {
 };
 
 struct super_block {
+	__u32 s_dev;
 	unsigned long s_magic;
 };
 
