@@ -1,0 +1,320 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+)
+
+// The five configurations of an etcd round, in the order they alternate.
+const (
+	cfgBaseline  = "A"
+	cfgRecv      = "B"
+	cfgRecvPay64 = "C"
+	cfgBpftrace  = "D"
+	cfgStrace    = "E"
+)
+
+var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace}
+
+var configNames = map[string]string{
+	cfgBaseline:  "no tracing (baseline)",
+	cfgRecv:      "otelcol-etcd, etcdebpf payload off",
+	cfgRecvPay64: "otelcol-etcd, etcdebpf payload_bytes: 64",
+	cfgBpftrace:  "bpftrace, 7 syscalls, latency hist per syscall",
+	cfgStrace:    "strace -f, 7 syscalls, -o /dev/null",
+}
+
+// tracedSyscalls are the receiver's seven syscalls.
+var tracedSyscalls = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
+
+func bpftraceScript() string {
+	var enter, exit []string
+	for _, s := range tracedSyscalls {
+		enter = append(enter, "tracepoint:syscalls:sys_enter_"+s)
+		exit = append(exit, "tracepoint:syscalls:sys_exit_"+s)
+	}
+	return strings.Join(enter, ",") + ` /comm == "etcd"/ { @start[tid] = nsecs; } ` +
+		strings.Join(exit, ",") + ` /@start[tid]/ { @ns[probe] = hist(nsecs - @start[tid]); delete(@start[tid]); }`
+}
+
+func straceArgs(pid int) []string {
+	return []string{"-f", "-e", "trace=" + strings.Join(tracedSyscalls, ","), "-p", strconv.Itoa(pid), "-o", "/dev/null"}
+}
+
+// collectorConfig is the otelcol-etcd configuration of B and C: the receiver
+// into the debug exporter at verbosity basic (one log line per batch), internal
+// telemetry off so that no port is needed.
+func collectorConfig(pid, payload int) string {
+	return fmt.Sprintf(`receivers:
+  etcdebpf:
+    comm: etcd
+    pids: [%d]
+    payload_bytes: %d
+exporters:
+  debug:
+    verbosity: basic
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      receivers: [etcdebpf]
+      exporters: [debug]
+`, pid, payload)
+}
+
+// runSample is one benchmark run under one configuration.
+type runSample struct {
+	Round, Config string
+	Puts          int
+	Seconds       float64 // benchmark's Total
+	ReqPerSec     float64
+	P50, P99      float64 // seconds
+	EtcdCPU       float64 // seconds during the benchmark
+	TracerCPU     float64 // collector, bpftrace or strace, seconds during the benchmark
+	TracerIdleKB  int64   // tracer VmRSS before the load
+	TracerHWMKB   int64   // tracer VmHWM after the load
+	RingbufFull   uint64
+	InflightFull  uint64
+	Exported      int64 // records the debug exporter reported
+	Foreign       int   // syscall tracepoint programs others had loaded at the start
+}
+
+func (s runSample) cpuPerPut() float64 { return (s.EtcdCPU + s.TracerCPU) / float64(s.Puts) }
+
+var (
+	reqRe   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	totalRe = regexp.MustCompile(`Total:\s+([0-9.]+) secs`)
+	p99Re   = regexp.MustCompile(`\n\s*99% in ([0-9.]+) secs`)
+	p50Re   = regexp.MustCompile(`\n\s*50% in ([0-9.]+) secs`)
+	debugRe = regexp.MustCompile(`"log records": (\d+)`)
+)
+
+func parseFloat(re *regexp.Regexp, s string) float64 {
+	m := re.FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+type etcdEnv struct {
+	etcdBin, benchBin, collector, work string
+}
+
+// benchmarkPut runs etcd's benchmark put against the server with the issue's flags.
+func (e *etcdEnv) benchmarkPut(srv *etcdtest.Server, total int) (string, error) {
+	ep := strings.TrimPrefix(srv.ClientURL, "http://")
+	return run(e.benchBin, "--endpoints="+ep, "--conns=16", "--clients=64",
+		"put", "--key-size=8", "--val-size=256", fmt.Sprintf("--total=%d", total))
+}
+
+// startEtcd starts a fresh etcd (new data dir) and registers it for cleanup.
+func (e *etcdEnv) startEtcd(dir string) (*etcdtest.Server, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	srv, err := etcdtest.Start(e.etcdBin, dir)
+	if err != nil {
+		return nil, err
+	}
+	track(srv.Cmd, "etcd")
+	return srv, nil
+}
+
+func (e *etcdEnv) stopEtcd(srv *etcdtest.Server, dir string) {
+	procsMu.Lock()
+	delete(procs, srv.Cmd)
+	procsMu.Unlock()
+	srv.Stop()
+	_ = os.RemoveAll(dir)
+}
+
+// tracerProc is a running tracer of a round (collector, bpftrace or strace).
+type tracerProc struct {
+	pid  int
+	stop func() string // stops it and returns its log
+}
+
+func (e *etcdEnv) startTracer(cfg string, etcdPID int, dir string) (*tracerProc, error) {
+	logPath := filepath.Join(dir, "tracer.log")
+	var (
+		name    string
+		args    []string
+		ready   string
+		timeout = 30 * time.Second
+		sig     = syscall.SIGTERM
+	)
+	switch cfg {
+	case cfgBaseline:
+		return nil, nil
+	case cfgRecv, cfgRecvPay64:
+		payload := 0
+		if cfg == cfgRecvPay64 {
+			payload = 64
+		}
+		conf := filepath.Join(dir, "collector.yaml")
+		if err := os.WriteFile(conf, []byte(collectorConfig(etcdPID, payload)), 0o644); err != nil {
+			return nil, err
+		}
+		name, args, ready = e.collector, []string{"--config", conf}, "Everything is ready"
+	case cfgBpftrace:
+		name, args, ready, sig = "bpftrace", []string{"-e", bpftraceScript()}, "Attaching", syscall.SIGINT
+	case cfgStrace:
+		name, args, ready, sig = "strace", straceArgs(etcdPID), "attached", syscall.SIGINT
+	}
+	cmd, err := startProc(logPath, name, args...)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitForLog(cmd, logPath, ready, timeout); err != nil {
+		stopProc(cmd, syscall.SIGKILL)
+		return nil, err
+	}
+	if cfg == cfgBpftrace {
+		time.Sleep(500 * time.Millisecond) // "Attaching" is printed before the attach completes
+	}
+	return &tracerProc{pid: cmd.Process.Pid, stop: func() string {
+		stopProc(cmd, sig)
+		b, _ := os.ReadFile(logPath)
+		return string(b)
+	}}, nil
+}
+
+// oneRun runs one benchmark under cfg on a fresh etcd.
+func (e *etcdEnv) oneRun(round int, cfg string, total int) (runSample, error) {
+	s := runSample{Round: strconv.Itoa(round), Config: cfg, Puts: total}
+	dir := filepath.Join(e.work, fmt.Sprintf("r%02d-%s", round, cfg))
+	srv, err := e.startEtcd(dir)
+	if err != nil {
+		return s, err
+	}
+	defer e.stopEtcd(srv, dir)
+	s.Foreign = foreignPrograms()
+	tr, err := e.startTracer(cfg, srv.PID(), dir)
+	if err != nil {
+		return s, err
+	}
+	var trLog string
+	defer func() {
+		if tr != nil && trLog == "" {
+			tr.stop()
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // let etcd and the tracer settle
+	if tr != nil {
+		s.TracerIdleKB = statusKB(tr.pid, "VmRSS")
+	}
+	etcd0, _ := cpuSeconds(srv.PID())
+	var tr0 float64
+	if tr != nil {
+		tr0, _ = cpuSeconds(tr.pid)
+	}
+	out, err := e.benchmarkPut(srv, total)
+	if err != nil {
+		return s, err
+	}
+	etcd1, _ := cpuSeconds(srv.PID())
+	s.EtcdCPU = etcd1 - etcd0
+	if tr != nil {
+		// Let the receiver drain what the last puts queued before reading its CPU.
+		time.Sleep(300 * time.Millisecond)
+		tr1, _ := cpuSeconds(tr.pid)
+		s.TracerCPU = tr1 - tr0
+		s.TracerHWMKB = statusKB(tr.pid, "VmHWM")
+		if cfg == cfgRecv || cfg == cfgRecvPay64 {
+			s.RingbufFull, s.InflightFull, err = kernelDrops(tr.pid)
+			if err != nil {
+				logf("  reading drop counters: %v", err)
+			}
+		}
+		trLog = tr.stop()
+		for _, m := range debugRe.FindAllStringSubmatch(trLog, -1) {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			s.Exported += n
+		}
+		if cfg == cfgBpftrace {
+			_ = os.WriteFile(filepath.Join(e.work, "bpftrace-last.txt"), []byte(trLog), 0o644)
+		}
+	}
+	s.ReqPerSec = parseFloat(reqRe, out)
+	s.Seconds = parseFloat(totalRe, out)
+	s.P99 = parseFloat(p99Re, out)
+	s.P50 = parseFloat(p50Re, out)
+	if s.ReqPerSec == 0 {
+		return s, fmt.Errorf("no Requests/sec in the benchmark output:\n%s", tail([]byte(out), 1500))
+	}
+	return s, nil
+}
+
+// calibrate runs one untraced benchmark and returns the --total that lasts about d.
+func (e *etcdEnv) calibrate(d time.Duration) (int, error) {
+	dir := filepath.Join(e.work, "calibrate")
+	srv, err := e.startEtcd(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer e.stopEtcd(srv, dir)
+	out, err := e.benchmarkPut(srv, 20000)
+	if err != nil {
+		return 0, err
+	}
+	rate := parseFloat(reqRe, out)
+	if rate == 0 {
+		return 0, fmt.Errorf("calibration: no Requests/sec in:\n%s", tail([]byte(out), 1500))
+	}
+	total := int(rate*d.Seconds()*1.15/1000+1) * 1000 // 15% headroom: baseline runs stay >= d
+	logf("calibration: %.0f req/s untraced, --total=%d for runs of >= %v", rate, total, d)
+	return total, nil
+}
+
+// bpfStatsUnderEtcd runs one benchmark under the collector with BPF run-time
+// stats on and returns the per-program deltas and the maps in use.
+func (e *etcdEnv) bpfStatsUnderEtcd(cfg string, total int) ([]progDelta, map[string]mapInfo, runSample, error) {
+	dir := filepath.Join(e.work, "bpfstats-"+cfg)
+	srv, err := e.startEtcd(dir)
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	defer e.stopEtcd(srv, dir)
+	tr, err := e.startTracer(cfg, srv.PID(), dir)
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	defer tr.stop()
+	undo, err := bpfStats()
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	defer undo()
+	before, err := ownedPrograms(tr.pid)
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	out, err := e.benchmarkPut(srv, total)
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	after, err := ownedPrograms(tr.pid)
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	maps, err := ownedMaps(tr.pid)
+	if err != nil {
+		return nil, nil, runSample{}, err
+	}
+	s := runSample{Config: cfg, Puts: total, ReqPerSec: parseFloat(reqRe, out)}
+	return snapshotDelta(before, after), maps, s, nil
+}

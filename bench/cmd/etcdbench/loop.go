@@ -1,0 +1,297 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+)
+
+// inproc is the receiver running inside the harness with a consumer that only
+// counts records: the fastest possible pipeline behind it.
+type inproc struct {
+	rcv     receiver.Logs
+	records atomic.Int64
+}
+
+func startInproc(payload int) (*inproc, error) {
+	f := etcdebpf.NewFactory()
+	cfg := f.CreateDefaultConfig().(*etcdebpf.Config)
+	cfg.Comm = "etcd"
+	cfg.PayloadBytes = payload
+	cfg.Decode = true
+	r := &inproc{}
+	next, err := consumer.NewLogs(func(_ context.Context, ld plog.Logs) error {
+		r.records.Add(int64(ld.LogRecordCount()))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.rcv, err = f.CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, next)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.rcv.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		return nil, err
+	}
+	onCleanup(func() { _ = r.rcv.Shutdown(context.Background()) })
+	return r, nil
+}
+
+func (r *inproc) stop() error { return r.rcv.Shutdown(context.Background()) }
+
+// waitQuiet waits until the record count stops moving (the receiver flushes
+// every 100 ms), up to timeout.
+func (r *inproc) waitQuiet(want int64, timeout time.Duration) int64 {
+	deadline := time.Now().Add(timeout)
+	last, still := r.records.Load(), 0
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		n := r.records.Load()
+		if n >= want {
+			return n
+		}
+		if n == last {
+			if still++; still >= 10 { // a second without progress
+				return n
+			}
+		} else {
+			still = 0
+		}
+		last = n
+	}
+	return r.records.Load()
+}
+
+var (
+	nsPerCallRe = regexp.MustCompile(`ns_per_call=([0-9.]+)`)
+	elapsedRe   = regexp.MustCompile(`elapsed_ns=(\d+)`)
+	callsRe     = regexp.MustCompile(`calls=(\d+)`)
+)
+
+type loopResult struct {
+	Calls     int64
+	ElapsedNs int64
+	NsPerCall float64
+}
+
+// writeLoop runs the writer binary (its file name is the process name).
+func writeLoop(bin string, args ...string) (loopResult, error) {
+	out, err := run(bin, args...)
+	if err != nil {
+		return loopResult{}, err
+	}
+	var r loopResult
+	r.NsPerCall = parseFloat(nsPerCallRe, out)
+	r.Calls, _ = strconv.ParseInt(firstMatch(callsRe, out), 10, 64)
+	r.ElapsedNs, _ = strconv.ParseInt(firstMatch(elapsedRe, out), 10, 64)
+	if r.NsPerCall == 0 {
+		return r, fmt.Errorf("writeloop printed no result: %q", out)
+	}
+	return r, nil
+}
+
+func firstMatch(re *regexp.Regexp, s string) string {
+	m := re.FindStringSubmatch(s)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// Tight-loop variants, in the order they alternate.
+const (
+	loopUntraced  = "untraced"
+	loopUnmatched = "attached, not matched"
+	loopMatched   = "matched, payload off"
+	loopMatched64 = "matched, payload 64"
+)
+
+var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopMatched64}
+
+type loopSample struct {
+	Target, Variant string
+	NsPerCall       float64
+	Delivered       int64 // records the consumer counted for this run
+	Drops           uint64
+}
+
+type loopEnv struct {
+	matchedBin, unmatchedBin string // the writer as "etcd" and as "writeloop"
+	work                     string
+}
+
+// runLoops alternates the variants runs times for each target (/dev/null, a file).
+func (l *loopEnv) runLoops(runs int, calls int) ([]loopSample, error) {
+	var out []loopSample
+	file := filepath.Join(l.work, "writeloop.dat")
+	defer os.Remove(file)
+	targets := []struct{ name, path string }{{"/dev/null", "/dev/null"}, {"file (ext4)", file}}
+	for _, tg := range targets {
+		for i := 1; i <= runs; i++ {
+			for _, v := range loopVariants {
+				s, err := l.loopOnce(tg.path, v, calls)
+				if err != nil {
+					return out, err
+				}
+				s.Target = tg.name
+				out = append(out, s)
+				logf("  loop %-10s run %d/%d %-22s %7.1f ns/call  records %d  drops %d", tg.name, i, runs, v, s.NsPerCall, s.Delivered, s.Drops)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (l *loopEnv) loopOnce(path, variant string, calls int) (loopSample, error) {
+	s := loopSample{Variant: variant}
+	bin := l.matchedBin
+	var r *inproc
+	var err error
+	switch variant {
+	case loopUnmatched:
+		bin = l.unmatchedBin
+		r, err = startInproc(0)
+	case loopMatched:
+		r, err = startInproc(0)
+	case loopMatched64:
+		r, err = startInproc(64)
+	}
+	if err != nil {
+		return s, err
+	}
+	res, err := writeLoop(bin, "-n", strconv.Itoa(calls), "-s", "64", "-f", path)
+	if r != nil {
+		if variant != loopUnmatched {
+			s.Delivered = r.waitQuiet(int64(calls), 5*time.Second)
+		}
+		rb, inf, derr := kernelDrops(os.Getpid())
+		if derr == nil {
+			s.Drops = rb + inf
+		}
+		if serr := r.stop(); err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return s, err
+	}
+	s.NsPerCall = res.NsPerCall
+	return s, nil
+}
+
+// loopBPFStats runs the matched and the unmatched loop once each with BPF
+// run-time stats on and returns per-variant deltas.
+func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
+	undo, err := bpfStats()
+	if err != nil {
+		return nil, err
+	}
+	defer undo()
+	out := map[string][]progDelta{}
+	for _, v := range []string{loopUnmatched, loopMatched, loopMatched64} {
+		payload := 0
+		bin := l.matchedBin
+		if v == loopMatched64 {
+			payload = 64
+		}
+		if v == loopUnmatched {
+			bin = l.unmatchedBin
+		}
+		r, err := startInproc(payload)
+		if err != nil {
+			return nil, err
+		}
+		before, err := ownedPrograms(os.Getpid())
+		if err == nil {
+			_, err = writeLoop(bin, "-n", strconv.Itoa(calls), "-s", "64")
+		}
+		var after []progStat
+		if err == nil {
+			after, err = ownedPrograms(os.Getpid())
+		}
+		_ = r.stop()
+		if err != nil {
+			return nil, err
+		}
+		out[v] = snapshotDelta(before, after)
+	}
+	return out, nil
+}
+
+type ceilingSample struct {
+	Threads     int
+	OfferedRate float64 // 0: unpaced
+	Calls       int64
+	WriterSecs  float64
+	Delivered   int64
+	Drops       uint64
+}
+
+func (c ceilingSample) deliveredPerSec() float64 { return float64(c.Delivered) / c.WriterSecs }
+func (c ceilingSample) writesPerSec() float64    { return float64(c.Calls) / c.WriterSecs }
+
+// runCeiling feeds the receiver (decode on, payload off, counting consumer) from
+// the writer named etcd at rising rates, and unpaced with 1 and 2 threads.
+func (l *loopEnv) runCeiling(rates []float64, secs float64) ([]ceilingSample, error) {
+	type step struct {
+		threads int
+		rate    float64
+	}
+	var steps []step
+	for _, r := range rates {
+		steps = append(steps, step{1, r})
+	}
+	steps = append(steps, step{1, 0}, step{2, 0})
+	var out []ceilingSample
+	for _, st := range steps {
+		r, err := startInproc(0)
+		if err != nil {
+			return out, err
+		}
+		calls := int64(st.rate * secs)
+		if st.rate == 0 {
+			calls = int64(1_500_000 * secs) // a few seconds at the unpaced rate
+		}
+		args := []string{"-n", strconv.FormatInt(calls, 10), "-s", "64", "-t", strconv.Itoa(st.threads)}
+		if st.rate > 0 {
+			args = append(args, "-r", strconv.FormatFloat(st.rate, 'f', 0, 64))
+		}
+		res, err := writeLoop(l.matchedBin, args...)
+		if err != nil {
+			_ = r.stop()
+			return out, err
+		}
+		delivered := r.waitQuiet(res.Calls, 10*time.Second)
+		rb, inf, derr := kernelDrops(os.Getpid())
+		_ = r.stop()
+		if derr != nil {
+			return out, derr
+		}
+		// The writer's own final printf is a write(2) too: one record beyond the loop.
+		if delivered > res.Calls {
+			delivered = res.Calls
+		}
+		c := ceilingSample{Threads: st.threads, OfferedRate: st.rate, Calls: res.Calls,
+			WriterSecs: float64(res.ElapsedNs) / 1e9, Delivered: delivered, Drops: rb + inf}
+		out = append(out, c)
+		logf("  ceiling threads=%d offered=%-8.0f writes/s=%-9.0f delivered=%d/%d drops=%d", c.Threads, c.OfferedRate, c.writesPerSec(), c.Delivered, c.Calls, c.Drops)
+	}
+	return out, nil
+}

@@ -1,0 +1,235 @@
+//go:build linux
+
+// Command etcdbench measures what tracing costs etcd, side by side with bpftrace
+// and strace, and how fast the etcdebpf receiver can go. It must run as root from
+// the module root. It builds what it needs (the collector with `make collector`,
+// etcd with scripts/install-etcd.sh, its write loop with cc), alternates the
+// configurations A B C D E A B C D E ..., and writes a Markdown report.
+//
+//	go run ./bench/cmd/etcdbench -rounds 10 -duration 5s -out bench/results/latest.md
+//
+// Everything it starts is stopped on exit, on error and on Ctrl-C; the BPF
+// run-time stats sysctl is restored.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	rounds      int
+	duration    time.Duration
+	phases      string
+	out         string
+	collector   string
+	etcdBin     string
+	loopRuns    int
+	loopCalls   int
+	ceilingRate string
+	ceilingSecs float64
+	total       int
+	keep        bool
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs A B C D E once")
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
+	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
+	flag.StringVar(&o.phases, "phases", "micro,loop,ceiling,bpfstats,etcd", "comma-separated phases to run")
+	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
+	flag.StringVar(&o.collector, "collector", "_build/otelcol-etcd/otelcol-etcd", "otelcol-etcd binary (built with `make collector` if missing)")
+	flag.StringVar(&o.etcdBin, "etcd-bin", "", "directory holding etcd and benchmark (default: scripts/install-etcd.sh)")
+	flag.IntVar(&o.loopRuns, "loop-runs", 5, "runs per tight-loop variant")
+	flag.IntVar(&o.loopCalls, "loop-calls", 2_000_000, "write(2) calls per tight-loop run")
+	flag.StringVar(&o.ceilingRate, "ceiling-rates", "100000,200000,300000,400000,500000,600000", "paced rates (writes/s) for the ceiling phase")
+	flag.Float64Var(&o.ceilingSecs, "ceiling-secs", 3, "seconds per ceiling step")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.Parse()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		logf("%v: stopping everything the harness started", s)
+		cleanup()
+		os.Exit(130)
+	}()
+	err := runAll(o)
+	cleanup()
+	if err != nil {
+		logf("error: %v", err)
+		os.Exit(1)
+	}
+}
+
+func runAll(o options) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run as root: the receiver loads BPF programs, bpftrace and strace attach to etcd")
+	}
+	if _, err := os.Stat("go.mod"); err != nil {
+		return fmt.Errorf("run from the module root (where go.mod is)")
+	}
+	has := func(p string) bool { return strings.Contains(","+o.phases+",", ","+p+",") }
+
+	work, err := os.MkdirTemp("", "etcdbench-")
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		onCleanup(func() { _ = os.RemoveAll(work) })
+	}
+	logf("work directory %s", work)
+
+	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " ")}
+
+	// The write loop, twice: as "etcd" (matched by comm) and as "writeloop" (not).
+	loop := &loopEnv{work: work, matchedBin: filepath.Join(work, "etcd"), unmatchedBin: filepath.Join(work, "writeloop")}
+	if has("loop") || has("ceiling") {
+		logf("building the write loop")
+		if _, err := run("cc", "-O2", "-pthread", "-o", loop.unmatchedBin, "bench/writeloop/writeloop.c"); err != nil {
+			return err
+		}
+		if _, err := run("cp", loop.unmatchedBin, loop.matchedBin); err != nil {
+			return err
+		}
+	}
+
+	if has("micro") {
+		logf("phase micro: Go benchmarks of the decode-and-build path")
+		out, err := run("go", "test", "-run", "^$", "-bench", "BenchmarkLogBuilderAppend|BenchmarkPdataOnly", "-benchmem", "-count", "5", ".")
+		if err != nil {
+			return err
+		}
+		rep.micro = out
+	}
+	if has("loop") {
+		logf("phase loop: %d runs x %d variants x 2 targets of %d writes", o.loopRuns, len(loopVariants), o.loopCalls)
+		if rep.loops, err = loop.runLoops(o.loopRuns, o.loopCalls); err != nil {
+			return err
+		}
+		logf("phase loop: BPF run-time stats")
+		if rep.loopStats, err = loop.loopBPFStats(o.loopCalls / 2); err != nil {
+			return err
+		}
+	}
+	if has("ceiling") {
+		rates, err := parseRates(o.ceilingRate)
+		if err != nil {
+			return err
+		}
+		logf("phase ceiling: rates %v, %.0f s each", rates, o.ceilingSecs)
+		if rep.ceiling, err = loop.runCeiling(rates, o.ceilingSecs); err != nil {
+			return err
+		}
+	}
+	if has("bpfstats") || has("etcd") {
+		env, err := prepareEtcd(o, work)
+		if err != nil {
+			return err
+		}
+		total := o.total
+		if total == 0 {
+			if total, err = env.calibrate(o.duration); err != nil {
+				return err
+			}
+		}
+		rep.total = total
+		if has("bpfstats") {
+			for _, cfg := range []string{cfgRecv, cfgRecvPay64} {
+				logf("phase bpfstats: etcd benchmark under %s with BPF run-time stats", configNames[cfg])
+				d, maps, s, err := env.bpfStatsUnderEtcd(cfg, total)
+				if err != nil {
+					return err
+				}
+				rep.etcdStats = append(rep.etcdStats, etcdStat{cfg: cfg, progs: d, maps: maps, sample: s})
+			}
+		}
+		if has("etcd") {
+			logf("phase etcd: %d rounds of %s, --total=%d", o.rounds, strings.Join(configs, " "), total)
+			for round := 1; round <= o.rounds; round++ {
+				for _, cfg := range configs {
+					s, err := env.oneRun(round, cfg, total)
+					if err != nil {
+						return fmt.Errorf("round %d, %s: %w", round, cfg, err)
+					}
+					rep.runs = append(rep.runs, s)
+					logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  %.1f s", round, cfg, configNames[cfg],
+						s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.Seconds)
+				}
+				// A report after every round: an interrupted run still leaves one.
+				if err := rep.write(o.out); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	rep.finished = time.Now()
+	if err := rep.write(o.out); err != nil {
+		return err
+	}
+	logf("report written to %s", o.out)
+	return nil
+}
+
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		var r float64
+		if _, err := fmt.Sscan(strings.TrimSpace(f), &r); err != nil {
+			return nil, fmt.Errorf("-ceiling-rates: %q: %w", f, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// prepareEtcd finds or builds etcd, its benchmark tool and the collector.
+func prepareEtcd(o options, work string) (*etcdEnv, error) {
+	env := &etcdEnv{work: work, collector: o.collector}
+	dir := o.etcdBin
+	if dir == "" {
+		logf("etcd: scripts/install-etcd.sh (builds etcd 3.6 once, then cached)")
+		cmd := exec.Command("scripts/install-etcd.sh")
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("scripts/install-etcd.sh: %w", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		dir = lines[len(lines)-1]
+	}
+	env.etcdBin, env.benchBin = filepath.Join(dir, "etcd"), filepath.Join(dir, "benchmark")
+	for _, p := range []string{env.etcdBin, env.benchBin} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	if _, err := os.Stat(env.collector); err != nil {
+		logf("collector: %s missing, running make collector", env.collector)
+		_ = os.MkdirAll(filepath.Dir(filepath.Dir(env.collector)), 0o755) // ocb does not create _build
+		cmd := exec.Command("make", "collector")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("make collector: %w", err)
+		}
+	}
+	for _, tool := range []string{"bpftrace", "strace", "bpftool"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is not installed (apt-get install -y %s)", tool, tool)
+		}
+	}
+	return env, nil
+}

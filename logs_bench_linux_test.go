@@ -1,0 +1,124 @@
+//go:build linux
+
+package etcdebpfreceiver
+
+import (
+	"testing"
+	"unsafe"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+)
+
+// benchRecord is a realistic record: etcd's WAL write(2) of 4 KiB, as the kernel
+// side writes it, followed by payloadLen bytes of payload.
+func benchRecord(payloadLen int) []byte {
+	raw := make([]byte, bpf.EventSize+payloadLen)
+	ev := (*bpf.MonitorEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	ev.Version = bpf.RecordVersion
+	ev.Type = uint16(bpf.MonitorSyscallTypeSYSCALL_WRITE)
+	ev.FdKind = uint8(bpf.MonitorFdKindFD_KIND_FILE)
+	ev.PayloadLen = uint16(payloadLen)
+	ev.Pid, ev.Tid, ev.Fd = 4242, 4251, 12
+	ev.CgroupId, ev.Inode = 1234, 3670031
+	ev.Count, ev.Offset, ev.Ret = 4096, -1, 4096
+	ev.StartNs, ev.DurationNs = 123456789012, 14500
+	for i, c := range "etcd" {
+		ev.Comm[i] = int8(c)
+	}
+	for i, c := range "0000000000000000-0000000000000000.wal" {
+		ev.FileName[i] = int8(c)
+	}
+	for i := range payloadLen {
+		raw[bpf.EventSize+i] = byte(i)
+	}
+	return raw
+}
+
+// benchAppend drives logBuilder.append the way the receiver's run loop does: a
+// batch of batchSize records, then take() hands it over and a new one starts.
+func benchAppend(b *testing.B, decode bool, payloadLen int) {
+	const batchSize = 1024 // the default max_batch_size
+	raw := benchRecord(payloadLen)
+	lb := newLogBuilder(decode, "bench", "0")
+	lb.reset(batchSize)
+	ts := pcommon.Timestamp(1)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	b.ResetTimer()
+	for range b.N {
+		if err := lb.append(raw, ts); err != nil {
+			b.Fatal(err)
+		}
+		if lb.len() == batchSize {
+			_ = lb.take(batchSize)
+		}
+	}
+}
+
+func BenchmarkLogBuilderAppend(b *testing.B) {
+	b.Run("decode=false/payload=0", func(b *testing.B) { benchAppend(b, false, 0) })
+	b.Run("decode=true/payload=0", func(b *testing.B) { benchAppend(b, true, 0) })
+	b.Run("decode=true/payload=64", func(b *testing.B) { benchAppend(b, true, 64) })
+}
+
+// BenchmarkPdataOnly builds the same log records with pdata calls alone, from
+// values known in advance (no decoding, no string interning): the allocations it
+// reports are pdata's own, the floor under BenchmarkLogBuilderAppend.
+func BenchmarkPdataOnly(b *testing.B) {
+	for _, tc := range []struct {
+		name       string
+		decode     bool
+		payloadLen int
+	}{{"decode=false/payload=0", false, 0}, {"decode=true/payload=0", true, 0}, {"decode=true/payload=64", true, 64}} {
+		b.Run(tc.name, func(b *testing.B) {
+			const batchSize = 1024
+			raw := benchRecord(tc.payloadLen)
+			payload := raw[bpf.EventSize:]
+			newBatch := func() plog.LogRecordSlice {
+				logs := plog.NewLogs()
+				lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+				lrs.EnsureCapacity(batchSize)
+				return lrs
+			}
+			lrs := newBatch()
+			comm, file := "etcd", "0000000000000000-0000000000000000.wal"
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				lr := lrs.AppendEmpty()
+				lr.SetTimestamp(2)
+				lr.SetObservedTimestamp(1)
+				attrs := lr.Attributes()
+				if tc.decode {
+					attrs.EnsureCapacity(15)
+				} else {
+					attrs.EnsureCapacity(5)
+				}
+				attrs.PutInt(attrType, 1)
+				attrs.PutEmptyBytes(attrRaw).Append(raw...)
+				attrs.PutInt(attrPID, 4242)
+				attrs.PutInt(attrTID, 4251)
+				attrs.PutStr(attrThreadName, comm)
+				if tc.decode {
+					attrs.PutStr(attrName, "write")
+					attrs.PutInt(attrFD, 12)
+					attrs.PutStr(attrFDKind, "file")
+					attrs.PutStr(attrFileName, file)
+					attrs.PutInt(attrFileInode, 3670031)
+					attrs.PutInt(attrCount, 4096)
+					attrs.PutInt(attrRet, 4096)
+					attrs.PutInt(attrDurationNs, 14500)
+					if len(payload) > 0 {
+						attrs.PutEmptyBytes(attrPayload).Append(payload...)
+					}
+				}
+				if lrs.Len() == batchSize {
+					lrs = newBatch()
+				}
+			}
+		})
+	}
+}
