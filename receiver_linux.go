@@ -7,17 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
@@ -34,7 +37,11 @@ type logsReceiver struct {
 	telemetry *metadata.TelemetryBuilder
 	cancel    context.CancelFunc // cancels the context the pipeline is called with
 	done      chan struct{}      // closed when the reader goroutine returns
+	watcher   sync.WaitGroup     // the goroutine watching for exited pids
 }
+
+// targetCheckInterval is how often the receiver looks for exited pids.
+const targetCheckInterval = time.Second
 
 func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (receiver.Logs, error) {
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
@@ -49,8 +56,11 @@ func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (re
 }
 
 // Start loads and attaches the BPF programs and starts draining the ring buffer.
-// On error nothing is left running or loaded.
-func (r *logsReceiver) Start(_ context.Context, _ component.Host) (err error) {
+//
+// When the host cannot trace (no privileges, no BTF, ...) the receiver reports a
+// permanent error through component status, logs the fix, and stays idle: the rest
+// of the collector keeps running. Nothing is left loaded in the kernel.
+func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.tracer != nil {
@@ -68,19 +78,26 @@ func (r *logsReceiver) Start(_ context.Context, _ component.Host) (err error) {
 		PayloadBytes:   r.cfg.PayloadBytes,
 		RingBufferSize: r.cfg.RingBufferSize,
 	})
+	if err == nil {
+		if err = registerKernelCounters(tb, t); err != nil {
+			t.Close()
+		}
+	}
 	if err != nil {
 		tb.Shutdown()
-		return fmt.Errorf("etcdebpf: %w", err)
-	}
-	if err := registerKernelCounters(tb, t); err != nil {
-		tb.Shutdown()
-		t.Close()
-		return fmt.Errorf("etcdebpf: registering telemetry: %w", err)
+		err = fmt.Errorf("etcdebpf: %w", err)
+		r.settings.Logger.Error("Cannot trace etcd: this receiver stays idle, the rest of the collector runs on", zap.Error(err))
+		componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
+		return nil
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.tracer, r.telemetry, r.cancel, r.done = t, tb, cancel, make(chan struct{})
 	go r.run(ctx, t.Reader)
+	if len(r.cfg.PIDs) > 0 {
+		r.watcher.Add(1)
+		go r.watchTargets(ctx, t)
+	}
 	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
 		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
 		zap.Int("payload_bytes", r.cfg.PayloadBytes), zap.Int("ring_buffer_size", r.cfg.RingBufferSize))
@@ -123,6 +140,7 @@ func (r *logsReceiver) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("etcdebpf: records still pending at shutdown: %w", ctx.Err()))
 	}
 	r.cancel()
+	r.watcher.Wait()
 	errs = append(errs, r.tracer.Close())
 	r.telemetry.Shutdown()
 	r.tracer, r.telemetry = nil, nil
@@ -175,5 +193,33 @@ func (r *logsReceiver) flush(ctx context.Context, b *logBuilder) {
 	r.obsrecv.EndLogsOp(ctx, metadata.Type.String(), n, err)
 	if err != nil {
 		r.settings.Logger.Debug("The pipeline refused records", zap.Int("records", n), zap.Error(err))
+	}
+}
+
+// watchTargets reports each pid of cfg.PIDs that exits, once, and removes it from
+// the kernel's filter so that a new process reusing the pid is not traced.
+func (r *logsReceiver) watchTargets(ctx context.Context, t *tracer.Tracer) {
+	defer r.watcher.Done()
+	alive := slices.Clone(r.cfg.PIDs)
+	tick := time.NewTicker(targetCheckInterval)
+	defer tick.Stop()
+	for len(alive) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		alive = slices.DeleteFunc(alive, func(pid int) bool {
+			if unix.Kill(pid, 0) != unix.ESRCH {
+				return false
+			}
+			r.telemetry.EtcdebpfTargetsExited.Add(ctx, 1)
+			if err := t.RemovePID(pid); err != nil {
+				r.settings.Logger.Warn("Removing an exited pid from the kernel filter failed", zap.Int("pid", pid), zap.Error(err))
+			}
+			r.settings.Logger.Warn("A traced process exited; if etcd restarted, update pids or select it by comm or cgroup_path",
+				zap.Int("pid", pid), zap.Int("pids_left", len(alive)-1))
+			return true
+		})
 	}
 }

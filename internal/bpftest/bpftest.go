@@ -10,10 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 func skipOrFail(t testing.TB, reason string) {
@@ -61,20 +64,46 @@ func NamedCopy(t testing.TB, src, name string) string {
 	return dst
 }
 
-// OurPrograms lists the ids of loaded BPF programs whose names are in names.
-func OurPrograms(t testing.TB, names map[string]bool) []ebpf.ProgramID {
+// RequireAlive fails the test unless every object in objs is in the kernel.
+func RequireAlive(t testing.TB, objs tracer.Objects) {
 	t.Helper()
-	var ids []ebpf.ProgramID
-	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // unloaded meanwhile
+	if alive := countAlive(objs); alive != len(objs.Programs)+len(objs.Maps)+len(objs.Links) {
+		t.Fatalf("%d of the tracer's %d+%d+%d programs, maps and links are in the kernel", alive, len(objs.Programs), len(objs.Maps), len(objs.Links))
+	}
+}
+
+// RequireGone fails the test if any object in objs is still in the kernel
+// shortly after it was released (the kernel frees them after an RCU grace period).
+func RequireGone(t testing.TB, objs tracer.Objects) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for countAlive(objs) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d BPF objects of a closed tracer are still in the kernel: %+v", countAlive(objs), objs)
 		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && names[info.Name] {
-			ids = append(ids, id)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func countAlive(objs tracer.Objects) int {
+	n := 0
+	for _, id := range objs.Programs {
+		if p, err := ebpf.NewProgramFromID(id); err == nil {
+			p.Close()
+			n++
 		}
 	}
-	return ids
+	for _, id := range objs.Maps {
+		if m, err := ebpf.NewMapFromID(id); err == nil {
+			m.Close()
+			n++
+		}
+	}
+	for _, id := range objs.Links {
+		if l, err := link.NewFromID(id); err == nil {
+			l.Close()
+			n++
+		}
+	}
+	return n
 }

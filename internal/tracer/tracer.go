@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
@@ -41,7 +42,11 @@ type Tracer struct {
 	Reader *ringbuf.Reader
 }
 
-const btfPath = "/sys/kernel/btf/vmlinux"
+// Host probes, variables so that tests can stand in for a host that lacks them.
+var (
+	btfPath     = "/sys/kernel/btf/vmlinux"
+	haveRingBuf = func() error { return features.HaveMapType(ebpf.RingBuf) }
+)
 
 // wakeupRecords is how many records may wait in the ring before the producer
 // wakes the reader: a wake-up per record costs the traced thread ~3 us.
@@ -92,7 +97,7 @@ func checkHost() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w; run as root or with CAP_SYS_RESOURCE", err)
 	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+	if err := haveRingBuf(); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			return fmt.Errorf("this kernel has no BPF ring buffer: Linux 5.8 or newer is required: %w", err)
 		}
@@ -201,14 +206,28 @@ func (t *Tracer) attach() error {
 	return nil
 }
 
-// Detach stops new records: enter programs go first, then exits, in the reverse
-// of attach order. Records already in the ring stay readable.
+// Detach stops new records: all enter programs go first, then the exits, so a
+// parked call still meets its exit. Records already in the ring stay readable.
+//
+// Links within a phase are closed concurrently: each close waits for an RCU grace
+// period (tracepoint unregistration), and concurrent waits share one.
 func (t *Tracer) Detach() error {
-	var errs []error
-	for i := len(t.links) - 1; i >= 0; i-- {
-		errs = append(errs, t.links[i].Close())
+	half := len(t.links) / 2 // attach put the exits first, then the enters
+	if len(t.links) < 2*len(t.tracepoints()) {
+		half = 0 // a partial attach: close in one go
 	}
+	err := errors.Join(closeAll(t.links[half:]), closeAll(t.links[:half]))
 	t.links = nil
+	return err
+}
+
+func closeAll(links []link.Link) error {
+	errs := make([]error, len(links))
+	var wg sync.WaitGroup
+	for i, l := range links {
+		wg.Go(func() { errs[i] = l.Close() })
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -241,6 +260,55 @@ func (t *Tracer) Counters() (Counters, error) {
 		}
 	}
 	return c, nil
+}
+
+// Objects names the kernel objects the tracer holds, for checking that none
+// outlives it.
+type Objects struct {
+	Programs []ebpf.ProgramID
+	Maps     []ebpf.MapID
+	Links    []link.ID
+}
+
+// Objects lists the ids of the loaded programs, maps and attached links.
+func (t *Tracer) Objects() (Objects, error) {
+	var o Objects
+	for _, p := range t.tracepoints() {
+		for _, prog := range []*ebpf.Program{p.enter, p.exit} {
+			info, err := prog.Info()
+			if err != nil {
+				return o, err
+			}
+			id, _ := info.ID()
+			o.Programs = append(o.Programs, id)
+		}
+	}
+	m := &t.objs.MonitorMaps
+	for _, mp := range []*ebpf.Map{m.Events, m.Inflight, m.Counters, m.TargetPids} {
+		info, err := mp.Info()
+		if err != nil {
+			return o, err
+		}
+		id, _ := info.ID()
+		o.Maps = append(o.Maps, id)
+	}
+	for _, l := range t.links {
+		info, err := l.Info()
+		if err != nil {
+			return o, err
+		}
+		o.Links = append(o.Links, info.ID)
+	}
+	return o, nil
+}
+
+// RemovePID stops tracing pid.
+func (t *Tracer) RemovePID(pid int) error {
+	err := t.objs.TargetPids.Delete(uint32(pid))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
 }
 
 // Inflight counts the calls parked between enter and exit.
