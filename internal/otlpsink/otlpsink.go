@@ -1,0 +1,128 @@
+// Package otlpsink is a minimal OTLP/gRPC logs backend on loopback: the official
+// plogotlp gRPC service, storing every plog.Logs it receives. The demo and the
+// end-to-end test point a real collector's OTLP exporter at it.
+package otlpsink
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"google.golang.org/grpc"
+)
+
+// Sink is a running OTLP/gRPC logs server. It is safe for concurrent use.
+type Sink struct {
+	plogotlp.UnimplementedGRPCServer
+
+	srv *grpc.Server
+	lis net.Listener
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	batches []plog.Logs
+	records int
+	onLogs  func(plog.Logs)
+}
+
+// Option configures a Sink.
+type Option func(*Sink)
+
+// WithCallback calls fn with every batch as it arrives, after it is stored.
+// fn must not modify the logs; calls are serialized.
+func WithCallback(fn func(plog.Logs)) Option { return func(s *Sink) { s.onLogs = fn } }
+
+// Start listens on addr (for example "127.0.0.1:0") and serves until Stop.
+func Start(addr string, opts ...Option) (*Sink, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("otlpsink: listening on %s: %w", addr, err)
+	}
+	s := &Sink{srv: grpc.NewServer(), lis: lis}
+	s.cond = sync.NewCond(&s.mu)
+	for _, o := range opts {
+		o(s)
+	}
+	plogotlp.RegisterGRPCServer(s.srv, s)
+	go func() { _ = s.srv.Serve(lis) }()
+	return s, nil
+}
+
+// Endpoint is host:port of the server, as an OTLP exporter's endpoint.
+func (s *Sink) Endpoint() string { return s.lis.Addr().String() }
+
+// Export implements plogotlp.GRPCServer.
+func (s *Sink) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
+	logs := plog.NewLogs()
+	req.Logs().CopyTo(logs) // the request's memory belongs to gRPC after we return
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches = append(s.batches, logs)
+	s.records += logs.LogRecordCount()
+	if s.onLogs != nil {
+		s.onLogs(logs)
+	}
+	s.cond.Broadcast()
+	return plogotlp.NewExportResponse(), nil
+}
+
+// Logs returns the batches received so far, oldest first.
+func (s *Sink) Logs() []plog.Logs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]plog.Logs(nil), s.batches...)
+}
+
+// RecordCount is the number of log records received so far.
+func (s *Sink) RecordCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.records
+}
+
+// Records returns every log record received so far, in arrival order.
+func (s *Sink) Records() []plog.LogRecord {
+	var out []plog.LogRecord
+	for _, logs := range s.Logs() {
+		out = append(out, Flatten(logs)...)
+	}
+	return out
+}
+
+// Flatten lists the log records of logs.
+func Flatten(logs plog.Logs) []plog.LogRecord {
+	out := make([]plog.LogRecord, 0, logs.LogRecordCount())
+	for i := 0; i < logs.ResourceLogs().Len(); i++ {
+		sls := logs.ResourceLogs().At(i).ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			lrs := sls.At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				out = append(out, lrs.At(k))
+			}
+		}
+	}
+	return out
+}
+
+// WaitFor blocks until at least n records have arrived or ctx ends, and
+// reports whether n were reached.
+func (s *Sink) WaitFor(ctx context.Context, n int) bool {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.cond.Broadcast()
+	})
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.records < n && ctx.Err() == nil {
+		s.cond.Wait()
+	}
+	return s.records >= n
+}
+
+// Stop closes the listener and ends every call in progress.
+func (s *Sink) Stop() { s.srv.Stop() }
