@@ -50,3 +50,9 @@ ocb:
 demo: etcd
 	@test -x $(COLLECTOR) || $(MAKE) --no-print-directory collector
 	$(GO) run ./cmd/etcdebpf-demo -collector $(COLLECTOR) -etcd-bin "$$(scripts/install-etcd.sh 2>/dev/null | tail -1)" $(DEMO_FLAGS)
+
+.PHONY: bench
+## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~20 min)
+bench: etcd
+	@test -x $(COLLECTOR) || $(MAKE) --no-print-directory collector
+	$(GO) run ./bench/cmd/etcdbench -collector $(COLLECTOR) $(BENCH_FLAGS)
