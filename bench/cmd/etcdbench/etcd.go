@@ -87,8 +87,19 @@ type runSample struct {
 	TracerHWMKB   int64   // tracer VmHWM after the load
 	RingbufFull   uint64
 	InflightFull  uint64
-	Exported      int64 // records the debug exporter reported
-	Foreign       int   // syscall tracepoint programs others had loaded at the start
+	Exported      int64   // records the debug exporter reported
+	Foreign       int     // syscall tracepoint programs others had loaded at the start
+	Load1         float64 // 1-minute load average at the start
+}
+
+func loadAvg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func (s runSample) cpuPerPut() float64 { return (s.EtcdCPU + s.TracerCPU) / float64(s.Puts) }
@@ -203,6 +214,7 @@ func (e *etcdEnv) oneRun(round int, cfg string, total int) (runSample, error) {
 	}
 	defer e.stopEtcd(srv, dir)
 	s.Foreign = foreignPrograms()
+	s.Load1 = loadAvg()
 	tr, err := e.startTracer(cfg, srv.PID(), dir)
 	if err != nil {
 		return s, err

@@ -53,7 +53,7 @@ func main() {
 	flag.StringVar(&o.collector, "collector", "_build/otelcol-etcd/otelcol-etcd", "otelcol-etcd binary (built with `make collector` if missing)")
 	flag.StringVar(&o.etcdBin, "etcd-bin", "", "directory holding etcd and benchmark (default: scripts/install-etcd.sh)")
 	flag.IntVar(&o.loopRuns, "loop-runs", 5, "runs per tight-loop variant")
-	flag.IntVar(&o.loopCalls, "loop-calls", 2_000_000, "write(2) calls per tight-loop run")
+	flag.IntVar(&o.loopCalls, "loop-calls", 1_000_000, "write(2) calls per tight-loop run")
 	flag.StringVar(&o.ceilingRate, "ceiling-rates", "100000,200000,300000,400000,500000,600000", "paced rates (writes/s) for the ceiling phase")
 	flag.Float64Var(&o.ceilingSecs, "ceiling-secs", 3, "seconds per ceiling step")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
@@ -226,6 +226,12 @@ func prepareEtcd(o options, work string) (*etcdEnv, error) {
 			return nil, fmt.Errorf("make collector: %w", err)
 		}
 	}
+	// A private copy: a rebuild of _build/ during the run must not change the binary under test.
+	private := filepath.Join(work, "otelcol-etcd")
+	if _, err := run("cp", env.collector, private); err != nil {
+		return nil, err
+	}
+	env.collector = private
 	for _, tool := range []string{"bpftrace", "strace", "bpftool"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s is not installed (apt-get install -y %s)", tool, tool)

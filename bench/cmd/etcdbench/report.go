@@ -206,7 +206,7 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 			c, configNames[c], median(a.rps), median(a.ratio), lo, hi, median(a.p99), median(a.p99r),
 			median(a.etcdCPU), median(a.trCPU), median(a.cpur), median(a.trSecs), rss, drop, exp)
 	}
-	w("\nPer-round requests/s (columns A–E; the last column counts syscall tracepoint programs that other users of the machine had loaded at the start of the round's runs, max):\n\n| round | A | B | C | D | E | foreign BPF programs |\n|---|---|---|---|---|---|---|\n")
+	w("\nPer-round requests/s (columns A–E; the last column counts syscall tracepoint programs that other users of the machine had loaded at the start of the round's runs, max):\n\n| round | A | B | C | D | E | foreign BPF programs | load avg (1 min) at A |\n|---|---|---|---|---|---|---|---|\n")
 	keys := make([]int, 0, len(rounds))
 	for k := range rounds {
 		n, _ := strconv.Atoi(k)
@@ -225,7 +225,7 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 				w(" – |")
 			}
 		}
-		w(" %d |\n", foreign)
+		w(" %d | %.1f |\n", foreign, rs[cfgBaseline].Load1)
 	}
 	w("\n")
 	for _, t := range []struct {
