@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // the OTLP exporter compresses with gzip by default
 )
 
 // Sink is a running OTLP/gRPC logs server. It is safe for concurrent use.

@@ -1,0 +1,232 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/distro"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
+)
+
+// testLog writes build progress to the test log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// collectorBinary is the collector built from this checkout: the existing
+// _build binary when it is newer than its sources, else a fresh ocb build.
+func collectorBinary(t *testing.T) string {
+	t.Helper()
+	root, err := distro.ModuleRoot()
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	start := time.Now()
+	bin, err := distro.Ensure(ctx, root, testLog{t})
+	require.NoError(t, err)
+	t.Logf("collector %s ready in %s", bin, time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// startCollector runs bin with the pipeline p until the test ends.
+func startCollector(t *testing.T, bin string, p distro.Pipeline) *distro.Collector {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(p.YAML()), 0o600))
+	col, err := distro.Start(distro.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = col.Stop(10 * time.Second) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, col.WaitReady(ctx), "config:\n%s", p.YAML())
+	return col
+}
+
+// runDecoy runs dd under another process name, writing and syncing a file.
+func runDecoy(t *testing.T, name string) int {
+	t.Helper()
+	cmd := exec.Command(bpftest.NamedCopy(t, "dd", name), "if=/dev/zero", "of="+filepath.Join(t.TempDir(), "decoy.wal"),
+		"bs=512", "count=20", "oflag=dsync", "conv=fdatasync", "status=none")
+	require.NoError(t, cmd.Run(), "decoy %s", name)
+	return cmd.Process.Pid
+}
+
+// attr returns the attribute key of lr, failing unless it has type typ.
+func attr(t *testing.T, lr plog.LogRecord, key string, typ pcommon.ValueType) pcommon.Value {
+	t.Helper()
+	v, ok := lr.Attributes().Get(key)
+	require.True(t, ok, "attribute %s missing from %v", key, lr.Attributes().AsRaw())
+	require.Equal(t, typ, v.Type(), "attribute %s", key)
+	return v
+}
+
+func cString(b []int8) string {
+	s := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s = append(s, byte(c))
+	}
+	return string(s)
+}
+
+func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
+	bpftest.RequireBPF(t)
+	etcdBin := bpftest.RequireEtcd(t)
+	bin := collectorBinary(t)
+
+	srv, err := etcdtest.Start(etcdBin, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+	sink, err := otlpsink.Start("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(sink.Stop)
+
+	runStart := time.Now()
+	col := startCollector(t, bin, distro.Pipeline{
+		PIDs:          []int{srv.PID()},
+		OTLPEndpoint:  sink.Endpoint(),
+		FlushInterval: 20 * time.Millisecond,
+	})
+	t.Logf("collector pid %d ready after %s", col.PID(), time.Since(runStart).Round(time.Millisecond))
+
+	time.Sleep(200 * time.Millisecond) // let the writes in progress settle
+	before, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	require.NoError(t, err)
+	windowStart := time.Now()
+
+	decoys := map[int]string{}
+	for _, name := range []string{"etcdctl", "etcd"} { // another name; the same name with another PID
+		decoys[runDecoy(t, name)] = name
+	}
+	const puts = 200
+	for i := range puts {
+		_, err := srv.Put(fmt.Sprintf("e2e-%d", i), strings.Repeat("v", 256))
+		require.NoError(t, err)
+	}
+	after, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	require.NoError(t, err)
+	windowEnd := time.Now()
+	time.Sleep(100 * time.Millisecond)
+
+	// SIGTERM: the receiver detaches and flushes, the OTLP exporter drains its queue.
+	require.NoError(t, col.Stop(15*time.Second), "collector log:\n%s", col.Tail())
+	runEnd := time.Now()
+
+	assert.NotContains(t, readFile(col.LogPath), "Exporting failed", "the OTLP exporter delivered everything")
+	records := sink.Records()
+	require.NotEmpty(t, records, "nothing arrived at the OTLP backend; collector log:\n%s", readFile(col.LogPath))
+	for _, logs := range sink.Logs() {
+		for i := 0; i < logs.ResourceLogs().Len(); i++ {
+			sls := logs.ResourceLogs().At(i).ScopeLogs()
+			for j := 0; j < sls.Len(); j++ {
+				assert.Equal(t, "github.com/etcdebpf/etcdebpfreceiver", sls.At(j).Scope().Name())
+			}
+		}
+	}
+
+	var walSyncs, walWrites, dbWrites, socketWrites int
+	kinds := map[string]int{}
+	for _, lr := range records {
+		typ := attr(t, lr, "etcd.syscall.type", pcommon.ValueTypeInt).Int()
+		raw := attr(t, lr, "etcd.syscall.raw", pcommon.ValueTypeBytes).Bytes().AsRaw()
+		pid := attr(t, lr, "process.pid", pcommon.ValueTypeInt).Int()
+		tid := attr(t, lr, "thread.id", pcommon.ValueTypeInt).Int()
+		thread := attr(t, lr, "thread.name", pcommon.ValueTypeStr).Str()
+		name := attr(t, lr, "etcd.syscall.name", pcommon.ValueTypeStr).Str()
+		fd := attr(t, lr, "etcd.syscall.fd", pcommon.ValueTypeInt).Int()
+		fdKind := attr(t, lr, "etcd.syscall.fd_kind", pcommon.ValueTypeStr).Str()
+		count := attr(t, lr, "etcd.syscall.count", pcommon.ValueTypeInt).Int()
+		ret := attr(t, lr, "etcd.syscall.ret", pcommon.ValueTypeInt).Int()
+		dur := attr(t, lr, "etcd.syscall.duration_ns", pcommon.ValueTypeInt).Int()
+
+		require.Equal(t, int64(srv.PID()), pid, "a record from pid %d (decoys: %v)", pid, decoys)
+		assert.Equal(t, "etcd", thread[:min(len(thread), 4)], "etcd names its threads after the process")
+
+		ev, _, err := bpf.Decode(raw)
+		require.NoError(t, err, "etcd.syscall.raw decodes")
+		assert.EqualValues(t, ev.Type, typ)
+		assert.EqualValues(t, ev.Pid, pid)
+		assert.EqualValues(t, ev.Tid, tid)
+		assert.Equal(t, cString(ev.Comm[:]), thread)
+		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), name)
+		assert.EqualValues(t, ev.Fd, fd)
+		assert.Equal(t, bpf.MonitorFdKind(ev.FdKind).String(), fdKind)
+		assert.EqualValues(t, ev.Count, count)
+		assert.EqualValues(t, ev.Ret, ret)
+		assert.EqualValues(t, ev.DurationNs, dur)
+		if v, ok := lr.Attributes().Get("etcd.syscall.offset"); ok {
+			assert.Equal(t, pcommon.ValueTypeInt, v.Type())
+			assert.EqualValues(t, ev.Offset, v.Int())
+		}
+		fileName := ""
+		if v, ok := lr.Attributes().Get("file.name"); ok {
+			assert.Equal(t, pcommon.ValueTypeStr, v.Type())
+			fileName = v.Str()
+		}
+		assert.Equal(t, cString(ev.FileName[:]), fileName)
+		if v, ok := lr.Attributes().Get("file.inode"); ok {
+			assert.Equal(t, pcommon.ValueTypeInt, v.Type())
+			assert.EqualValues(t, ev.Inode, v.Int())
+		} else {
+			assert.Zero(t, ev.Inode)
+		}
+
+		ts := lr.Timestamp().AsTime()
+		require.WithinRange(t, ts, runStart.Add(-time.Second), runEnd, "the syscall's entry lies within the run")
+		assert.False(t, lr.ObservedTimestamp().AsTime().Before(ts), "observed after the syscall began")
+		assert.Positive(t, dur)
+
+		kinds[name+"/"+fdKind]++
+		switch {
+		case name == "fdatasync" && strings.HasSuffix(fileName, ".wal"):
+			assert.Zero(t, ret)
+			if ts.After(windowStart) && ts.Before(windowEnd) {
+				walSyncs++
+			}
+		case name == "write" && strings.HasSuffix(fileName, ".wal"):
+			walWrites++
+			assert.Equal(t, count, ret, "WAL writes are whole")
+		case name == "pwrite64" && fileName == "db":
+			dbWrites++
+		case (name == "write" || name == "writev") && fdKind == "socket":
+			socketWrites++
+		}
+	}
+	etcdSyncs := int(after - before)
+	t.Logf("%d records over OTLP in %s; by syscall/fd kind: %v", len(records), runEnd.Sub(runStart).Round(time.Millisecond), kinds)
+	t.Logf("WAL fdatasync in the window: %d from the collector, %d by etcd_disk_wal_fsync_duration_seconds_count; "+
+		"%d WAL writes, %d bbolt pwrite64, %d socket writes", walSyncs, etcdSyncs, walWrites, dbWrites, socketWrites)
+	require.GreaterOrEqual(t, etcdSyncs, puts/2, "each put is a raft entry that etcd syncs")
+	assert.InDelta(t, etcdSyncs, walSyncs, max(2, 0.03*float64(etcdSyncs)), "WAL fdatasync records vs etcd's own counter")
+	assert.Positive(t, walWrites)
+	assert.Positive(t, dbWrites)
+	assert.Positive(t, socketWrites)
+}
+
+func readFile(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
+}

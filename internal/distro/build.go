@@ -1,0 +1,183 @@
+// Package distro builds and runs otelcol-etcd, the collector distribution of
+// builder-config.yaml, for the demo and the end-to-end test.
+package distro
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ModulePath is the receiver's Go module, the root of this repository.
+const ModulePath = "github.com/etcdebpf/etcdebpfreceiver"
+
+// BinaryRel is where `make collector` puts the collector, relative to the module root.
+const BinaryRel = "_build/otelcol-etcd/otelcol-etcd"
+
+// ModuleRoot finds the checkout: the directory holding this module's go.mod,
+// from the working directory upwards.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && modulePathOf(data) == ModulePath {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("not inside a checkout of %s (no go.mod declaring it above the working directory): run from the repository", ModulePath)
+		}
+		dir = parent
+	}
+}
+
+func modulePathOf(gomod []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
+}
+
+// Inputs lists the files the collector binary is built from in this checkout:
+// the Go and embedded files of every package of the module that the receiver
+// imports, go.mod, go.sum and the ocb manifest.
+func Inputs(ctx context.Context, root string) ([]string, error) {
+	files := []string{"go.mod", "go.sum", "builder-config.yaml"}
+	for i, f := range files {
+		files[i] = filepath.Join(root, f)
+	}
+	cmd := exec.CommandContext(ctx, goTool(), "list", "-deps",
+		"-f", `{{if .Module}}{{if eq .Module.Path "`+ModulePath+`"}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}
+{{end}}{{range .EmbedFiles}}{{$d}}/{{.}}
+{{end}}{{end}}{{end}}`, ".")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOOS=linux")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	for line := range strings.Lines(string(out)) {
+		if line = strings.TrimSpace(line); line != "" {
+			files = append(files, line)
+		}
+	}
+	return files, nil
+}
+
+// Stale reports why the binary at bin must be rebuilt from the checkout at
+// root, or "" when it is newer than every input.
+func Stale(ctx context.Context, root, bin string) (string, error) {
+	st, err := os.Stat(bin)
+	if errors.Is(err, os.ErrNotExist) {
+		return bin + " does not exist", nil
+	} else if err != nil {
+		return "", err
+	}
+	inputs, err := Inputs(ctx, root)
+	if err != nil {
+		return "", err
+	}
+	for _, f := range inputs {
+		in, err := os.Stat(f)
+		if err != nil {
+			return "", err
+		}
+		if in.ModTime().After(st.ModTime()) {
+			rel, _ := filepath.Rel(root, f)
+			return rel + " changed after the last build", nil
+		}
+	}
+	return "", nil
+}
+
+// Ensure returns the path of a collector binary built from the checkout at
+// root, building it with `make collector` (ocb) first when it is stale. Build
+// output and progress go to progress. Concurrent callers (a demo and a test)
+// take turns on a lock file, and the second finds the binary fresh.
+func Ensure(ctx context.Context, root string, progress io.Writer) (string, error) {
+	bin := filepath.Join(root, BinaryRel)
+	if why, err := Stale(ctx, root, bin); err != nil {
+		return "", err
+	} else if why == "" {
+		return bin, nil
+	}
+
+	if err := os.MkdirAll(filepath.Join(root, "_build"), 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(root, "_build", ".collector.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Fprintln(progress, "==> waiting for another build of the collector to finish")
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			return "", err
+		}
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+
+	why, err := Stale(ctx, root, bin)
+	if err != nil {
+		return "", err
+	} else if why == "" {
+		return bin, nil
+	}
+	fmt.Fprintf(progress, "==> building the collector with ocb (`make collector`): %s; about 2 minutes cold, seconds warm\n", why)
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "collector")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(goTool())+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = progress, progress
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("running make collector: %w (is make installed?)", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				return "", fmt.Errorf("make collector failed after %s: %w (its output is above)", time.Since(start).Round(time.Second), err)
+			}
+			// Date the binary from the start of the build: a file saved while it
+			// ran may be missing from it, and must make the next call rebuild.
+			_ = os.Chtimes(bin, start, start)
+			fmt.Fprintf(progress, "==> collector built in %s\n", time.Since(start).Round(time.Second))
+			return bin, nil
+		case <-tick.C:
+			fmt.Fprintf(progress, "    ... still building (%s)\n", time.Since(start).Round(time.Second))
+		}
+	}
+}
+
+// goTool is the go command: from PATH, else where the Go installer puts it
+// (sudo's secure_path often leaves /usr/local/go/bin out).
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
