@@ -2,7 +2,10 @@
 //
 // The harness copies the binary to a file named "etcd" (traced: the receiver
 // matches comm) or "writeloop" (not matched) and runs it. Output, one line:
-//   calls=<n> elapsed_ns=<ns> ns_per_call=<x.y> threads=<t>
+//   calls=<n> elapsed_ns=<ns> ns_per_call=<x.y> cpu_ns_per_call=<x.y> threads=<t>
+// ns_per_call is wall time per call and thread; cpu_ns_per_call is the process's
+// CPU time (user+system, CLOCK_PROCESS_CPUTIME_ID) per call: what the calls cost
+// the writer itself, without time spent waiting for a CPU.
 //
 // Usage: writeloop [-n calls] [-s size] [-f path] [-r calls_per_second] [-t threads]
 //   -f   target file (default /dev/null); a regular file is rewound every 16384
@@ -25,12 +28,14 @@ static const char *path = "/dev/null";
 static double rate;
 static int threads = 1;
 
-static long long now_ns(void)
+static long long clock_ns(clockid_t c)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(c, &ts);
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+
+static long long now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 static void *worker(void *arg)
 {
@@ -87,14 +92,16 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	pthread_t tids[64];
+	long long cpu_start = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 	long long start = now_ns();
 	for (int i = 0; i < threads; i++)
 		pthread_create(&tids[i], NULL, worker, (void *)(long)(calls / threads));
 	for (int i = 0; i < threads; i++)
 		pthread_join(tids[i], NULL);
 	long long elapsed = now_ns() - start;
+	long long cpu = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - cpu_start;
 	long long done = calls / threads * threads;
-	printf("calls=%lld elapsed_ns=%lld ns_per_call=%.1f threads=%d\n", done, elapsed,
-	       (double)elapsed * threads / done, threads);
+	printf("calls=%lld elapsed_ns=%lld ns_per_call=%.1f cpu_ns_per_call=%.1f threads=%d\n", done, elapsed,
+	       (double)elapsed * threads / done, (double)cpu / done, threads);
 	return 0;
 }

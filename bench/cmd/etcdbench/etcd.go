@@ -37,13 +37,17 @@ var configNames = map[string]string{
 // tracedSyscalls are the receiver's seven syscalls.
 var tracedSyscalls = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
 
+// comm is the traced process name: etcd's and the matched write loop's file
+// name, the receiver's comm and bpftrace's filter (-comm; default "etcd").
+var comm = "etcd"
+
 func bpftraceScript() string {
 	var enter, exit []string
 	for _, s := range tracedSyscalls {
 		enter = append(enter, "tracepoint:syscalls:sys_enter_"+s)
 		exit = append(exit, "tracepoint:syscalls:sys_exit_"+s)
 	}
-	return strings.Join(enter, ",") + ` /comm == "etcd"/ { @start[tid] = nsecs; } ` +
+	return strings.Join(enter, ",") + ` /comm == "` + comm + `"/ { @start[tid] = nsecs; } ` +
 		strings.Join(exit, ",") + ` /@start[tid]/ { @ns[probe] = hist(nsecs - @start[tid]); delete(@start[tid]); }`
 }
 
@@ -57,7 +61,7 @@ func straceArgs(pid int) []string {
 func collectorConfig(pid, payload int) string {
 	return fmt.Sprintf(`receivers:
   etcdebpf:
-    comm: etcd
+    comm: %s
     pids: [%d]
     payload_bytes: %d
 exporters:
@@ -71,7 +75,7 @@ service:
     logs:
       receivers: [etcdebpf]
       exporters: [debug]
-`, pid, payload)
+`, comm, pid, payload)
 }
 
 // runSample is one benchmark run under one configuration.

@@ -32,7 +32,7 @@ type inproc struct {
 func startInproc(payload int) (*inproc, error) {
 	f := etcdebpf.NewFactory()
 	cfg := f.CreateDefaultConfig().(*etcdebpf.Config)
-	cfg.Comm = "etcd"
+	cfg.Comm = comm
 	cfg.PayloadBytes = payload
 	cfg.Decode = true
 	r := &inproc{}
@@ -80,7 +80,8 @@ func (r *inproc) waitQuiet(want int64, timeout time.Duration) int64 {
 }
 
 var (
-	nsPerCallRe = regexp.MustCompile(`ns_per_call=([0-9.]+)`)
+	nsPerCallRe = regexp.MustCompile(` ns_per_call=([0-9.]+)`)
+	cpuPerCall  = regexp.MustCompile(`cpu_ns_per_call=([0-9.]+)`)
 	elapsedRe   = regexp.MustCompile(`elapsed_ns=(\d+)`)
 	callsRe     = regexp.MustCompile(`calls=(\d+)`)
 )
@@ -89,6 +90,7 @@ type loopResult struct {
 	Calls     int64
 	ElapsedNs int64
 	NsPerCall float64
+	CPUNs     float64 // the writer's CPU time per call
 }
 
 // writeLoop runs the writer binary (its file name is the process name).
@@ -99,6 +101,7 @@ func writeLoop(bin string, args ...string) (loopResult, error) {
 	}
 	var r loopResult
 	r.NsPerCall = parseFloat(nsPerCallRe, out)
+	r.CPUNs = parseFloat(cpuPerCall, out)
 	r.Calls, _ = strconv.ParseInt(firstMatch(callsRe, out), 10, 64)
 	r.ElapsedNs, _ = strconv.ParseInt(firstMatch(elapsedRe, out), 10, 64)
 	if r.NsPerCall == 0 {
@@ -127,8 +130,9 @@ var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopMatche
 
 type loopSample struct {
 	Target, Variant string
-	NsPerCall       float64
-	Delivered       int64 // records the consumer counted for this run
+	NsPerCall       float64 // wall time
+	CPUNs           float64 // the writer's CPU time per call
+	Delivered       int64   // records the consumer counted for this run
 	Drops           uint64
 }
 
@@ -152,7 +156,7 @@ func (l *loopEnv) runLoops(runs int, calls int) ([]loopSample, error) {
 				}
 				s.Target = tg.name
 				out = append(out, s)
-				logf("  loop %-10s run %d/%d %-22s %7.1f ns/call  records %d  drops %d", tg.name, i, runs, v, s.NsPerCall, s.Delivered, s.Drops)
+				logf("  loop %-10s run %d/%d %-22s %7.1f ns/call (cpu %7.1f)  records %d  drops %d", tg.name, i, runs, v, s.NsPerCall, s.CPUNs, s.Delivered, s.Drops)
 			}
 		}
 	}
@@ -192,7 +196,7 @@ func (l *loopEnv) loopOnce(path, variant string, calls int) (loopSample, error) 
 	if err != nil {
 		return s, err
 	}
-	s.NsPerCall = res.NsPerCall
+	s.NsPerCall, s.CPUNs = res.NsPerCall, res.CPUNs
 	return s, nil
 }
 
