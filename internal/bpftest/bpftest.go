@@ -6,9 +6,11 @@
 package bpftest
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -106,4 +108,59 @@ func countAlive(objs tracer.Objects) int {
 		}
 	}
 	return n
+}
+
+// Writer is a process named etcd that makes an exact number of write(2) calls
+// once released (internal/testprog/etcdwriter).
+type Writer struct {
+	Cmd   *exec.Cmd
+	start io.WriteCloser
+}
+
+// BuildWriter builds etcdwriter into a temporary file named etcd.
+func BuildWriter(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "etcd")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/etcdebpf/etcdebpfreceiver/internal/testprog/etcdwriter").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building etcdwriter: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// StartWriter starts bin, which waits for Release before making n writes of size bytes.
+func StartWriter(t testing.TB, bin string, n, size int) *Writer {
+	t.Helper()
+	cmd := exec.Command(bin, "-n", strconv.Itoa(n), "-size", strconv.Itoa(size))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return &Writer{Cmd: cmd, start: stdin}
+}
+
+// PID is the writer's process id.
+func (w *Writer) PID() int { return w.Cmd.Process.Pid }
+
+// Release lets the writer start and waits, at most timeout, for it to finish.
+func (w *Writer) Release(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	if _, err := w.start.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("writer: %v", err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("the writer did not finish within %v: was it blocked?", timeout)
+	}
 }

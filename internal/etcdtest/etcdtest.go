@@ -46,6 +46,8 @@ type Server struct {
 	DataDir   string
 	ClientURL string
 	log       *os.File
+	binary    string
+	args      []string
 }
 
 // Start runs etcd with its data in dataDir and waits until it serves requests.
@@ -60,28 +62,37 @@ func Start(binary, dataDir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(binary,
+	args := []string{
 		"--name", "etcdtest",
 		"--data-dir", filepath.Join(dataDir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "etcdtest="+peer,
 		"--log-outputs", "stderr",
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
-	s := &Server{Cmd: cmd, DataDir: filepath.Join(dataDir, "data"), ClientURL: client, log: logFile}
+	s := &Server{DataDir: filepath.Join(dataDir, "data"), ClientURL: client, log: logFile, binary: binary, args: args}
+	if err := s.start(); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	s.Cmd = exec.Command(s.binary, s.args...)
+	s.Cmd.Stdout, s.Cmd.Stderr = s.log, s.log
+	s.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.Cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", s.binary, err)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := s.Put("etcdtest/ready", "1"); err == nil {
-			return s, nil
+			return nil
 		} else if time.Now().After(deadline) {
-			s.Stop()
-			return nil, fmt.Errorf("etcd did not serve within 20s (%v); its log is %s", err, logFile.Name())
+			_ = s.Cmd.Process.Kill()
+			_ = s.Cmd.Wait()
+			return fmt.Errorf("etcd did not serve within 20s (%v); its log is %s", err, s.log.Name())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -89,6 +100,15 @@ func Start(binary, dataDir string) (*Server, error) {
 
 // PID is the server's process id.
 func (s *Server) PID() int { return s.Cmd.Process.Pid }
+
+// Kill kills the server with SIGKILL, as a crash would, and waits for it to exit.
+func (s *Server) Kill() {
+	_ = s.Cmd.Process.Kill()
+	_ = s.Cmd.Wait()
+}
+
+// Restart starts the server again on the same data and ports, after Kill.
+func (s *Server) Restart() error { return s.start() }
 
 // Stop kills the server and waits for it.
 func (s *Server) Stop() {
