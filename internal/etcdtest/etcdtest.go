@@ -67,7 +67,7 @@ func Start(binary, dataDir string) (*Server, error) {
 		"--data-dir", filepath.Join(dataDir, "data"),
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "etcdtest="+peer,
+		"--initial-cluster", "etcdtest=" + peer,
 		"--log-outputs", "stderr",
 	}
 	s := &Server{DataDir: filepath.Join(dataDir, "data"), ClientURL: client, log: logFile, binary: binary, args: args}
