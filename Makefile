@@ -27,7 +27,7 @@ generate:
 
 ## check-generated: fail if the committed generated files differ from a fresh generate
 check-generated: generate
-	@git diff --exit-code --stat -- bpf internal/metadata generated_*.go documentation.md \
+	@git diff --exit-code --stat -- bpf internal/metadata internal/metadatatest generated_*.go documentation.md \
 		|| { echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
 
 ## etcd: build etcd 3.6 from the Go module proxy into /var/cache/etcdebpf (once)
