@@ -46,10 +46,11 @@ ocb:
 	@$(OCB) version 2>&1 | grep -qx 'ocb version $(OCB_VERSION)' \
 		|| { echo "==> installing ocb $(OCB_VERSION)"; GOFLAGS= $(GO) install go.opentelemetry.io/collector/cmd/builder@$(OCB_VERSION); }
 
-## demo: build what is missing, then trace a real local etcd through the collector to an OTLP backend (needs root)
-demo: etcd
-	@test -x $(COLLECTOR) || $(MAKE) --no-print-directory collector
-	$(GO) run ./cmd/etcdebpf-demo -collector $(COLLECTOR) -etcd-bin "$$(scripts/install-etcd.sh 2>/dev/null | tail -1)" $(DEMO_FLAGS)
+## demo: trace a real local etcd through the collector to an OTLP backend (needs root; builds the collector
+##       and installs etcd first if needed). Flags: make demo DEMO_FLAGS="-duration 10s -v"
+demo:
+	@echo "==> compiling cmd/etcdebpf-demo"
+	@$(GO) run ./cmd/etcdebpf-demo $(DEMO_FLAGS)
 
 .PHONY: bench
 ## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~20 min)

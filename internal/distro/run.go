@@ -46,7 +46,8 @@ func (p Pipeline) YAML() string {
 	var exporters []string
 	b.WriteString("exporters:\n")
 	if p.Debug != "" {
-		fmt.Fprintf(&b, "  debug:\n    verbosity: %s\n", p.Debug)
+		// Its own logger: the collector's samples repeated messages away.
+		fmt.Fprintf(&b, "  debug:\n    verbosity: %s\n    use_internal_logger: false\n", p.Debug)
 		exporters = append(exporters, "debug")
 	}
 	if p.OTLPEndpoint != "" {

@@ -1,0 +1,325 @@
+package demo
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/plog"
+)
+
+// record is the part of a log record the demo prints and summarizes.
+type record struct {
+	ts       time.Time
+	name     string // syscall
+	fdKind   string
+	fd       int64
+	file     string
+	ret      int64
+	duration time.Duration
+}
+
+func fromLog(lr plog.LogRecord) record {
+	attrs := lr.Attributes()
+	str := func(k string) string {
+		v, _ := attrs.Get(k)
+		return v.AsString()
+	}
+	num := func(k string) int64 {
+		v, _ := attrs.Get(k)
+		return v.Int()
+	}
+	return record{
+		ts:       lr.Timestamp().AsTime(),
+		name:     str("etcd.syscall.name"),
+		fdKind:   str("etcd.syscall.fd_kind"),
+		fd:       num("etcd.syscall.fd"),
+		file:     str("file.name"),
+		ret:      num("etcd.syscall.ret"),
+		duration: time.Duration(num("etcd.syscall.duration_ns")),
+	}
+}
+
+func (r record) isWALSync() bool {
+	return r.name == "fdatasync" && strings.HasSuffix(r.file, ".wal")
+}
+
+func (r record) isWrite() bool { return strings.Contains(r.name, "write") }
+
+// line is the one-line form of a record, e.g.
+// "12:00:01.234 fdatasync file 0000000000000000-0000000000000000.wal 244µs".
+func (r record) line() string {
+	target := r.file
+	if target == "" {
+		target = fmt.Sprintf("fd %d", r.fd)
+	}
+	var size string
+	if r.isWrite() {
+		if r.ret >= 0 {
+			size = fmt.Sprintf(" %dB", r.ret)
+		} else {
+			size = fmt.Sprintf(" err=%d", r.ret)
+		}
+	} else if r.ret < 0 {
+		size = fmt.Sprintf(" err=%d", r.ret)
+	}
+	return fmt.Sprintf("%s %-9s %-7s %s%s %s", r.ts.Local().Format("15:04:05.000"), r.name, r.fdKind, target, size, fmtDur(r.duration))
+}
+
+// fmtDur prints a latency compactly: 812ns, 244µs, 2.21ms, 1.05s.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n == 0:
+		return "-"
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+}
+
+// printer prints records as they arrive, at most perSecond lines a second,
+// and a line for what it left out.
+type printer struct {
+	w         io.Writer
+	perSecond int
+
+	mu      sync.Mutex
+	window  time.Time
+	printed int
+	skipped int
+	all     []record
+}
+
+func (p *printer) logs(logs plog.Logs) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lrs := flatten(logs)
+	for _, lr := range lrs {
+		r := fromLog(lr)
+		p.all = append(p.all, r)
+		now := time.Now().Truncate(time.Second)
+		if !now.Equal(p.window) {
+			p.flushLocked()
+			p.window, p.printed = now, 0
+		}
+		if p.printed < p.perSecond {
+			fmt.Fprintln(p.w, r.line())
+			p.printed++
+		} else {
+			p.skipped++
+		}
+	}
+}
+
+func (p *printer) flushLocked() {
+	if p.skipped > 0 {
+		fmt.Fprintf(p.w, "             ... and %d more records in that second (at most %d lines a second are shown)\n", p.skipped, p.perSecond)
+		p.skipped = 0
+	}
+}
+
+func (p *printer) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.flushLocked()
+}
+
+func (p *printer) records() []record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.all)
+}
+
+func flatten(logs plog.Logs) []plog.LogRecord {
+	var out []plog.LogRecord
+	for i := 0; i < logs.ResourceLogs().Len(); i++ {
+		sls := logs.ResourceLogs().At(i).ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			lrs := sls.At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				out = append(out, lrs.At(k))
+			}
+		}
+	}
+	return out
+}
+
+// quantile is the q-quantile (0..1) of sorted durations, nearest rank.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// bucketQuantile estimates the q-quantile of a Prometheus histogram from its
+// cumulative bucket counts (upper bound in seconds to count), as PromQL's
+// histogram_quantile does: linear interpolation inside the bucket holding the
+// rank; the +Inf bucket answers its lower bound.
+func bucketQuantile(cumulative map[float64]float64, q float64) (time.Duration, bool) {
+	bounds := make([]float64, 0, len(cumulative))
+	for b := range cumulative {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return 0, false
+	}
+	total := cumulative[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return 0, false
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for _, b := range bounds {
+		c := cumulative[b]
+		if c >= rank {
+			if math.IsInf(b, 1) {
+				return seconds(lower), true
+			}
+			if c == below {
+				return seconds(b), true
+			}
+			return seconds(lower + (b-lower)*(rank-below)/(c-below)), true
+		}
+		lower, below = b, c
+	}
+	return seconds(lower), true
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// deltaBuckets is after minus before, bucket by bucket.
+func deltaBuckets(before, after map[float64]float64) map[float64]float64 {
+	d := make(map[float64]float64, len(after))
+	for b, c := range after {
+		d[b] = c - before[b]
+	}
+	return d
+}
+
+// bucketize counts durations into cumulative buckets with the given bounds.
+func bucketize(ds []time.Duration, bounds map[float64]float64) map[float64]float64 {
+	out := make(map[float64]float64, len(bounds))
+	for b := range bounds {
+		n := 0
+		for _, d := range ds {
+			if math.IsInf(b, 1) || d.Seconds() <= b {
+				n++
+			}
+		}
+		out[b] = float64(n)
+	}
+	return out
+}
+
+// row of the summary: one syscall on one fd kind.
+type row struct {
+	name, fdKind string
+	count        int
+	bytes        int64
+	durations    []time.Duration
+}
+
+// summarize groups records by syscall and fd kind, most frequent first.
+func summarize(records []record) []row {
+	byKey := map[[2]string]*row{}
+	for _, r := range records {
+		k := [2]string{r.name, r.fdKind}
+		g := byKey[k]
+		if g == nil {
+			g = &row{name: r.name, fdKind: r.fdKind}
+			byKey[k] = g
+		}
+		g.count++
+		if r.isWrite() && r.ret > 0 {
+			g.bytes += r.ret
+		}
+		g.durations = append(g.durations, r.duration)
+	}
+	rows := make([]row, 0, len(byKey))
+	for _, g := range byKey {
+		slices.Sort(g.durations)
+		rows = append(rows, *g)
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		return cmp.Or(cmp.Compare(b.count, a.count), cmp.Compare(a.name, b.name), cmp.Compare(a.fdKind, b.fdKind))
+	})
+	return rows
+}
+
+func writeSyscallTable(w io.Writer, rows []row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "syscall\tfd kind\tcount\tbytes\tp50\tp99\tmax\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.name, r.fdKind, r.count, fmtBytes(r.bytes),
+			fmtDur(quantile(r.durations, 0.5)), fmtDur(quantile(r.durations, 0.99)), fmtDur(r.durations[len(r.durations)-1]))
+	}
+	tw.Flush()
+}
+
+// walComparison is the WAL fdatasync figures of the kernel beside etcd's histogram.
+type walComparison struct {
+	window        time.Duration
+	kernel        []time.Duration // sorted durations of WAL fdatasync records in the window
+	etcdCount     float64
+	etcdBuckets   map[float64]float64 // delta over the window, cumulative
+	bucketsMissed bool
+}
+
+func (c walComparison) write(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "source\tcount\tp50\tp99\t")
+	fmt.Fprintf(tw, "kernel, this receiver (exact)\t%d\t%s\t%s\t\n", len(c.kernel), fmtDur(quantile(c.kernel, 0.5)), fmtDur(quantile(c.kernel, 0.99)))
+	if !c.bucketsMissed {
+		kb := bucketize(c.kernel, c.etcdBuckets)
+		k50, _ := bucketQuantile(kb, 0.5)
+		k99, _ := bucketQuantile(kb, 0.99)
+		fmt.Fprintf(tw, "kernel, in etcd's buckets\t%d\t%s\t%s\t\n", len(c.kernel), fmtDur(k50), fmtDur(k99))
+		e50, ok50 := bucketQuantile(c.etcdBuckets, 0.5)
+		e99, ok99 := bucketQuantile(c.etcdBuckets, 0.99)
+		p50, p99 := "-", "-"
+		if ok50 && ok99 {
+			p50, p99 = fmtDur(e50), fmtDur(e99)
+		}
+		fmt.Fprintf(tw, "etcd_disk_wal_fsync_duration_seconds\t%.0f\t%s\t%s\t\n", c.etcdCount, p50, p99)
+	} else {
+		fmt.Fprintf(tw, "etcd_disk_wal_fsync_duration_seconds\t%.0f\t?\t?\t\n", c.etcdCount)
+	}
+	tw.Flush()
+	diff := float64(len(c.kernel)) - c.etcdCount
+	switch {
+	case c.etcdCount == 0:
+		fmt.Fprintln(w, "etcd counted no WAL syncs in the window.")
+	case math.Abs(diff) <= max(2, 0.03*c.etcdCount):
+		fmt.Fprintf(w, "The counts agree (difference %+.0f: syncs in flight at the edges of the window).\n", diff)
+	default:
+		fmt.Fprintf(w, "The counts differ by %+.0f (%.1f%%): check the collector's log for lost records.\n", diff, 100*diff/c.etcdCount)
+	}
+	fmt.Fprintln(w, "etcd's percentiles are interpolated inside its histogram buckets (1 ms, 2 ms, 4 ms, ...), so they can")
+	fmt.Fprintln(w, "only be compared with the kernel's figures put into the same buckets; etcd also times the Go call, which")
+	fmt.Fprintln(w, "adds tens of microseconds to each sync.")
+}

@@ -1,0 +1,95 @@
+package demo
+
+import (
+	"bytes"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestBucketQuantile(t *testing.T) {
+	inf := math.Inf(1)
+	// 100 observations: 50 in (0, 1ms], 40 in (1ms, 2ms], 10 in (2ms, 4ms].
+	h := map[float64]float64{0.001: 50, 0.002: 90, 0.004: 100, 0.008: 100, inf: 100}
+	p50, ok := bucketQuantile(h, 0.5)
+	require.True(t, ok)
+	assert.Equal(t, time.Millisecond, p50)
+	p70, _ := bucketQuantile(h, 0.7)
+	assert.InDelta(t, 1.5e6, float64(p70), 1e3, "halfway through the (1ms, 2ms] bucket")
+	p99, _ := bucketQuantile(h, 0.99)
+	assert.InDelta(t, 3.8e6, float64(p99), 1e3)
+
+	_, ok = bucketQuantile(map[float64]float64{0.001: 0, inf: 0}, 0.5)
+	assert.False(t, ok, "no observations")
+	top, _ := bucketQuantile(map[float64]float64{0.001: 0, 8.192: 1, inf: 2}, 0.99)
+	assert.Equal(t, seconds(8.192), top, "the +Inf bucket answers its lower bound")
+}
+
+func TestBucketizeMatchesDeltas(t *testing.T) {
+	bounds := map[float64]float64{0.001: 0, 0.002: 0, math.Inf(1): 0}
+	ds := []time.Duration{200 * time.Microsecond, 999 * time.Microsecond, 1500 * time.Microsecond, 3 * time.Second}
+	assert.Equal(t, map[float64]float64{0.001: 2, 0.002: 3, math.Inf(1): 4}, bucketize(ds, bounds))
+	assert.Equal(t, map[float64]float64{0.001: 1, 0.002: 5}, deltaBuckets(map[float64]float64{0.001: 1, 0.002: 1}, map[float64]float64{0.001: 2, 0.002: 6}))
+}
+
+func TestQuantile(t *testing.T) {
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[i] = time.Duration(i+1) * time.Microsecond
+	}
+	assert.Equal(t, 50*time.Microsecond, quantile(ds, 0.5))
+	assert.Equal(t, 99*time.Microsecond, quantile(ds, 0.99))
+	assert.Equal(t, 100*time.Microsecond, quantile(ds, 1))
+	assert.Zero(t, quantile(nil, 0.5))
+}
+
+func TestFormatting(t *testing.T) {
+	assert.Equal(t, "812ns", fmtDur(812))
+	assert.Equal(t, "244µs", fmtDur(244*time.Microsecond))
+	assert.Equal(t, "2.21ms", fmtDur(2210*time.Microsecond))
+	assert.Equal(t, "1.05s", fmtDur(1050*time.Millisecond))
+	assert.Equal(t, "1.5 KiB", fmtBytes(1536))
+
+	ts := time.Date(2026, 1, 2, 12, 0, 1, 234e6, time.Local)
+	r := record{ts: ts, name: "fdatasync", fdKind: "file", fd: 7, file: "0000000000000000-0000000000000000.wal", duration: 244 * time.Microsecond}
+	assert.Equal(t, "12:00:01.234 fdatasync file    0000000000000000-0000000000000000.wal 244µs", r.line())
+	w := record{ts: ts, name: "write", fdKind: "socket", fd: 9, ret: -32, duration: time.Microsecond}
+	assert.Equal(t, "12:00:01.234 write     socket  fd 9 err=-32 1µs", w.line())
+}
+
+func TestSummarize(t *testing.T) {
+	rows := summarize([]record{
+		{name: "write", fdKind: "file", ret: 100, duration: 10 * time.Microsecond},
+		{name: "write", fdKind: "file", ret: -5, duration: 30 * time.Microsecond},
+		{name: "write", fdKind: "socket", ret: 7, duration: 20 * time.Microsecond},
+		{name: "write", fdKind: "file", ret: 50, duration: 20 * time.Microsecond},
+		{name: "fdatasync", fdKind: "file", duration: time.Millisecond},
+	})
+	require.Len(t, rows, 3)
+	assert.Equal(t, "write", rows[0].name)
+	assert.Equal(t, "file", rows[0].fdKind)
+	assert.Equal(t, 3, rows[0].count)
+	assert.EqualValues(t, 150, rows[0].bytes, "only successful writes count")
+	assert.Equal(t, []time.Duration{10 * time.Microsecond, 20 * time.Microsecond, 30 * time.Microsecond}, rows[0].durations)
+
+	var buf bytes.Buffer
+	writeSyscallTable(&buf, rows)
+	assert.Contains(t, buf.String(), "p99")
+	assert.Len(t, strings.Split(strings.TrimSpace(buf.String()), "\n"), 4)
+}
+
+func TestWALComparison(t *testing.T) {
+	c := walComparison{
+		kernel:      []time.Duration{300 * time.Microsecond, 400 * time.Microsecond, 1500 * time.Microsecond},
+		etcdCount:   3,
+		etcdBuckets: map[float64]float64{0.001: 2, 0.002: 3, math.Inf(1): 3},
+	}
+	var buf bytes.Buffer
+	c.write(&buf)
+	assert.Contains(t, buf.String(), "The counts agree")
+	assert.Contains(t, buf.String(), "etcd_disk_wal_fsync_duration_seconds")
+}
