@@ -42,7 +42,7 @@ func benchRecord(payloadLen int) []byte {
 func benchAppend(b *testing.B, decode bool, payloadLen int) {
 	const batchSize = 1024 // the default max_batch_size
 	raw := benchRecord(payloadLen)
-	lb := newLogBuilder(decode, "bench", "0")
+	lb := newLogBuilder(decode, "bench", "0", 1024)
 	lb.reset(batchSize)
 	ts := pcommon.Timestamp(1)
 	b.ReportAllocs()

@@ -44,11 +44,11 @@ type logBuilder struct {
 	records plog.LogRecordSlice
 }
 
-func newLogBuilder(decode bool, scopeName, version string) *logBuilder {
+func newLogBuilder(decode bool, scopeName, version string, capacity int) *logBuilder {
 	b := &logBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}}
 	b.scope.SetName(scopeName)
 	b.scope.SetVersion(version)
-	b.reset(0)
+	b.reset(capacity)
 	return b
 }
 

@@ -48,7 +48,7 @@ func rawRecord(t testing.TB, ev bpf.MonitorEvent, payload []byte) []byte {
 }
 
 func TestAppendDecodedRecord(t *testing.T) {
-	b := newLogBuilder(true, "scope", "v1")
+	b := newLogBuilder(true, "scope", "v1", 1)
 	b.bootOffset = 1_700_000_000_000_000_000
 	raw := rawRecord(t, walSync(), nil)
 	observed := pcommon.Timestamp(42)
@@ -85,7 +85,7 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 	ev.Offset, ev.Count, ev.Ret, ev.PayloadLen = 4096, 100, 100, 4
 
 	raw := rawRecord(t, ev, []byte("abcd"))
-	b := newLogBuilder(true, "scope", "v1")
+	b := newLogBuilder(true, "scope", "v1", 1)
 	require.NoError(t, b.append(raw, 0))
 	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
 	off, _ := attrs.Get(attrOffset)
@@ -93,7 +93,7 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 	payload, _ := attrs.Get(attrPayload)
 	assert.Equal(t, []byte("abcd"), payload.Bytes().AsRaw())
 
-	b = newLogBuilder(false, "scope", "v1")
+	b = newLogBuilder(false, "scope", "v1", 1)
 	require.NoError(t, b.append(raw, 0))
 	attrs = b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
 	assert.ElementsMatch(t, []string{attrType, attrRaw, attrPID, attrTID, attrThreadName}, keys(attrs), "decode off: raw bytes and identity only")
@@ -108,7 +108,7 @@ func keys(m pcommon.Map) []string {
 }
 
 func TestAppendRejectsMalformed(t *testing.T) {
-	b := newLogBuilder(true, "scope", "v1")
+	b := newLogBuilder(true, "scope", "v1", 1)
 	raw := rawRecord(t, walSync(), nil)
 	for _, bad := range [][]byte{nil, raw[:10], raw[:len(raw)-1]} {
 		assert.Error(t, b.append(bad, 0))
@@ -143,7 +143,7 @@ func FuzzAppend(f *testing.F) {
 	f.Add(rawRecord(f, walSync(), nil))
 	f.Add([]byte{1, 0})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		b := newLogBuilder(true, "scope", "v1")
+		b := newLogBuilder(true, "scope", "v1", 1)
 		if err := b.append(raw, 0); err == nil && b.len() != 1 {
 			t.Fatal("accepted record not added")
 		}

@@ -152,32 +152,43 @@ func (r *logsReceiver) Shutdown(ctx context.Context) error {
 // whichever is first; the producer does not wake us for every record.
 func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader) {
 	defer close(r.done)
-	b := newLogBuilder(r.cfg.Decode, metadata.ScopeName, r.settings.BuildInfo.Version)
-	b.reset(r.cfg.MaxBatchSize)
-	var rec ringbuf.Record
+	b := newLogBuilder(r.cfg.Decode, metadata.ScopeName, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
+	var (
+		rec             ringbuf.Record
+		read, malformed int64
+		lastErr         error
+	)
+	send := func() {
+		r.telemetry.EtcdebpfRecordsRead.Add(ctx, read)
+		if malformed > 0 {
+			r.telemetry.EtcdebpfRecordsMalformed.Add(ctx, malformed)
+			r.settings.Logger.Warn("Dropped malformed records", zap.Int64("records", malformed), zap.Error(lastErr))
+		}
+		read, malformed = 0, 0
+		r.flush(ctx, b)
+	}
 	rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
 	for {
 		err := rd.ReadInto(&rec)
 		switch {
 		case err == nil:
-			r.telemetry.EtcdebpfRecordsRead.Add(ctx, 1)
+			read++
 			if err := b.append(rec.RawSample, pcommon.NewTimestampFromTime(time.Now())); err != nil {
-				r.telemetry.EtcdebpfRecordsMalformed.Add(ctx, 1)
-				r.settings.Logger.Warn("Dropping a malformed record", zap.Error(err), zap.Int("bytes", len(rec.RawSample)))
+				malformed, lastErr = malformed+1, err
 			}
 			if b.len() < r.cfg.MaxBatchSize {
 				continue
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
 		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
-			r.flush(ctx, b)
+			send()
 			return
 		default:
 			r.settings.Logger.Error("Reading the ring buffer failed; no more records will be read", zap.Error(err))
-			r.flush(ctx, b)
+			send()
 			return
 		}
-		r.flush(ctx, b)
+		send()
 		rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
 	}
 }

@@ -3,7 +3,9 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -14,8 +16,12 @@ var tracefsDirs = []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}
 
 func ensureTracefs() error {
 	for _, dir := range tracefsDirs {
-		if _, err := os.Stat(dir + "/events/syscalls"); err == nil {
+		_, err := os.Stat(dir + "/events/syscalls")
+		if err == nil {
 			return nil
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("tracefs at %s cannot be read (%w): run the collector as root, or grant CAP_DAC_READ_SEARCH next to CAP_BPF and CAP_PERFMON", dir, err)
 		}
 	}
 	dir := tracefsDirs[0]

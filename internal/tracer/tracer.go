@@ -95,7 +95,9 @@ func checkHost() error {
 			"which needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)", btfPath, err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it): %w; run as root or with CAP_SYS_RESOURCE", err)
+		// Unprivileged, cilium/ebpf's memcg probe is refused too and it falls back to
+		// the rlimit: the missing privilege is the real cause, so say that.
+		return explainLoadError(fmt.Errorf("raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 need it; CAP_SYS_RESOURCE there): %w", err))
 	}
 	if err := haveRingBuf(); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {

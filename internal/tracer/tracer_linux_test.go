@@ -265,19 +265,6 @@ func TestStartUnprivileged(t *testing.T) {
 		require.True(t, strings.HasPrefix(msg, "START-ERROR: "), "nobody must not be able to trace: %s", msg)
 		assert.Contains(t, msg, "operation not permitted", "the kernel's refusal is kept")
 		assert.Contains(t, msg, "as root", "the message says to run as root")
-		if strings.Contains(msg, "RLIMIT_MEMLOCK") && !strings.Contains(msg, "CAP_BPF") {
-			// KNOWN GAP (tracer.go checkHost): cilium/ebpf's memcg probe
-			// creates a map at init; unprivileged, that is refused with EPERM,
-			// which it reads as "no memcg accounting", so RemoveMemlock tries
-			// to raise the rlimit and fails. The message then names only
-			// CAP_SYS_RESOURCE ("kernels before 5.11 need it"), though this
-			// kernel does not and CAP_BPF and CAP_PERFMON are what is missing.
-			// Once checkHost passes that error through explainLoadError this
-			// branch is dead and the assertions below apply.
-			t.Logf("KNOWN GAP: the message names CAP_SYS_RESOURCE but not CAP_BPF/CAP_PERFMON")
-			assert.Contains(t, msg, "CAP_SYS_RESOURCE")
-			return
-		}
 		assert.Contains(t, msg, "run the collector as root")
 		assert.Contains(t, msg, "CAP_BPF, CAP_PERFMON")
 	})
@@ -295,15 +282,6 @@ func TestStartUnprivileged(t *testing.T) {
 		assert.Contains(t, msg, tracefsDirs[0])
 		assert.True(t, strings.Contains(msg, "permission denied") || strings.Contains(msg, "operation not permitted"),
 			"the kernel's refusal is kept")
-		if strings.Contains(msg, "is not mounted") {
-			// KNOWN GAP (tracefs.go ensureTracefs): the stat failed with
-			// EACCES on a mounted tracefs, yet the message says it is not
-			// mounted and suggests mounting it; the fix is read access
-			// (root, or CAP_DAC_READ_SEARCH). Once ensureTracefs reports
-			// EACCES as such, this branch is dead.
-			t.Logf("KNOWN GAP: tracefs is mounted but unreadable, and the message says it is not mounted")
-			return
-		}
 		assert.Contains(t, msg, "as root")
 		assert.Contains(t, msg, "CAP_DAC_READ_SEARCH")
 	})
