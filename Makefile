@@ -21,9 +21,11 @@ vet:
 ## generate: regenerate the BPF objects (bpf2go) and the mdatagen code
 generate:
 	$(GO) generate ./bpf
-	cd internal/tools && $(GO) tool mdatagen ../../metadata.yaml
-	@# mdatagen names the test package after the folder it ran in, not after our package.
-	sed -i 's/^package main$$/package etcdebpfreceiver/' generated_component_test.go generated_package_test.go
+	@# mdatagen names the generated tests' package after the checkout's folder: run it
+	@# through a link named like the package, so any checkout folder works.
+	tmp=$$(mktemp -d) && ln -s "$(CURDIR)" "$$tmp/etcdebpfreceiver" && \
+		(cd internal/tools && $(GO) tool mdatagen "$$tmp/etcdebpfreceiver/metadata.yaml"); \
+		rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 ## check-generated: fail if the committed generated files differ from a fresh generate
 check-generated: generate
