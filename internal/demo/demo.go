@@ -167,7 +167,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	windowStart := time.Now()
 	step("put workload: %d clients, 256-byte values, for %s; records as they arrive:", o.Clients, o.Duration)
-	puts, workErr := workload(ctx, srv, o.Clients, o.Duration, out, sink)
+	puts, workErr := workload(ctx, srv, o.Clients, o.Duration, out, sink, pr)
 	windowEnd := time.Now()
 	countAfter, err1 := srv.Metric(walFsyncMetric + "_count")
 	bucketsAfter, err2 := srv.Histogram(walFsyncMetric)
@@ -183,7 +183,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := stopCollector(); err != nil {
 		return fmt.Errorf("the collector did not stop cleanly: %w; its last lines:\n%s", err, col.Tail())
 	}
-	pr.flush()
+	if n := pr.takeSkipped(); n > 0 {
+		fmt.Fprintf(out, "-- %d more records arrived while the collector stopped, not shown\n", n)
+	}
 	leftover := countPrograms(names) - loadedBefore
 
 	// Summary.
@@ -224,7 +226,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 // workload puts keys from clients loops until d has passed or ctx ends, and
 // prints progress every second.
-func workload(ctx context.Context, srv *etcdtest.Server, clients int, d time.Duration, out io.Writer, sink *otlpsink.Sink) (int64, error) {
+func workload(ctx context.Context, srv *etcdtest.Server, clients int, d time.Duration, out io.Writer, sink *otlpsink.Sink, pr *printer) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var puts atomic.Int64
@@ -259,7 +261,8 @@ func workload(ctx context.Context, srv *etcdtest.Server, clients int, d time.Dur
 			}
 			return puts.Load(), firstErr
 		case <-tick.C:
-			fmt.Fprintf(out, "-- %s/%s: %d puts, %d records received\n", time.Since(start).Round(time.Second), d, puts.Load(), sink.RecordCount())
+			fmt.Fprintf(out, "-- %s/%s: %d puts, %d records received (%d not shown: at most %d lines a second)\n",
+				time.Since(start).Round(time.Second), d, puts.Load(), sink.RecordCount(), pr.takeSkipped(), pr.perSecond)
 		}
 	}
 }

@@ -121,7 +121,6 @@ func (p *printer) logs(logs plog.Logs) {
 		p.all = append(p.all, r)
 		now := time.Now().Truncate(time.Second)
 		if !now.Equal(p.window) {
-			p.flushLocked()
 			p.window, p.printed = now, 0
 		}
 		if p.printed < p.perSecond {
@@ -133,17 +132,13 @@ func (p *printer) logs(logs plog.Logs) {
 	}
 }
 
-func (p *printer) flushLocked() {
-	if p.skipped > 0 {
-		fmt.Fprintf(p.w, "             ... and %d more records in that second (at most %d lines a second are shown)\n", p.skipped, p.perSecond)
-		p.skipped = 0
-	}
-}
-
-func (p *printer) flush() {
+// takeSkipped returns how many records were not printed since the last call.
+func (p *printer) takeSkipped() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.flushLocked()
+	n := p.skipped
+	p.skipped = 0
+	return n
 }
 
 func (p *printer) records() []record {

@@ -66,7 +66,7 @@ func Inputs(ctx context.Context, root string) ([]string, error) {
 {{end}}{{range .EmbedFiles}}{{$d}}/{{.}}
 {{end}}{{end}}{{end}}`, ".")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOOS=linux")
+	cmd.Env = append(os.Environ(), "GOOS=linux")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -82,11 +82,17 @@ func Inputs(ctx context.Context, root string) ([]string, error) {
 }
 
 // Stale reports why the binary at bin must be rebuilt from the checkout at
-// root, or "" when it is newer than every input.
+// root, or "" when it is up to date: `make collector` dates bin+".stamp" from
+// the start of its last successful build, and every input must be older.
 func Stale(ctx context.Context, root, bin string) (string, error) {
-	st, err := os.Stat(bin)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(bin); errors.Is(err, os.ErrNotExist) {
 		return bin + " does not exist", nil
+	} else if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(bin + ".stamp")
+	if errors.Is(err, os.ErrNotExist) {
+		return "the last build did not finish (no " + filepath.Base(bin) + ".stamp)", nil
 	} else if err != nil {
 		return "", err
 	}
@@ -159,12 +165,12 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 	for {
 		select {
 		case err := <-done:
+			if ctx.Err() != nil {
+				return "", fmt.Errorf("interrupted while building the collector: %w", context.Cause(ctx))
+			}
 			if err != nil {
 				return "", fmt.Errorf("make collector failed after %s: %w (its output is above)", time.Since(start).Round(time.Second), err)
 			}
-			// Date the binary from the start of the build: a file saved while it
-			// ran may be missing from it, and must make the next call rebuild.
-			_ = os.Chtimes(bin, start, start)
 			fmt.Fprintf(progress, "==> collector built in %s\n", time.Since(start).Round(time.Second))
 			return bin, nil
 		case <-tick.C:
