@@ -52,6 +52,25 @@ func (r record) isWALSync() bool {
 
 func (r record) isWrite() bool { return strings.Contains(r.name, "write") }
 
+// fileClass groups etcd's files: its WAL segments, its bbolt database, its
+// snapshots, other files; "" for what is not a file.
+func (r record) fileClass() string {
+	switch {
+	case r.fdKind != "file" && r.fdKind != "directory":
+		return ""
+	case r.fdKind == "directory":
+		return r.file + "/"
+	case strings.HasSuffix(r.file, ".wal"):
+		return "*.wal"
+	case strings.HasSuffix(r.file, ".snap"):
+		return "*.snap"
+	case r.file == "db":
+		return "db"
+	default:
+		return "other"
+	}
+}
+
 // line is the one-line form of a record, e.g.
 // "12:00:01.234 fdatasync file 0000000000000000-0000000000000000.wal 244µs".
 func (r record) line() string {
@@ -231,22 +250,22 @@ func bucketize(ds []time.Duration, bounds map[float64]float64) map[float64]float
 	return out
 }
 
-// row of the summary: one syscall on one fd kind.
+// row of the summary: one syscall on one fd kind (and class of file).
 type row struct {
-	name, fdKind string
-	count        int
-	bytes        int64
-	durations    []time.Duration
+	name, fdKind, file string
+	count              int
+	bytes              int64
+	durations          []time.Duration
 }
 
 // summarize groups records by syscall and fd kind, most frequent first.
 func summarize(records []record) []row {
-	byKey := map[[2]string]*row{}
+	byKey := map[[3]string]*row{}
 	for _, r := range records {
-		k := [2]string{r.name, r.fdKind}
+		k := [3]string{r.name, r.fdKind, r.fileClass()}
 		g := byKey[k]
 		if g == nil {
-			g = &row{name: r.name, fdKind: r.fdKind}
+			g = &row{name: r.name, fdKind: r.fdKind, file: k[2]}
 			byKey[k] = g
 		}
 		g.count++
@@ -261,16 +280,16 @@ func summarize(records []record) []row {
 		rows = append(rows, *g)
 	}
 	slices.SortFunc(rows, func(a, b row) int {
-		return cmp.Or(cmp.Compare(b.count, a.count), cmp.Compare(a.name, b.name), cmp.Compare(a.fdKind, b.fdKind))
+		return cmp.Or(cmp.Compare(b.count, a.count), cmp.Compare(a.name, b.name), cmp.Compare(a.fdKind, b.fdKind), cmp.Compare(a.file, b.file))
 	})
 	return rows
 }
 
 func writeSyscallTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "syscall\tfd kind\tcount\tbytes\tp50\tp99\tmax\t")
+	fmt.Fprintln(tw, "syscall\tfd kind\tfile\tcount\tbytes\tp50\tp99\tmax\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.name, r.fdKind, r.count, fmtBytes(r.bytes),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.name, r.fdKind, r.file, r.count, fmtBytes(r.bytes),
 			fmtDur(quantile(r.durations, 0.5)), fmtDur(quantile(r.durations, 0.99)), fmtDur(r.durations[len(r.durations)-1]))
 	}
 	tw.Flush()

@@ -63,13 +63,15 @@ func TestFormatting(t *testing.T) {
 
 func TestSummarize(t *testing.T) {
 	rows := summarize([]record{
-		{name: "write", fdKind: "file", ret: 100, duration: 10 * time.Microsecond},
-		{name: "write", fdKind: "file", ret: -5, duration: 30 * time.Microsecond},
-		{name: "write", fdKind: "socket", ret: 7, duration: 20 * time.Microsecond},
-		{name: "write", fdKind: "file", ret: 50, duration: 20 * time.Microsecond},
-		{name: "fdatasync", fdKind: "file", duration: time.Millisecond},
+		{name: "write", fdKind: "file", file: "1.wal", ret: 100, duration: 10 * time.Microsecond},
+		{name: "write", fdKind: "file", file: "2.wal", ret: -5, duration: 30 * time.Microsecond},
+		{name: "write", fdKind: "socket", file: "TCP", ret: 7, duration: 20 * time.Microsecond},
+		{name: "write", fdKind: "file", file: "1.wal", ret: 50, duration: 20 * time.Microsecond},
+		{name: "fdatasync", fdKind: "file", file: "db", duration: time.Millisecond},
+		{name: "fdatasync", fdKind: "file", file: "1.wal", duration: time.Millisecond},
 	})
-	require.Len(t, rows, 3)
+	require.Len(t, rows, 4)
+	assert.Equal(t, "*.wal", rows[0].file)
 	assert.Equal(t, "write", rows[0].name)
 	assert.Equal(t, "file", rows[0].fdKind)
 	assert.Equal(t, 3, rows[0].count)
@@ -79,7 +81,7 @@ func TestSummarize(t *testing.T) {
 	var buf bytes.Buffer
 	writeSyscallTable(&buf, rows)
 	assert.Contains(t, buf.String(), "p99")
-	assert.Len(t, strings.Split(strings.TrimSpace(buf.String()), "\n"), 4)
+	assert.Len(t, strings.Split(strings.TrimSpace(buf.String()), "\n"), 5)
 }
 
 func TestWALComparison(t *testing.T) {
