@@ -13,9 +13,14 @@ import (
 )
 
 // benchRecord is a realistic record: etcd's WAL write(2) of 4 KiB, as the kernel
-// side writes it, followed by payloadLen bytes of payload.
+// side writes it. With a payload, the kernel reserves the whole payload area
+// (bpf.PayloadMax bytes) whatever payload_bytes is, and payloadLen of it is valid.
 func benchRecord(payloadLen int) []byte {
-	raw := make([]byte, bpf.EventSize+payloadLen)
+	size := bpf.EventSize
+	if payloadLen > 0 {
+		size += bpf.PayloadMax
+	}
+	raw := make([]byte, size)
 	ev := (*bpf.MonitorEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
 	ev.Version = bpf.RecordVersion
 	ev.Type = uint16(bpf.MonitorSyscallTypeSYSCALL_WRITE)
@@ -76,7 +81,7 @@ func BenchmarkPdataOnly(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			const batchSize = 1024
 			raw := benchRecord(tc.payloadLen)
-			payload := raw[bpf.EventSize:]
+			payload := raw[bpf.EventSize:][:tc.payloadLen]
 			newBatch := func() plog.LogRecordSlice {
 				logs := plog.NewLogs()
 				lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
