@@ -1,5 +1,5 @@
-// Package distro builds and runs otelcol-etcd, the collector distribution of
-// builder-config.yaml, for the demo and the end-to-end test.
+//go:build linux
+
 package distro
 
 import (

@@ -1,0 +1,58 @@
+package otlpsink
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+)
+
+func TestSinkStoresWhatIsExported(t *testing.T) {
+	var calls atomic.Int32
+	s, err := Start("127.0.0.1:0", WithCallback(func(plog.Logs) { calls.Add(1) }))
+	require.NoError(t, err)
+	defer s.Stop()
+
+	conn, err := grpc.NewClient(s.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := plogotlp.NewGRPCClient(conn)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, n := range []int{2, 3} {
+		logs := plog.NewLogs()
+		lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+		for j := range n {
+			lrs.AppendEmpty().Attributes().PutInt("i", int64(10*i+j))
+		}
+		var opts []grpc.CallOption
+		if i == 1 {
+			opts = append(opts, grpc.UseCompressor(gzip.Name)) // as the OTLP exporter does by default
+		}
+		_, err := client.Export(ctx, plogotlp.NewExportRequestFromLogs(logs), opts...)
+		require.NoError(t, err)
+	}
+	require.True(t, s.WaitFor(ctx, 5))
+	assert.Equal(t, 5, s.RecordCount())
+	assert.Len(t, s.Logs(), 2)
+	assert.EqualValues(t, 2, calls.Load())
+	var got []int64
+	for _, lr := range s.Records() {
+		v, _ := lr.Attributes().Get("i")
+		got = append(got, v.Int())
+	}
+	assert.Equal(t, []int64{0, 1, 10, 11, 12}, got)
+
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	assert.False(t, s.WaitFor(short, 6), "WaitFor gives up when its context ends")
+}
