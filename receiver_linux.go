@@ -93,10 +93,12 @@ func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.tracer, r.telemetry, r.cancel, r.done = t, tb, cancel, make(chan struct{})
-	go r.run(ctx, t.Reader)
+	// The goroutines get what they use as arguments: after a Shutdown that timed out,
+	// a reader stuck in the pipeline may outlive the fields of this receiver.
+	go r.run(ctx, t.Reader, tb, r.done)
 	if len(r.cfg.PIDs) > 0 {
 		r.watcher.Add(1)
-		go r.watchTargets(ctx, t)
+		go r.watchTargets(ctx, t, tb)
 	}
 	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
 		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
@@ -150,8 +152,8 @@ func (r *logsReceiver) Shutdown(ctx context.Context) error {
 // run drains the ring buffer into batches until the reader is flushed or closed.
 // A batch goes to the pipeline when it is full or FlushInterval after it started,
 // whichever is first; the producer does not wake us for every record.
-func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader) {
-	defer close(r.done)
+func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
+	defer close(done)
 	b := newLogBuilder(r.cfg.Decode, metadata.ScopeName, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
 	var (
 		rec             ringbuf.Record
@@ -159,9 +161,9 @@ func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader) {
 		lastErr         error
 	)
 	send := func() {
-		r.telemetry.EtcdebpfRecordsRead.Add(ctx, read)
+		tb.EtcdebpfRecordsRead.Add(ctx, read)
 		if malformed > 0 {
-			r.telemetry.EtcdebpfRecordsMalformed.Add(ctx, malformed)
+			tb.EtcdebpfRecordsMalformed.Add(ctx, malformed)
 			r.settings.Logger.Warn("Dropped malformed records", zap.Int64("records", malformed), zap.Error(lastErr))
 		}
 		read, malformed = 0, 0
@@ -209,7 +211,7 @@ func (r *logsReceiver) flush(ctx context.Context, b *logBuilder) {
 
 // watchTargets reports each pid of cfg.PIDs that exits, once, and removes it from
 // the kernel's filter so that a new process reusing the pid is not traced.
-func (r *logsReceiver) watchTargets(ctx context.Context, t *tracer.Tracer) {
+func (r *logsReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *metadata.TelemetryBuilder) {
 	defer r.watcher.Done()
 	alive := slices.Clone(r.cfg.PIDs)
 	tick := time.NewTicker(targetCheckInterval)
@@ -224,7 +226,7 @@ func (r *logsReceiver) watchTargets(ctx context.Context, t *tracer.Tracer) {
 			if unix.Kill(pid, 0) != unix.ESRCH {
 				return false
 			}
-			r.telemetry.EtcdebpfTargetsExited.Add(ctx, 1)
+			tb.EtcdebpfTargetsExited.Add(ctx, 1)
 			if err := t.RemovePID(pid); err != nil {
 				r.settings.Logger.Warn("Removing an exited pid from the kernel filter failed", zap.Int("pid", pid), zap.Error(err))
 			}
