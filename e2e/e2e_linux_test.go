@@ -235,3 +235,17 @@ func readFile(path string) string {
 	data, _ := os.ReadFile(path)
 	return string(data)
 }
+
+// TestExamplesValidateWithTheBuiltCollector runs `otelcol-etcd validate` on every
+// example config: the distribution's own factories and config providers.
+func TestExamplesValidateWithTheBuiltCollector(t *testing.T) {
+	bin := collectorBinary(t)
+	root, err := distro.ModuleRoot()
+	require.NoError(t, err)
+	for _, example := range []string{"debug.yaml", "otlp.yaml", "kubernetes/collector.yaml"} {
+		cmd := exec.Command(bin, "validate", "--config", filepath.Join(root, "examples", example))
+		cmd.Env = append(os.Environ(), "OTLP_ENDPOINT=otel-gateway.example:4317")
+		out, err := cmd.CombinedOutput()
+		assert.NoError(t, err, "%s: %s", example, out)
+	}
+}
