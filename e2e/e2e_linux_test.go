@@ -239,6 +239,7 @@ func readFile(path string) string {
 // TestExamplesValidateWithTheBuiltCollector runs `otelcol-etcd validate` on every
 // example config: the distribution's own factories and config providers.
 func TestExamplesValidateWithTheBuiltCollector(t *testing.T) {
+	bpftest.RequireBPF(t) // not for BPF: the e2e tests, and their collector build, run where BPF does
 	bin := collectorBinary(t)
 	root, err := distro.ModuleRoot()
 	require.NoError(t, err)
