@@ -184,7 +184,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("the collector did not stop cleanly: %w; its last lines:\n%s", err, col.Tail())
 	}
 	if n := pr.takeSkipped(); n > 0 {
-		fmt.Fprintf(out, "-- %d more records arrived while the collector stopped, not shown\n", n)
+		fmt.Fprintf(out, "-- %d more records arrived after the last progress line, not shown\n", n)
 	}
 	leftover := countPrograms(names) - loadedBefore
 
