@@ -9,9 +9,9 @@ export BPF2GO_STRIP ?= llvm-strip-14
 
 .PHONY: test generate check-generated collector ocb demo etcd vet
 
-## test: build etcd if needed, then run every test (unit, kernel, real etcd, collector end to end)
-test: etcd
-	$(GO) test -count=1 ./...
+## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end)
+test: etcd collector
+	$(GO) test -count=1 -timeout 30m ./...
 
 ## vet: go vet and gofmt
 vet:
