@@ -175,6 +175,7 @@ func TestRawMatchesDecodedAttributes(t *testing.T) {
 		require.True(t, ok)
 		ev, payload, err := bpf.Decode(raw.Bytes().AsRaw())
 		require.NoError(t, err)
+		assert.Equal(t, bpf.EventSize+64, raw.Bytes().Len(), "the fixed part and a 64-byte payload area")
 		assert.EqualValues(t, ev.Type, num(lr, attrType))
 		assert.EqualValues(t, ev.Pid, num(lr, attrPID))
 		assert.EqualValues(t, ev.Tid, num(lr, attrTID))

@@ -71,11 +71,6 @@ struct event {
 	char file_name[FILE_NAME_LEN];
 };
 
-struct event_with_payload {
-	struct event event;
-	__u8 payload[PAYLOAD_MAX];
-};
-
 struct inflight {
 	__u64 start_ns;
 	__u64 buf; /* user pointer: the data, or the iovec array */
@@ -91,7 +86,8 @@ const volatile char target_comm[COMM_LEN] = {}; /* all zero: any name */
 const volatile __u64 target_cgroup_id = 0;      /* 0: any cgroup */
 const volatile bool filter_pids = false;        /* true: only tgids in target_pids */
 const volatile __u32 payload_bytes = 0;         /* 0..PAYLOAD_MAX */
-const volatile __u64 wakeup_bytes = 1;          /* wake the reader once this much is pending */
+const volatile __u32 payload_room = 0;          /* payload_bytes rounded up to 8: the record's payload area */
+const volatile __u64 wakeup_bytes = 1;          /* wake the reader once per this much new data */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -261,23 +257,25 @@ static __always_inline __u16 capture_payload(__u8 *dst, const struct inflight *c
 	return n;
 }
 
+/* The ring buffer's own header in front of every record, and its alignment. */
+#define RINGBUF_HDR_SZ 8
+#define RECORD_SPACE(payload) ((sizeof(struct event) + (payload) + RINGBUF_HDR_SZ + 7) & ~7ULL)
+
 static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 {
-	__u64 now = bpf_ktime_get_ns();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
 
+	/* Every exit of every thread on the host gets here: return before any other work. */
 	struct inflight *parked = bpf_map_lookup_elem(&inflight, &tid);
 	if (!parked)
 		return 0;
+	__u64 now = bpf_ktime_get_ns();
 	struct inflight call = *parked;
 	bpf_map_delete_elem(&inflight, &tid);
 
-	struct event *e;
-	if (payload_bytes)
-		e = bpf_ringbuf_reserve(&events, sizeof(struct event_with_payload), 0);
-	else
-		e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
+	/* payload_room is a load-time constant: the verifier sees a constant size. */
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event) + payload_room, 0);
 	if (!e) {
 		count(COUNTER_RINGBUF_FULL);
 		return 0;
@@ -298,13 +296,26 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	describe_fd(e);
 
-	if (payload_bytes) {
-		struct event_with_payload *ep = (struct event_with_payload *)e;
-		__builtin_memset(ep->payload, 0, sizeof(ep->payload));
-		e->payload_len = capture_payload(ep->payload, &call, e->ret);
+	if (payload_room) {
+		__u64 *payload = (__u64 *)(e + 1);
+#pragma unroll
+		for (int i = 0; i < PAYLOAD_MAX / 8; i++) {
+			if (i * 8 >= payload_room)
+				break;
+			payload[i] = 0;
+		}
+		e->payload_len = capture_payload((__u8 *)payload, &call, e->ret);
 	}
 
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+	/*
+	 * Wake the reader once each time the pending data crosses a multiple of
+	 * wakeup_bytes: an edge, not a level. Waking on every record above a threshold
+	 * would cost each syscall a self-IPI whenever the reader falls behind. A quiet
+	 * ring is drained by the reader's own timer (flush_interval).
+	 */
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA); /* includes this record */
+	__u64 space = RECORD_SPACE(payload_room);
+	__u64 flags = avail >= space && avail / wakeup_bytes != (avail - space) / wakeup_bytes ?
 			      BPF_RB_FORCE_WAKEUP :
 			      BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);

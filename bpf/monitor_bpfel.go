@@ -159,6 +159,7 @@ type MonitorMapSpecs struct {
 type MonitorVariableSpecs struct {
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
 	PayloadBytes       *ebpf.VariableSpec `ebpf:"payload_bytes"`
+	PayloadRoom        *ebpf.VariableSpec `ebpf:"payload_room"`
 	TargetCgroupId     *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.VariableSpec `ebpf:"target_comm"`
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -209,6 +210,7 @@ func (m *MonitorMaps) Close() error {
 type MonitorVariables struct {
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
 	PayloadBytes       *ebpf.Variable `ebpf:"payload_bytes"`
+	PayloadRoom        *ebpf.Variable `ebpf:"payload_room"`
 	TargetCgroupId     *ebpf.Variable `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.Variable `ebpf:"target_comm"`
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`

@@ -48,9 +48,12 @@ var (
 	haveRingBuf = func() error { return features.HaveMapType(ebpf.RingBuf) }
 )
 
-// wakeupRecords is how many records may wait in the ring before the producer
-// wakes the reader: a wake-up per record costs the traced thread ~3 us.
+// wakeupRecords is how many records the producer queues per reader wake-up: a
+// wake-up per record costs the traced thread a self-IPI, ~3 us here.
 const wakeupRecords = 256
+
+// ringbufHeader is the kernel's header in front of each ring buffer record.
+const ringbufHeader = 8
 
 // Start checks the host, loads the programs and attaches them. On error nothing
 // is left in the kernel.
@@ -111,6 +114,7 @@ func checkHost() error {
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	var comm [16]byte
 	copy(comm[:], opts.Comm)
+	payloadRoom := (opts.PayloadBytes + 7) &^ 7 // records stay 8-byte aligned
 	var cgroup uint64
 	if opts.CgroupPath != "" {
 		id, err := cgroupID(opts.CgroupPath)
@@ -127,7 +131,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"target_cgroup_id", cgroup},
 		{"filter_pids", len(opts.PIDs) > 0},
 		{"payload_bytes", uint32(opts.PayloadBytes)},
-		{"wakeup_bytes", uint64(wakeupRecords * (bpf.EventSize + 8 + opts.PayloadBytes))},
+		{"payload_room", uint32(payloadRoom)},
+		{"wakeup_bytes", uint64(wakeupRecords * (bpf.EventSize + payloadRoom + ringbufHeader))},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {

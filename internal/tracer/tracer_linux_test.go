@@ -292,3 +292,14 @@ func TestStartUnprivileged(t *testing.T) {
 		require.Equal(t, "START-OK", msg)
 	})
 }
+
+// The payload area's size is a load-time constant the verifier must accept for
+// every configurable payload_bytes.
+func TestStartAcceptsEveryPayloadSize(t *testing.T) {
+	requireRoot(t)
+	for _, n := range []int{0, 1, 7, 8, 63, 64, 255, 256} {
+		tr, err := Start(Options{Comm: "etcd", RingBufferSize: 1 << 20, PayloadBytes: n})
+		require.NoError(t, err, "payload_bytes %d", n)
+		require.NoError(t, tr.Close())
+	}
+}
