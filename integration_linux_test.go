@@ -22,6 +22,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
 )
 
 // startReceiver runs the receiver with cfg into a sink until the test ends or stop is called.
@@ -53,15 +54,7 @@ func startEtcd(t *testing.T) *etcdtest.Server {
 func allRecords(sink *consumertest.LogsSink) []plog.LogRecord {
 	var out []plog.LogRecord
 	for _, logs := range sink.AllLogs() {
-		for i := 0; i < logs.ResourceLogs().Len(); i++ {
-			sls := logs.ResourceLogs().At(i).ScopeLogs()
-			for j := 0; j < sls.Len(); j++ {
-				lrs := sls.At(j).LogRecords()
-				for k := 0; k < lrs.Len(); k++ {
-					out = append(out, lrs.At(k))
-				}
-			}
-		}
+		out = append(out, otlpsink.Flatten(logs)...)
 	}
 	return out
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
 )
 
 // record is the part of a log record the demo prints and summarizes.
@@ -134,7 +136,7 @@ type printer struct {
 func (p *printer) logs(logs plog.Logs) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	lrs := flatten(logs)
+	lrs := otlpsink.Flatten(logs)
 	for _, lr := range lrs {
 		r := fromLog(lr)
 		p.all = append(p.all, r)
@@ -164,20 +166,6 @@ func (p *printer) records() []record {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.all)
-}
-
-func flatten(logs plog.Logs) []plog.LogRecord {
-	var out []plog.LogRecord
-	for i := 0; i < logs.ResourceLogs().Len(); i++ {
-		sls := logs.ResourceLogs().At(i).ScopeLogs()
-		for j := 0; j < sls.Len(); j++ {
-			lrs := sls.At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				out = append(out, lrs.At(k))
-			}
-		}
-	}
-	return out
 }
 
 // quantile is the q-quantile (0..1) of sorted durations, nearest rank.
