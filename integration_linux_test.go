@@ -86,22 +86,15 @@ func TestEtcdIntegration(t *testing.T) {
 	sink, stop := startReceiver(t, cfg)
 
 	time.Sleep(200 * time.Millisecond) // let the start-up writes of etcd settle
-	before, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
-	require.NoError(t, err)
-	windowStart := time.Now()
-
 	decoys := map[int]string{}
-	for _, name := range []string{"etcdctl", "etcd-backup", "etcd-bench"} {
-		decoys[runDecoy(t, name)] = name
-	}
 	const puts = 200
-	for i := range puts {
-		_, err := srv.Put(fmt.Sprintf("key-%d", i), strings.Repeat("v", 256))
-		require.NoError(t, err)
-	}
-	after, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	window, err := srv.MeasureWALSyncs(func() error {
+		for _, name := range []string{"etcdctl", "etcd-backup", "etcd-bench"} {
+			decoys[runDecoy(t, name)] = name
+		}
+		return srv.PutN("key", puts, 256)
+	})
 	require.NoError(t, err)
-	windowEnd := time.Now()
 	time.Sleep(100 * time.Millisecond)
 	stop()
 
@@ -114,7 +107,7 @@ func TestEtcdIntegration(t *testing.T) {
 			continue // another etcd on this host
 		}
 		ts := lr.Timestamp().AsTime()
-		require.WithinRange(t, ts, windowStart.Add(-10*time.Second), windowEnd.Add(time.Second), "timestamp is wall-clock entry time")
+		require.WithinRange(t, ts, window.Start.Add(-10*time.Second), window.End.Add(time.Second), "timestamp is wall-clock entry time")
 		name, file := str(lr, attrName), str(lr, attrFileName)
 		switch {
 		case name == "fdatasync" && strings.HasSuffix(file, ".wal"):
@@ -124,7 +117,7 @@ func TestEtcdIntegration(t *testing.T) {
 			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
 			require.NoError(t, err)
 			require.NotZero(t, ev.Dev, "the file's device is recorded")
-			if ts.After(windowStart) && ts.Before(windowEnd) {
+			if window.Contains(ts) {
 				walSyncs++
 			}
 		case name == "pwrite64" && file == "db":
@@ -136,7 +129,7 @@ func TestEtcdIntegration(t *testing.T) {
 			socketWrites++
 		}
 	}
-	etcdSyncs := int(after - before)
+	etcdSyncs := window.Syncs
 	t.Logf("WAL fdatasync: %d seen by the receiver, %d counted by etcd; bbolt: %d pwrite64, %d fdatasync; %d socket writes",
 		walSyncs, etcdSyncs, dbWrites, dbSyncs, socketWrites)
 	require.GreaterOrEqual(t, etcdSyncs, puts/2, "each put is a raft entry that etcd syncs")

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,22 +117,15 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 	t.Logf("collector pid %d ready after %s", col.PID(), time.Since(runStart).Round(time.Millisecond))
 
 	time.Sleep(200 * time.Millisecond) // let the writes in progress settle
-	before, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
-	require.NoError(t, err)
-	windowStart := time.Now()
-
 	decoys := map[int]string{}
-	for _, name := range []string{"etcdctl", "etcd"} { // another name; the same name with another PID
-		decoys[runDecoy(t, name)] = name
-	}
 	const puts = 200
-	for i := range puts {
-		_, err := srv.Put(fmt.Sprintf("e2e-%d", i), strings.Repeat("v", 256))
-		require.NoError(t, err)
-	}
-	after, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	window, err := srv.MeasureWALSyncs(func() error {
+		for _, name := range []string{"etcdctl", "etcd"} { // another name; the same name with another PID
+			decoys[runDecoy(t, name)] = name
+		}
+		return srv.PutN("e2e", puts, 256)
+	})
 	require.NoError(t, err)
-	windowEnd := time.Now()
 	time.Sleep(100 * time.Millisecond)
 
 	// SIGTERM: the receiver detaches and flushes, the OTLP exporter drains its queue.
@@ -208,7 +200,7 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 		switch {
 		case name == "fdatasync" && strings.HasSuffix(fileName, ".wal"):
 			assert.Zero(t, ret)
-			if ts.After(windowStart) && ts.Before(windowEnd) {
+			if window.Contains(ts) {
 				walSyncs++
 			}
 		case name == "write" && strings.HasSuffix(fileName, ".wal"):
@@ -220,7 +212,7 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 			socketWrites++
 		}
 	}
-	etcdSyncs := int(after - before)
+	etcdSyncs := window.Syncs
 	t.Logf("%d records over OTLP in %s; by syscall/fd kind: %v", len(records), runEnd.Sub(runStart).Round(time.Millisecond), kinds)
 	t.Logf("WAL fdatasync in the window: %d from the collector, %d by etcd_disk_wal_fsync_duration_seconds_count; "+
 		"%d WAL writes, %d bbolt pwrite64, %d socket writes", walSyncs, etcdSyncs, walWrites, dbWrites, socketWrites)

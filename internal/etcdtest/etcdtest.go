@@ -210,3 +210,43 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// PutN puts n keys named prefix-0 ... prefix-(n-1), each with a value of valueSize bytes.
+func (s *Server) PutN(prefix string, n, valueSize int) error {
+	value := strings.Repeat("v", valueSize)
+	for i := range n {
+		if _, err := s.Put(fmt.Sprintf("%s-%d", prefix, i), value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WALSyncWindow is a stretch of time bracketed by two reads of etcd's own count
+// of WAL syncs, so that a tracer's count can be set beside etcd's.
+type WALSyncWindow struct {
+	Start, End time.Time
+	Syncs      int // etcd_disk_wal_fsync_duration_seconds_count, End minus Start
+}
+
+// Contains reports whether t lies inside the window.
+func (w WALSyncWindow) Contains(t time.Time) bool { return t.After(w.Start) && t.Before(w.End) }
+
+// MeasureWALSyncs runs work inside a window and returns it.
+func (s *Server) MeasureWALSyncs(work func() error) (WALSyncWindow, error) {
+	const metric = "etcd_disk_wal_fsync_duration_seconds_count"
+	before, err := s.Metric(metric)
+	if err != nil {
+		return WALSyncWindow{}, err
+	}
+	w := WALSyncWindow{Start: time.Now()}
+	if err := work(); err != nil {
+		return w, err
+	}
+	after, err := s.Metric(metric)
+	if err != nil {
+		return w, err
+	}
+	w.End, w.Syncs = time.Now(), int(after-before)
+	return w, nil
+}
