@@ -159,7 +159,10 @@ func TestBlockedPipelineDoesNotBlockWriterAndRecovers(t *testing.T) {
 	sink.gate = nil
 	sink.mu.Unlock()
 	require.Eventually(t, func() bool { return sink.count(flood.PID()) > 0 }, 10*time.Second, 20*time.Millisecond)
-	after.Release(t, time.Minute)
+	tr := rcv.(*logsReceiver).tracer
+	require.Eventually(t, func() bool { return tr.PendingRecords() == 0 }, 10*time.Second, 20*time.Millisecond,
+		"the reader drains the backlog")
+	after.Release(t, time.Minute) // 200 records: they fit in the drained ring
 	require.Eventually(t, func() bool { return sink.count(after.PID()) == 200 }, 10*time.Second, 20*time.Millisecond,
 		"after recovery every record arrives")
 	t.Logf("stuck pipeline: %d of 200000 records lost to a full ring; after recovery 200 of 200 delivered", lost)
@@ -184,6 +187,7 @@ func TestShutdownWithStuckPipelineMeetsDeadline(t *testing.T) {
 	err := rcv.Shutdown(ctx)
 	took := time.Since(start)
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "Shutdown says that records were pending")
+	assert.ErrorContains(t, err, "records still in the ring buffer", "and how many were dropped")
 	assert.Less(t, took, 2*time.Second, "Shutdown returns at its deadline, not when the pipeline does")
 }
 

@@ -139,7 +139,10 @@ func (r *logsReceiver) Shutdown(ctx context.Context) error {
 	select {
 	case <-r.done:
 	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("etcdebpf: records still pending at shutdown: %w", ctx.Err()))
+		pending := r.tracer.PendingRecords()
+		r.settings.Logger.Warn("Shutdown's deadline came with the pipeline still busy: records left in the ring buffer are dropped",
+			zap.Int("records", pending))
+		errs = append(errs, fmt.Errorf("etcdebpf: %d records still in the ring buffer at shutdown: %w", pending, ctx.Err()))
 	}
 	r.cancel()
 	r.watcher.Wait()

@@ -37,9 +37,10 @@ type Counters struct {
 
 // Tracer owns the loaded BPF objects and their tracepoint links.
 type Tracer struct {
-	objs   bpf.MonitorObjects
-	links  []link.Link
-	Reader *ringbuf.Reader
+	objs        bpf.MonitorObjects
+	links       []link.Link
+	recordSpace int // bytes one record takes in the ring, header included
+	Reader      *ringbuf.Reader
 }
 
 // Host probes, variables so that tests can stand in for a host that lacks them.
@@ -69,7 +70,7 @@ func Start(opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 
-	t := &Tracer{}
+	t := &Tracer{recordSpace: recordSpace(opts.PayloadBytes)}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -114,7 +115,6 @@ func checkHost() error {
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	var comm [16]byte
 	copy(comm[:], opts.Comm)
-	payloadRoom := (opts.PayloadBytes + 7) &^ 7 // records stay 8-byte aligned
 	var cgroup uint64
 	if opts.CgroupPath != "" {
 		id, err := cgroupID(opts.CgroupPath)
@@ -131,8 +131,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"target_cgroup_id", cgroup},
 		{"filter_pids", len(opts.PIDs) > 0},
 		{"payload_bytes", uint32(opts.PayloadBytes)},
-		{"payload_room", uint32(payloadRoom)},
-		{"wakeup_bytes", uint64(wakeupRecords * (bpf.EventSize + payloadRoom + ringbufHeader))},
+		{"payload_room", uint32(payloadRoom(opts.PayloadBytes))},
+		{"wakeup_bytes", uint64(wakeupRecords * recordSpace(opts.PayloadBytes))},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -142,6 +142,17 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	return nil
 }
+
+// payloadRoom is the payload area of a record: records stay 8-byte aligned.
+func payloadRoom(payloadBytes int) int { return (payloadBytes + 7) &^ 7 }
+
+// recordSpace is what one record takes in the ring, as RECORD_SPACE in etcd_monitor.c.
+func recordSpace(payloadBytes int) int {
+	return (bpf.EventSize + payloadRoom(payloadBytes) + ringbufHeader + 7) &^ 7
+}
+
+// PendingRecords is how many records wait in the ring buffer.
+func (t *Tracer) PendingRecords() int { return t.Reader.AvailableBytes() / t.recordSpace }
 
 // cgroupID is the id bpf_get_current_cgroup_id returns for tasks in dir: the
 // inode number of the cgroup v2 directory.
