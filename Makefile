@@ -7,11 +7,15 @@ COLLECTOR   := _build/otelcol-etcd/otelcol-etcd
 export BPF2GO_CC    ?= clang-14
 export BPF2GO_STRIP ?= llvm-strip-14
 
-.PHONY: test generate check-generated collector ocb demo etcd vet
+.PHONY: test race generate check-generated collector ocb demo etcd vet
 
 ## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end)
 test: etcd collector
 	$(GO) test -count=1 -timeout 30m ./...
+
+## race: the receiver's and the tracer's tests again under the race detector (short mode: 20 start/stop cycles)
+race: etcd
+	$(GO) test -count=1 -race -short -timeout 20m . ./internal/...
 
 ## vet: go vet and gofmt
 vet:
