@@ -56,8 +56,10 @@ func straceArgs(pid int) []string {
 }
 
 // collectorConfig is the otelcol-etcd configuration of B and C: the receiver
-// into the debug exporter at verbosity basic (one log line per batch), internal
-// telemetry off so that no port is needed.
+// into the debug exporter at verbosity basic (one log line per batch, counted
+// as "records exported"; the collector's log sampling is off, or it would keep
+// only the first 10 lines and every 100th after), internal metrics off so that
+// no port is needed.
 func collectorConfig(pid, payload int) string {
 	return fmt.Sprintf(`receivers:
   etcdebpf:
@@ -69,6 +71,9 @@ exporters:
     verbosity: basic
 service:
   telemetry:
+    logs:
+      sampling:
+        enabled: false
     metrics:
       level: none
   pipelines:
