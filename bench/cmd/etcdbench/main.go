@@ -98,7 +98,7 @@ func runAll(o options) error {
 	}
 	logf("work directory %s", work)
 
-	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " ")}
+	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " "), version: codeVersion(o.collector)}
 
 	// The write loop, twice: as "etcd" (matched by comm) and as "writeloop" (not).
 	loop := &loopEnv{work: work, matchedBin: filepath.Join(work, comm), unmatchedBin: filepath.Join(work, "writeloop")}

@@ -26,6 +26,7 @@ type report struct {
 	command           string
 	started, finished time.Time
 	total             int
+	version           string // codeVersion at the start
 
 	micro     string
 	loops     []loopSample
@@ -104,6 +105,22 @@ func machine() string {
 	return b.String()
 }
 
+// codeVersion names the commit the harness was built from (and whether the tree
+// had changes), and the collector binary's build time.
+func codeVersion(collector string) string {
+	v := "commit unknown"
+	if out, err := run("git", "rev-parse", "--short", "HEAD"); err == nil {
+		v = "commit " + strings.TrimSpace(out)
+		if st, err := run("git", "status", "--porcelain", "--untracked-files=no"); err == nil && strings.TrimSpace(st) != "" {
+			v += " with uncommitted changes in the working tree"
+		}
+	}
+	if fi, err := os.Stat(collector); err == nil {
+		v += fmt.Sprintf("; collector %s built %s", collector, fi.ModTime().UTC().Format(time.RFC3339))
+	}
+	return v
+}
+
 func (r *report) write(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -117,7 +134,7 @@ func (r *report) write(path string) error {
 	} else {
 		w(" (partial: still running or interrupted)")
 	}
-	w(".\n\n## Machine\n\n%s\n", machine())
+	w(".\n\nCode under test: %s.\n\n## Machine\n\n%s\n", r.version, machine())
 
 	var targets []string
 	r.writeEtcd(w, &targets)
