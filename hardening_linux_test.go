@@ -109,12 +109,16 @@ func TestFloodAccountsForEverySyscall(t *testing.T) {
 	cfg.RingBufferSize = minRingSize // a few hundred records: the flood must overflow it
 	cfg.MaxBatchSize = 256
 	sink := newCountingConsumer()
-	sink.delay, sink.failNth = time.Millisecond, 3 // slow, and refuses every third batch
+	// Slow (at most 256 records per 10 ms: ~25k/s, a tenth of what the writer
+	// makes), and it refuses every third batch.
+	sink.delay, sink.failNth = 10*time.Millisecond, 3
 	rcv, tel, _ := telemetryReceiver(t, cfg, sink)
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
 
+	start := time.Now()
 	w.Release(t, time.Minute)
+	writeRate := float64(writes) / time.Since(start).Seconds()
 
 	var delivered, refused, ringFull, inflightFull, malformed int
 	accounted := func() bool {
@@ -126,6 +130,7 @@ func TestFloodAccountsForEverySyscall(t *testing.T) {
 		return delivered+refused+ringFull+inflightFull+malformed == writes
 	}
 	ok := assert.Eventually(t, accounted, 20*time.Second, 50*time.Millisecond)
+	t.Logf("writer: %.0f writes/s against a pipeline taking at most %.0f records/s", writeRate, float64(cfg.MaxBatchSize)/sink.delay.Seconds())
 	t.Logf("%d writes: %d delivered, %d refused by the pipeline, %d lost to a full ring buffer, %d to a full inflight map, %d malformed",
 		writes, delivered, refused, ringFull, inflightFull, malformed)
 	require.True(t, ok, "every syscall is delivered or counted as lost, exactly")
