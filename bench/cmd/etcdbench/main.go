@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type options struct {
 	ceilingSecs float64
 	total       int
 	keep        bool
+	cpuProfile  string
 }
 
 func logf(format string, args ...any) {
@@ -57,6 +59,7 @@ func main() {
 	flag.StringVar(&o.ceilingRate, "ceiling-rates", "100000,200000,300000,400000,500000,600000", "paced rates (writes/s) for the ceiling phase")
 	flag.Float64Var(&o.ceilingSecs, "ceiling-secs", 3, "seconds per ceiling step")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the harness (the in-process receiver of the loop and ceiling phases) to this file")
 	flag.StringVar(&comm, "comm", "etcd", "process name to trace: etcd and the matched write loop run under it "+
 		"(on a shared machine whose other tracers match \"etcd\", a unique name keeps them off the measurement)")
 	flag.Parse()
@@ -69,6 +72,18 @@ func main() {
 		cleanup()
 		os.Exit(130)
 	}()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			logf("error: %v", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			logf("error: %v", err)
+			os.Exit(1)
+		}
+		onCleanup(func() { pprof.StopCPUProfile(); f.Close() })
+	}
 	err := runAll(o)
 	cleanup()
 	if err != nil {
