@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package etcdtest runs a real etcd server on loopback for tests and benchmarks,
 // and talks to it over its JSON gateway so that no etcd client library is needed.
 package etcdtest

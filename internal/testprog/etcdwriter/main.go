@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command etcdwriter makes a known number of write(2) calls as fast as it can, for
 // tests and benchmarks that need a process named etcd with an exact syscall count:
 // install it under the name etcd. It waits for a byte on stdin before it starts,
