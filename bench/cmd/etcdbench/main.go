@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -188,6 +189,12 @@ func runAll(o options) error {
 					rep.runs = append(rep.runs, s)
 					logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  %.1f s", round, cfg, configNames[cfg],
 						s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.Seconds)
+				}
+				// The calibration run is a fresh etcd's first load and often slower than
+				// the rounds: keep every run at least -duration long.
+				if a, ok := rep.perRound()[strconv.Itoa(round)][cfgBaseline]; ok && o.total == 0 && a.Seconds > 0 && a.Seconds < o.duration.Seconds() {
+					total = int(float64(total)*o.duration.Seconds()/a.Seconds*1.15/1000+1) * 1000
+					logf("  the baseline run lasted %.1f s < %v: --total=%d from round %d", a.Seconds, o.duration, total, round+1)
 				}
 				// A report after every round: an interrupted run still leaves one.
 				if err := rep.write(o.out); err != nil {

@@ -173,12 +173,26 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 	if comm != "etcd" {
 		w("etcd ran as a copy of its binary named `%s` (-comm), so that other tracers on the machine matching `etcd` did not trace it.\n\n", comm)
 	}
-	w("etcd 3.6 `benchmark --conns=16 --clients=64 put --key-size=8 --val-size=256 --total=%d` per run; a fresh etcd "+
+	var secs []float64
+	minPuts, maxPuts := 0, 0
+	for _, s := range r.runs {
+		secs = append(secs, s.Seconds)
+		if minPuts == 0 || s.Puts < minPuts {
+			minPuts = s.Puts
+		}
+		maxPuts = max(maxPuts, s.Puts)
+	}
+	puts := strconv.Itoa(minPuts)
+	if maxPuts != minPuts {
+		puts = fmt.Sprintf("%d…%d (raised after a round whose baseline ran shorter than -duration)", minPuts, maxPuts)
+	}
+	lo, hi := minMax(secs)
+	w("etcd 3.6 `benchmark --conns=16 --clients=64 put --key-size=8 --val-size=256 --total=N` per run, N = %s; runs lasted %.1f–%.1f s; a fresh etcd "+
 		"(new data dir under /tmp, ext4) for **every run**; %d complete rounds. Ratios are the median over rounds of "+
 		"(run / baseline run of the same round). CPU per put = (etcd's + the tracer's utime+stime delta over the "+
 		"benchmark, from /proc/PID/stat) / puts. B and C: the otelcol-etcd binary, receiver `pids: [etcd]`, `comm: "+comm+"`, "+
 		"decode on, exporting to the **debug exporter with `verbosity: basic`** in the same process (internal telemetry off).\n\n",
-		r.total, len(rounds))
+		puts, lo, hi, len(rounds))
 	w("| config | req/s (median) | req/s ratio | p99 ms (median) | p99 ratio | etcd CPU µs/put | tracer CPU µs/put | CPU/put ratio | tracer CPU s/run | tracer RSS idle / peak MiB | kernel drops | records exported/run |\n")
 	w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	type agg struct{ rps, p99, etcdCPU, trCPU, trSecs, idle, hwm, ratio, p99r, cpur, exported []float64 }
