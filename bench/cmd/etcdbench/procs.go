@@ -74,8 +74,14 @@ func onCleanup(f func()) {
 	procsMu.Unlock()
 }
 
+// cleanupMu makes a second cleanup (Ctrl-C while main is already cleaning up)
+// wait for the first to finish instead of exiting under it.
+var cleanupMu sync.Mutex
+
 // cleanup stops every live process and undoes host changes.
 func cleanup() {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
 	procsMu.Lock()
 	live := make([]*exec.Cmd, 0, len(procs))
 	for c := range procs {
