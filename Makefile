@@ -64,7 +64,7 @@ demo:
 	@$(GO) run ./cmd/etcdebpf-demo $(DEMO_FLAGS)
 
 .PHONY: bench
-## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~20 min)
+## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~12-17 min)
 bench: etcd
 	@test -x $(COLLECTOR) || $(MAKE) --no-print-directory collector
 	$(GO) run ./bench/cmd/etcdbench -collector $(COLLECTOR) $(BENCH_FLAGS)
