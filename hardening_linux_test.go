@@ -316,3 +316,23 @@ func TestExitedTargetIsReported(t *testing.T) {
 	time.Sleep(2 * targetCheckInterval)
 	assert.Equal(t, 1, sumOf(t, tel, "otelcol_etcdebpf_targets_exited"), "reported once")
 }
+
+// The producer wakes the reader once per 256 records of new data; without that,
+// records would wait for the reader's timer (flush_interval, here 10 s).
+func TestProducerWakesReaderEvery256Records(t *testing.T) {
+	bpftest.RequireBPF(t)
+	w := bpftest.StartWriter(t, bpftest.BuildWriter(t), 1000, 8)
+	cfg := createDefaultConfig()
+	cfg.PIDs = []int{w.PID()}
+	cfg.FlushInterval = 10 * time.Second
+	cfg.MaxBatchSize = 256
+	sink := newCountingConsumer()
+	rcv, _, _ := telemetryReceiver(t, cfg, sink)
+	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
+
+	w.Release(t, time.Minute)
+	require.Eventually(t, func() bool { return sink.count(w.PID()) >= 768 }, 3*time.Second, 10*time.Millisecond,
+		"three wake-ups for 1000 records: three full batches long before the 10 s timer")
+	assert.Less(t, sink.count(w.PID()), 1000, "the last 232 records wait for the timer: no wake-up per record")
+}

@@ -87,6 +87,7 @@ const volatile __u64 target_cgroup_id = 0;      /* 0: any cgroup */
 const volatile bool filter_pids = false;        /* true: only tgids in target_pids */
 const volatile __u32 payload_bytes = 0;         /* 0..PAYLOAD_MAX */
 const volatile __u32 payload_room = 0;          /* payload_bytes rounded up to 8: the record's payload area */
+const volatile __u64 record_space = 8;          /* ring space one record takes, header included */
 const volatile __u64 wakeup_bytes = 1;          /* wake the reader once per this much new data */
 
 struct {
@@ -257,10 +258,6 @@ static __always_inline __u16 capture_payload(__u8 *dst, const struct inflight *c
 	return n;
 }
 
-/* The ring buffer's own header in front of every record, and its alignment. */
-#define RINGBUF_HDR_SZ 8
-#define RECORD_SPACE(payload) ((sizeof(struct event) + (payload) + RINGBUF_HDR_SZ + 7) & ~7ULL)
-
 static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -314,8 +311,7 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	 * ring is drained by the reader's own timer (flush_interval).
 	 */
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA); /* includes this record */
-	__u64 space = RECORD_SPACE(payload_room);
-	__u64 flags = avail >= space && avail / wakeup_bytes != (avail - space) / wakeup_bytes ?
+	__u64 flags = avail >= record_space && avail / wakeup_bytes != (avail - record_space) / wakeup_bytes ?
 			      BPF_RB_FORCE_WAKEUP :
 			      BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);

@@ -160,6 +160,7 @@ type MonitorVariableSpecs struct {
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
 	PayloadBytes       *ebpf.VariableSpec `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.VariableSpec `ebpf:"payload_room"`
+	RecordSpace        *ebpf.VariableSpec `ebpf:"record_space"`
 	TargetCgroupId     *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.VariableSpec `ebpf:"target_comm"`
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -211,6 +212,7 @@ type MonitorVariables struct {
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
 	PayloadBytes       *ebpf.Variable `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.Variable `ebpf:"payload_room"`
+	RecordSpace        *ebpf.Variable `ebpf:"record_space"`
 	TargetCgroupId     *ebpf.Variable `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.Variable `ebpf:"target_comm"`
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`

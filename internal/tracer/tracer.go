@@ -132,6 +132,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"filter_pids", len(opts.PIDs) > 0},
 		{"payload_bytes", uint32(opts.PayloadBytes)},
 		{"payload_room", uint32(payloadRoom(opts.PayloadBytes))},
+		{"record_space", uint64(recordSpace(opts.PayloadBytes))},
 		{"wakeup_bytes", uint64(wakeupRecords * recordSpace(opts.PayloadBytes))},
 	}
 	for _, v := range vars {
@@ -146,7 +147,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 // payloadRoom is the payload area of a record: records stay 8-byte aligned.
 func payloadRoom(payloadBytes int) int { return (payloadBytes + 7) &^ 7 }
 
-// recordSpace is what one record takes in the ring, as RECORD_SPACE in etcd_monitor.c.
+// recordSpace is what one record takes in the ring: the kernel's header, the
+// event, the payload area, rounded up to 8 bytes.
 func recordSpace(payloadBytes int) int {
 	return (bpf.EventSize + payloadRoom(payloadBytes) + ringbufHeader + 7) &^ 7
 }
