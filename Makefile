@@ -1,5 +1,7 @@
 # Everything runs as root: loading BPF programs needs it (or CAP_BPF+CAP_PERFMON).
 GO          ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+# Tests build helpers with go: keep it on PATH under sudo, whose PATH may lack it.
+export PATH := $(dir $(GO)):$(PATH)
 OCB_VERSION := v0.165.0
 OCB         := $(shell $(GO) env GOPATH)/bin/builder
 COLLECTOR   := _build/otelcol-etcd/otelcol-etcd
