@@ -5,8 +5,6 @@ package etcdebpfreceiver
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,15 +67,6 @@ func num(lr plog.LogRecord, key string) int64 {
 	return v.Int()
 }
 
-// runDecoy runs dd under another process name, writing and syncing a file.
-func runDecoy(t *testing.T, name string) int {
-	t.Helper()
-	cmd := exec.Command(bpftest.NamedCopy(t, "dd", name), "if=/dev/zero", "of="+filepath.Join(t.TempDir(), "decoy.wal"),
-		"bs=512", "count=20", "oflag=dsync", "conv=fdatasync", "status=none")
-	require.NoError(t, cmd.Run(), "decoy %s", name)
-	return cmd.Process.Pid
-}
-
 func TestEtcdIntegration(t *testing.T) {
 	bpftest.RequireBPF(t)
 	srv := startEtcd(t)
@@ -90,7 +79,7 @@ func TestEtcdIntegration(t *testing.T) {
 	const puts = 200
 	window, err := srv.MeasureWALSyncs(func() error {
 		for _, name := range []string{"etcdctl", "etcd-backup", "etcd-bench"} {
-			decoys[runDecoy(t, name)] = name
+			decoys[bpftest.RunDecoy(t, name)] = name
 		}
 		return srv.PutN("key", puts, 256)
 	})
@@ -186,11 +175,8 @@ func TestPIDsFilterExcludesOtherEtcd(t *testing.T) {
 	cfg.PIDs = []int{srv.PID()}
 	sink, stop := startReceiver(t, cfg)
 
-	impostor := runDecoy(t, "etcd") // same name, other PID
-	for i := range 20 {
-		_, err := srv.Put(fmt.Sprintf("pid-%d", i), "v")
-		require.NoError(t, err)
-	}
+	impostor := bpftest.RunDecoy(t, "etcd") // same name, other PID
+	require.NoError(t, srv.PutN("pid", 20, 1))
 	time.Sleep(200 * time.Millisecond)
 	stop()
 

@@ -67,15 +67,6 @@ func startCollector(t *testing.T, bin string, p distro.Pipeline) *distro.Collect
 	return col
 }
 
-// runDecoy runs dd under another process name, writing and syncing a file.
-func runDecoy(t *testing.T, name string) int {
-	t.Helper()
-	cmd := exec.Command(bpftest.NamedCopy(t, "dd", name), "if=/dev/zero", "of="+filepath.Join(t.TempDir(), "decoy.wal"),
-		"bs=512", "count=20", "oflag=dsync", "conv=fdatasync", "status=none")
-	require.NoError(t, cmd.Run(), "decoy %s", name)
-	return cmd.Process.Pid
-}
-
 // attr returns the attribute key of lr, failing unless it has type typ.
 func attr(t *testing.T, lr plog.LogRecord, key string, typ pcommon.ValueType) pcommon.Value {
 	t.Helper()
@@ -121,7 +112,7 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 	const puts = 200
 	window, err := srv.MeasureWALSyncs(func() error {
 		for _, name := range []string{"etcdctl", "etcd"} { // another name; the same name with another PID
-			decoys[runDecoy(t, name)] = name
+			decoys[bpftest.RunDecoy(t, name)] = name
 		}
 		return srv.PutN("e2e", puts, 256)
 	})

@@ -66,6 +66,18 @@ func NamedCopy(t testing.TB, src, name string) string {
 	return dst
 }
 
+// RunDecoy runs dd under another process name, writing and syncing a small file,
+// and returns its pid: a process a tracer must not (or, named etcd, may) collect.
+func RunDecoy(t testing.TB, name string) int {
+	t.Helper()
+	cmd := exec.Command(NamedCopy(t, "dd", name), "if=/dev/zero", "of="+filepath.Join(t.TempDir(), "decoy.wal"),
+		"bs=512", "count=20", "oflag=dsync", "conv=fdatasync", "status=none")
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("decoy %s: %v", name, err)
+	}
+	return cmd.Process.Pid
+}
+
 // RequireAlive fails the test unless every object in objs is in the kernel.
 func RequireAlive(t testing.TB, objs tracer.Objects) {
 	t.Helper()

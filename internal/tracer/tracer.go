@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -38,7 +39,8 @@ type Counters struct {
 // Tracer owns the loaded BPF objects and their tracepoint links.
 type Tracer struct {
 	objs        bpf.MonitorObjects
-	links       []link.Link
+	exits       []link.Link // attached first, detached last
+	enters      []link.Link
 	recordSpace int // bytes one record takes in the ring, header included
 	Reader      *ringbuf.Reader
 }
@@ -209,20 +211,25 @@ func (t *Tracer) tracepoints() []struct {
 // parked by an enter always meets its exit and no inflight entry is left behind.
 func (t *Tracer) attach() error {
 	tps := t.tracepoints()
-	for _, phase := range []string{"exit", "enter"} {
-		for _, tp := range tps {
-			prog := tp.exit
-			if phase == "enter" {
-				prog = tp.enter
-			}
-			name := "sys_" + phase + "_" + tp.name
-			l, err := link.Tracepoint("syscalls", name, prog, nil)
-			if err != nil {
-				return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", name, err)
-			}
-			t.links = append(t.links, l)
+	for _, tp := range tps {
+		if err := attachTo("sys_exit_"+tp.name, tp.exit, &t.exits); err != nil {
+			return err
 		}
 	}
+	for _, tp := range tps {
+		if err := attachTo("sys_enter_"+tp.name, tp.enter, &t.enters); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func attachTo(tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
+	l, err := link.Tracepoint("syscalls", tracepoint, prog, nil)
+	if err != nil {
+		return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", tracepoint, err)
+	}
+	*links = append(*links, l)
 	return nil
 }
 
@@ -232,12 +239,8 @@ func (t *Tracer) attach() error {
 // Links within a phase are closed concurrently: each close waits for an RCU grace
 // period (tracepoint unregistration), and concurrent waits share one.
 func (t *Tracer) Detach() error {
-	half := len(t.links) / 2 // attach put the exits first, then the enters
-	if len(t.links) < 2*len(t.tracepoints()) {
-		half = 0 // a partial attach: close in one go
-	}
-	err := errors.Join(closeAll(t.links[half:]), closeAll(t.links[:half]))
-	t.links = nil
+	err := errors.Join(closeAll(t.enters), closeAll(t.exits))
+	t.enters, t.exits = nil, nil
 	return err
 }
 
@@ -312,7 +315,7 @@ func (t *Tracer) Objects() (Objects, error) {
 		id, _ := info.ID()
 		o.Maps = append(o.Maps, id)
 	}
-	for _, l := range t.links {
+	for _, l := range slices.Concat(t.exits, t.enters) {
 		info, err := l.Info()
 		if err != nil {
 			return o, err
