@@ -251,8 +251,14 @@ static __always_inline __u16 capture_payload(__u8 *dst, const struct inflight *c
 	} else if (call->type != SYSCALL_WRITE && call->type != SYSCALL_PWRITE64) {
 		return 0;
 	}
-	if (n > PAYLOAD_MAX)
-		n = PAYLOAD_MAX;
+	/*
+	 * dst has payload_room bytes. The verifiers of 5.10 and 6.1 check the largest
+	 * value the size register may hold against that room, and lose the bounds above
+	 * when the compiler compares one copy of n and passes another: bound the very
+	 * register the helper receives by the room, a constant the verifier knows.
+	 */
+	__u64 room = payload_room;
+	asm volatile("if %[n] <= %[room] goto +1; %[n] = %[room]" : [n] "+r"(n) : [room] "r"(room));
 	if (bpf_probe_read_user(dst, n, src))
 		return 0;
 	return n;
