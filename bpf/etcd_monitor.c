@@ -2,12 +2,14 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * One record per completed write or sync syscall of the traced process.
+ * One record per completed write or sync syscall of the traced process, and latency
+ * histograms of every such call.
  *
  * Enter programs filter first (cgroup, then PID set, then process name) and park the
  * arguments in `inflight`, keyed by thread id: Go runs syscalls on many threads, so a
  * process id would pair one thread's enter with another's exit. Exit programs look the
- * call up, resolve the fd to its kind, inode and base name, and emit a fixed-size record.
+ * call up, resolve the fd to its kind (and, for files, a class from the name), count the
+ * call in a histogram, and emit a fixed-size record for the calls the selection keeps.
  * Nothing is lost silently: a full ring buffer and a full inflight map are counted per CPU.
  */
 #include "kernel.h"
@@ -43,10 +45,21 @@ enum fd_kind {
 	FD_KIND_OTHER = 6,
 };
 
+/* What the histograms can tell files apart by: a suffix of the base name, or the name itself. */
+enum file_class {
+	FILE_CLASS_NONE = 0,  /* not a file or directory */
+	FILE_CLASS_WAL = 1,   /* *.wal, or a directory named wal */
+	FILE_CLASS_SNAP = 2,  /* *.snap, or a directory named snap */
+	FILE_CLASS_DB = 3,    /* db (bbolt) or *.db */
+	FILE_CLASS_TMP = 4,   /* *.tmp (a WAL segment being preallocated) */
+	FILE_CLASS_OTHER = 5, /* any other name */
+};
+
 enum counter {
 	COUNTER_RINGBUF_FULL = 0,  /* a completed syscall whose record found no room */
 	COUNTER_INFLIGHT_FULL = 1, /* an enter that could not be parked, so no record */
-	COUNTER_MAX = 2,
+	COUNTER_CALLS = 2,         /* completed traced syscalls, whether they became records or not */
+	COUNTER_MAX = 3,
 };
 
 /* Naturally aligned, no implicit padding: every byte is written before submit. */
@@ -81,6 +94,34 @@ struct inflight {
 	__u16 reserved;
 };
 
+/*
+ * Latency histograms, OpenTelemetry exponential buckets at scale 3 (8 per octave) of the
+ * duration in seconds: bucket i holds (2^(i/8), 2^((i+1)/8)] s. The map keeps buckets
+ * -HIST_INDEX_OFFSET .. HIST_BUCKETS - HIST_INDEX_OFFSET - 1, i.e. 29.8 ns to 128 s; a call outside
+ * falls into the nearest end bucket (the sum stays exact). Counters are u32 to halve the
+ * map: user space reads them every collection_interval and accumulates the wrapping
+ * differences into u64s.
+ */
+enum hist_layout {
+	HIST_BUCKETS = 256,
+	HIST_INDEX_OFFSET = 200, /* bucket 0 of the map is index -200 */
+	HIST_MAX_ENTRIES = 512,
+};
+
+struct hist_key {
+	__u32 tgid;
+	__u8 type;       /* enum syscall_type */
+	__u8 fd_kind;    /* enum fd_kind */
+	__u8 file_class; /* enum file_class */
+	__u8 reserved;
+};
+
+struct hist {
+	__u64 sum_ns;
+	__u64 bytes; /* sum of successful write return values */
+	__u32 buckets[HIST_BUCKETS];
+};
+
 /* Set by the loader before the program is verified: the verifier prunes unused branches. */
 const volatile char target_comm[COMM_LEN] = {}; /* all zero: any name */
 const volatile __u64 target_cgroup_id = 0;      /* 0: any cgroup */
@@ -89,6 +130,9 @@ const volatile __u32 payload_bytes = 0;         /* 0..PAYLOAD_MAX */
 const volatile __u32 payload_room = 0;          /* payload_bytes rounded up to 8: the record's payload area */
 const volatile __u64 record_space = 8;          /* ring space one record takes, header included */
 const volatile __u64 wakeup_bytes = 1;          /* wake the reader once per this much new data */
+const volatile bool histograms = false;         /* count every traced call in `hists` */
+const volatile __u64 min_duration_ns = 0;       /* records only for calls at least this slow */
+const volatile __u32 fd_kinds = 0xff;           /* records only for fds of these kinds (bit 1 << kind) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -121,11 +165,36 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/*
+ * Shared by all CPUs and updated with atomic adds, as biolatency does: a per-CPU map
+ * would multiply the 1 KiB value by every possible CPU. 512 entries x ~1.1 KiB stay
+ * under 600 KiB. Keys of exited processes are deleted by user space.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HIST_MAX_ENTRIES);
+	__type(key, struct hist_key);
+	__type(value, struct hist);
+} hists SEC(".maps");
+
+/* Where calls go when `hists` is full, so that none goes uncounted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hist);
+} hist_overflow SEC(".maps");
+
+/* The initial value of a new histogram: too big for the 512-byte stack. */
+struct hist empty_hist = {};
+
 /* Referenced so that bpf2go can generate the Go types from BTF. */
 struct event *unused_event __attribute__((unused));
 enum syscall_type unused_syscall_type __attribute__((unused));
 enum fd_kind unused_fd_kind __attribute__((unused));
 enum record_layout unused_record_layout __attribute__((unused));
+enum file_class unused_file_class __attribute__((unused));
+enum hist_layout unused_hist_layout __attribute__((unused));
 
 static __always_inline void count(enum counter c)
 {
@@ -183,52 +252,205 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 	return 0;
 }
 
-/* Resolves fd in the current task's table; leaves the fields zero if it is gone. */
-static __always_inline void describe_fd(struct event *e)
+/*
+ * An fd as the exit program sees it; file is NULL when the fd was gone. Not a kernel type:
+ * copy its pointers to locals before BPF_CORE_READ, which would record a relocation
+ * against this struct for any access written inside it.
+ */
+struct fd_desc {
+	struct file *file;
+	struct inode *inode;
+	__u8 kind; /* enum fd_kind */
+};
+
+/* Looks fd up in the current task's table and classifies it; reads no name but an anon inode's. */
+static __always_inline void resolve_fd(__s32 fd, struct fd_desc *d)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || e->fd < 0 || (__u32)e->fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
 		return;
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[e->fd]);
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
 		return;
 
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	d->file = file;
+	d->inode = inode;
 	unsigned short mode = BPF_CORE_READ(inode, i_mode);
-	e->inode = BPF_CORE_READ(inode, i_ino);
-	bpf_probe_read_kernel_str(e->file_name, sizeof(e->file_name),
-				  BPF_CORE_READ(file, f_path.dentry, d_name.name));
-
-	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
-	e->dev = BPF_CORE_READ(sb, s_dev);
 	/* Anonymous inodes (eventfd, timerfd, ...) may carry S_IFREG: check the fs first. */
-	if (BPF_CORE_READ(sb, s_magic) == ANON_INODE_FS_MAGIC) {
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == ANON_INODE_FS_MAGIC) {
 		/* "[eventfd]" is the name anon_inode_getfile gives eventfds. */
-		bool eventfd = e->file_name[0] == '[' && e->file_name[1] == 'e' &&
-			       e->file_name[2] == 'v' && e->file_name[6] == 'f' &&
-			       e->file_name[7] == 'd' && e->file_name[8] == ']';
-		e->fd_kind = eventfd ? FD_KIND_EVENTFD : FD_KIND_OTHER;
+		char name[10] = {};
+		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+		bool eventfd = name[0] == '[' && name[1] == 'e' && name[2] == 'v' && name[6] == 'f' &&
+			       name[7] == 'd' && name[8] == ']';
+		d->kind = eventfd ? FD_KIND_EVENTFD : FD_KIND_OTHER;
 		return;
 	}
 	switch (mode & S_IFMT) {
 	case S_IFREG:
-		e->fd_kind = FD_KIND_FILE;
+		d->kind = FD_KIND_FILE;
 		break;
 	case S_IFSOCK:
-		e->fd_kind = FD_KIND_SOCKET;
+		d->kind = FD_KIND_SOCKET;
 		break;
 	case S_IFIFO:
-		e->fd_kind = FD_KIND_PIPE;
+		d->kind = FD_KIND_PIPE;
 		break;
 	case S_IFDIR:
-		e->fd_kind = FD_KIND_DIRECTORY;
+		d->kind = FD_KIND_DIRECTORY;
 		break;
 	default:
-		e->fd_kind = FD_KIND_OTHER;
+		d->kind = FD_KIND_OTHER;
 	}
+}
+
+/* Fills the record's fd fields, leaving them zero if the fd was gone. */
+static __always_inline void describe_fd(struct event *e, const struct fd_desc *d)
+{
+	struct file *file = d->file;
+	struct inode *inode = d->inode;
+	if (!file)
+		return;
+	e->fd_kind = d->kind;
+	e->inode = BPF_CORE_READ(inode, i_ino);
+	e->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	bpf_probe_read_kernel_str(e->file_name, sizeof(e->file_name),
+				  BPF_CORE_READ(file, f_path.dentry, d_name.name));
+}
+
+#define SUFFIX(bytes, n) (tail >> (64 - 8 * (n)) == (bytes))
+/* Little-endian words of the names' last characters. */
+#define TAIL_WAL 0x6c61772eULL    /* ".wal" */
+#define TAIL_SNAP 0x70616e732eULL /* ".snap" */
+#define TAIL_TMP 0x706d742eULL    /* ".tmp" */
+#define TAIL_DB 0x62642eULL       /* ".db" */
+#define NAME_DB 0x6264ULL         /* "db" */
+#define NAME_WAL 0x6c6177ULL      /* "wal" */
+#define NAME_SNAP 0x70616e73ULL   /* "snap" */
+
+/* The class of a file or directory from the end of its base name: one 8-byte read. */
+static __always_inline __u8 file_class(const struct fd_desc *d)
+{
+	if (d->kind != FD_KIND_FILE && d->kind != FD_KIND_DIRECTORY)
+		return FILE_CLASS_NONE;
+	struct file *file = d->file;
+	struct qstr name = BPF_CORE_READ(file, f_path.dentry, d_name);
+	__u32 len = name.hash_len >> 32;
+	if (len == 0)
+		return FILE_CLASS_OTHER;
+	/* The last 8 characters, the last one in the top byte. Short names are stored inline
+	 * in the dentry (at least 32 bytes), so reading 8 from their start stays inside it. */
+	__u64 tail = 0;
+	bpf_probe_read_kernel(&tail, sizeof(tail), name.name + (len >= 8 ? len - 8 : 0));
+	if (len < 8)
+		tail <<= 8 * (8 - len);
+
+	if (d->kind == FD_KIND_DIRECTORY) {
+		if (len == 3 && SUFFIX(NAME_WAL, 3))
+			return FILE_CLASS_WAL;
+		if (len == 4 && SUFFIX(NAME_SNAP, 4))
+			return FILE_CLASS_SNAP;
+		return FILE_CLASS_OTHER;
+	}
+	if (SUFFIX(TAIL_WAL, 4))
+		return FILE_CLASS_WAL;
+	if ((len == 2 && SUFFIX(NAME_DB, 2)) || SUFFIX(TAIL_DB, 3))
+		return FILE_CLASS_DB;
+	if (SUFFIX(TAIL_SNAP, 5))
+		return FILE_CLASS_SNAP;
+	if (SUFFIX(TAIL_TMP, 4))
+		return FILE_CLASS_TMP;
+	return FILE_CLASS_OTHER;
+}
+
+/* Durations in units of 2^-50 s, so that octaves of the unit are octaves of a second:
+ * ns * 2^50 / 1e9 = ns * 2^41 / 5^9. */
+#define FIVE_POW_9 1953125ULL
+#define MAX_HIST_NS ((1ULL << 43) - 1) /* keeps the result below 2^64 */
+
+static __always_inline __u64 ns_to_binary_units(__u64 ns)
+{
+	/* In two parts so that nothing overflows: r * 2^41 < 2^62. Floor, exact to 2^-50 s. */
+	__u64 q = ns / FIVE_POW_9, r = ns % FIVE_POW_9;
+	return (q << 41) + (r << 41) / FIVE_POW_9;
+}
+
+/* Index of the most significant set bit of v > 0, without loops. */
+static __always_inline __u32 msb64(__u64 v)
+{
+	__u32 r = 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r;
+}
+
+/*
+ * The OpenTelemetry scale-3 bucket index of duration_ns in seconds, counted from the
+ * map's first bucket (index -HIST_INDEX_OFFSET) and clamped to the map's buckets. Exact
+ * to 2^-50 s (1e-6 ns): with v the duration in 2^-50 s units, v in (2^(e + m/8), 2^(e + (m+1)/8)] is index 8e + m,
+ * m found by comparing the mantissa, normalised to 64 bits, with floor(2^(m/8) * 2^63).
+ * bpf/hist.go mirrors it.
+ */
+static __always_inline __u32 hist_bucket(__u64 duration_ns)
+{
+	if (duration_ns > MAX_HIST_NS)
+		duration_ns = MAX_HIST_NS;
+	__u64 v = ns_to_binary_units(duration_ns);
+	if (v == 0)
+		return 0;
+	__u32 e = msb64(v);
+	__u64 f = v << (63 - e);
+	__s32 index;
+	if (f == 1ULL << 63) {
+		index = 8 * e - 1; /* a power of two is the upper bound of the bucket below */
+	} else {
+		index = 8 * e + (f > 0x8b95c1e3ea8bd6e6ULL) + (f > 0x9837f0518db8a96fULL) +
+			(f > 0xa5fed6a9b15138eaULL) + (f > 0xb504f333f9de6484ULL) +
+			(f > 0xc5672a115506daddULL) + (f > 0xd744fccad69d6af4ULL) +
+			(f > 0xeac0c6e7dd24392eULL);
+	}
+	index -= 8 * 50 - HIST_INDEX_OFFSET; /* from 2^-50 s units to seconds, then to the map's first bucket */
+	if (index < 0)
+		return 0;
+	if (index >= HIST_BUCKETS)
+		return HIST_BUCKETS - 1;
+	return index;
+}
+
+/* Counts a completed call in its process's histogram, or in the overflow one when the map is full. */
+static __always_inline void observe(__u32 tgid, const struct inflight *call, const struct fd_desc *d,
+				    __u64 duration_ns, __s64 ret)
+{
+	struct hist_key key = {
+		.tgid = tgid,
+		.type = call->type,
+		.fd_kind = d->kind,
+		.file_class = file_class(d),
+	};
+	struct hist *h = bpf_map_lookup_elem(&hists, &key);
+	if (!h) {
+		/* EEXIST: another CPU added it first; E2BIG: the map is full. */
+		bpf_map_update_elem(&hists, &key, &empty_hist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&hists, &key);
+	}
+	if (!h) {
+		__u32 zero = 0;
+		h = bpf_map_lookup_elem(&hist_overflow, &zero);
+		if (!h)
+			return;
+	}
+	__sync_fetch_and_add(&h->buckets[hist_bucket(duration_ns)], 1);
+	__sync_fetch_and_add(&h->sum_ns, duration_ns);
+	if (ret > 0 && call->type <= SYSCALL_PWRITEV)
+		__sync_fetch_and_add(&h->bytes, ret);
 }
 
 /* Copies the start of the written data: at most payload_bytes and never more than was written. */
@@ -276,6 +498,19 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	struct inflight call = *parked;
 	bpf_map_delete_elem(&inflight, &tid);
+	count(COUNTER_CALLS);
+
+	/* The selection is decided before the ring buffer reserve: a call left out costs no ring space. */
+	__u64 duration_ns = now - call.start_ns;
+	bool slow_enough = duration_ns >= min_duration_ns;
+	if (!slow_enough && !histograms)
+		return 0;
+	struct fd_desc fd = {};
+	resolve_fd(call.fd, &fd);
+	if (histograms)
+		observe(pid_tgid >> 32, &call, &fd, duration_ns, ctx->ret);
+	if (!slow_enough || !(fd_kinds & (1U << fd.kind)))
+		return 0;
 
 	/* payload_room is a load-time constant: the verifier sees a constant size. */
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event) + payload_room, 0);
@@ -295,9 +530,9 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	e->offset = call.offset;
 	e->ret = ctx->ret;
 	e->start_ns = call.start_ns;
-	e->duration_ns = now - call.start_ns;
+	e->duration_ns = duration_ns;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	describe_fd(e);
+	describe_fd(e, &fd);
 
 	if (payload_room) {
 		__u64 *payload = (__u64 *)(e + 1);

@@ -26,12 +26,14 @@ typedef _Bool bool;
 /* UAPI values, stable by definition. */
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
 enum {
 	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
 	BPF_RB_NO_WAKEUP = 1,
 	BPF_RB_FORCE_WAKEUP = 2,
 	BPF_RB_AVAIL_DATA = 0,
@@ -77,7 +79,9 @@ struct task_struct {
 	struct files_struct *files;
 };
 
+/* hash_len: the name's hash in the low half and its length in the high half (little endian). */
 struct qstr {
+	__u64 hash_len;
 	const unsigned char *name;
 };
 

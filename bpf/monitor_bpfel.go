@@ -18,7 +18,8 @@ type MonitorCounter uint32
 const (
 	MonitorCounterCOUNTER_RINGBUF_FULL  MonitorCounter = 0
 	MonitorCounterCOUNTER_INFLIGHT_FULL MonitorCounter = 1
-	MonitorCounterCOUNTER_MAX           MonitorCounter = 2
+	MonitorCounterCOUNTER_CALLS         MonitorCounter = 2
+	MonitorCounterCOUNTER_MAX           MonitorCounter = 3
 )
 
 type MonitorEvent struct {
@@ -53,6 +54,41 @@ const (
 	MonitorFdKindFD_KIND_EVENTFD   MonitorFdKind = 4
 	MonitorFdKindFD_KIND_DIRECTORY MonitorFdKind = 5
 	MonitorFdKindFD_KIND_OTHER     MonitorFdKind = 6
+)
+
+type MonitorFileClass uint32
+
+const (
+	MonitorFileClassFILE_CLASS_NONE  MonitorFileClass = 0
+	MonitorFileClassFILE_CLASS_WAL   MonitorFileClass = 1
+	MonitorFileClassFILE_CLASS_SNAP  MonitorFileClass = 2
+	MonitorFileClassFILE_CLASS_DB    MonitorFileClass = 3
+	MonitorFileClassFILE_CLASS_TMP   MonitorFileClass = 4
+	MonitorFileClassFILE_CLASS_OTHER MonitorFileClass = 5
+)
+
+type MonitorHist struct {
+	_       structs.HostLayout
+	SumNs   uint64
+	Bytes   uint64
+	Buckets [256]uint32
+}
+
+type MonitorHistKey struct {
+	_         structs.HostLayout
+	Tgid      uint32
+	Type      uint8
+	FdKind    uint8
+	FileClass uint8
+	Reserved  uint8
+}
+
+type MonitorHistLayout uint32
+
+const (
+	MonitorHistLayoutHIST_BUCKETS      MonitorHistLayout = 256
+	MonitorHistLayoutHIST_INDEX_OFFSET MonitorHistLayout = 200
+	MonitorHistLayoutHIST_MAX_ENTRIES  MonitorHistLayout = 512
 )
 
 type MonitorInflight struct {
@@ -147,17 +183,23 @@ type MonitorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type MonitorMapSpecs struct {
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Inflight   *ebpf.MapSpec `ebpf:"inflight"`
-	TargetPids *ebpf.MapSpec `ebpf:"target_pids"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	HistOverflow *ebpf.MapSpec `ebpf:"hist_overflow"`
+	Hists        *ebpf.MapSpec `ebpf:"hists"`
+	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	TargetPids   *ebpf.MapSpec `ebpf:"target_pids"`
 }
 
 // MonitorVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type MonitorVariableSpecs struct {
+	EmptyHist          *ebpf.VariableSpec `ebpf:"empty_hist"`
+	FdKinds            *ebpf.VariableSpec `ebpf:"fd_kinds"`
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
+	Histograms         *ebpf.VariableSpec `ebpf:"histograms"`
+	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	PayloadBytes       *ebpf.VariableSpec `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.VariableSpec `ebpf:"payload_room"`
 	RecordSpace        *ebpf.VariableSpec `ebpf:"record_space"`
@@ -165,6 +207,8 @@ type MonitorVariableSpecs struct {
 	TargetComm         *ebpf.VariableSpec `ebpf:"target_comm"`
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFdKind       *ebpf.VariableSpec `ebpf:"unused_fd_kind"`
+	UnusedFileClass    *ebpf.VariableSpec `ebpf:"unused_file_class"`
+	UnusedHistLayout   *ebpf.VariableSpec `ebpf:"unused_hist_layout"`
 	UnusedRecordLayout *ebpf.VariableSpec `ebpf:"unused_record_layout"`
 	UnusedSyscallType  *ebpf.VariableSpec `ebpf:"unused_syscall_type"`
 	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -190,16 +234,20 @@ func (o *MonitorObjects) Close() error {
 //
 // It can be passed to LoadMonitorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type MonitorMaps struct {
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Inflight   *ebpf.Map `ebpf:"inflight"`
-	TargetPids *ebpf.Map `ebpf:"target_pids"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	HistOverflow *ebpf.Map `ebpf:"hist_overflow"`
+	Hists        *ebpf.Map `ebpf:"hists"`
+	Inflight     *ebpf.Map `ebpf:"inflight"`
+	TargetPids   *ebpf.Map `ebpf:"target_pids"`
 }
 
 func (m *MonitorMaps) Close() error {
 	return _MonitorClose(
 		m.Counters,
 		m.Events,
+		m.HistOverflow,
+		m.Hists,
 		m.Inflight,
 		m.TargetPids,
 	)
@@ -209,7 +257,11 @@ func (m *MonitorMaps) Close() error {
 //
 // It can be passed to LoadMonitorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type MonitorVariables struct {
+	EmptyHist          *ebpf.Variable `ebpf:"empty_hist"`
+	FdKinds            *ebpf.Variable `ebpf:"fd_kinds"`
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
+	Histograms         *ebpf.Variable `ebpf:"histograms"`
+	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
 	PayloadBytes       *ebpf.Variable `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.Variable `ebpf:"payload_room"`
 	RecordSpace        *ebpf.Variable `ebpf:"record_space"`
@@ -217,6 +269,8 @@ type MonitorVariables struct {
 	TargetComm         *ebpf.Variable `ebpf:"target_comm"`
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFdKind       *ebpf.Variable `ebpf:"unused_fd_kind"`
+	UnusedFileClass    *ebpf.Variable `ebpf:"unused_file_class"`
+	UnusedHistLayout   *ebpf.Variable `ebpf:"unused_hist_layout"`
 	UnusedRecordLayout *ebpf.Variable `ebpf:"unused_record_layout"`
 	UnusedSyscallType  *ebpf.Variable `ebpf:"unused_syscall_type"`
 	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`

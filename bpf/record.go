@@ -67,3 +67,40 @@ func (k MonitorFdKind) String() string {
 	}
 	return "other"
 }
+
+// ParseSyscallType is the syscall type of a name String returns.
+func ParseSyscallType(name string) (MonitorSyscallType, bool) {
+	for t, n := range syscallNames {
+		if n != "" && n == name {
+			return MonitorSyscallType(t), true
+		}
+	}
+	return 0, false
+}
+
+// ParseFdKind is the fd kind of a name String returns.
+func ParseFdKind(name string) (MonitorFdKind, bool) {
+	for k, n := range fdKindNames {
+		if n == name {
+			return MonitorFdKind(k), true
+		}
+	}
+	return 0, false
+}
+
+var fileClassNames = [...]string{
+	MonitorFileClassFILE_CLASS_NONE:  "",
+	MonitorFileClassFILE_CLASS_WAL:   "wal",
+	MonitorFileClassFILE_CLASS_SNAP:  "snap",
+	MonitorFileClassFILE_CLASS_DB:    "db",
+	MonitorFileClassFILE_CLASS_TMP:   "tmp",
+	MonitorFileClassFILE_CLASS_OTHER: "other",
+}
+
+// String is the class's name: empty for an fd that is no file or directory.
+func (c MonitorFileClass) String() string {
+	if int(c) < len(fileClassNames) {
+		return fileClassNames[c]
+	}
+	return "other"
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
@@ -28,16 +29,23 @@ type Options struct {
 	CgroupPath     string // cgroup v2 directory; empty: any
 	PayloadBytes   int    // leading bytes of each write to copy, 0 to bpf.PayloadMax
 	RingBufferSize int    // bytes, a power of two
+
+	Syscalls    []string      // syscalls to attach to, by name; empty: all seven
+	FDKinds     []string      // fd kinds that produce records, by name; empty: all
+	MinDuration time.Duration // records only for calls at least this slow
+	Histograms  bool          // count every traced call in the latency histograms
 }
 
-// Counters are the kernel's per-CPU loss counters, summed over CPUs.
+// Counters are the kernel's per-CPU counters, summed over CPUs.
 type Counters struct {
+	Calls        uint64 // completed traced syscalls, whether they became records or not
 	RingbufFull  uint64 // completed syscalls whose record found no room
 	InflightFull uint64 // enters that could not be parked, so no record
 }
 
 // Tracer owns the loaded BPF objects and their tracepoint links.
 type Tracer struct {
+	opts        Options
 	objs        bpf.MonitorObjects
 	exits       []link.Link // attached first, detached last
 	enters      []link.Link
@@ -72,7 +80,7 @@ func Start(opts Options) (_ *Tracer, err error) {
 		return nil, err
 	}
 
-	t := &Tracer{recordSpace: recordSpace(opts.PayloadBytes)}
+	t := &Tracer{opts: opts, recordSpace: recordSpace(opts.PayloadBytes)}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -117,6 +125,13 @@ func checkHost() error {
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	var comm [16]byte
 	copy(comm[:], opts.Comm)
+	kinds, err := fdKindMask(opts.FDKinds)
+	if err != nil {
+		return err
+	}
+	if _, err := selectedSyscalls(opts.Syscalls); err != nil {
+		return err
+	}
 	var cgroup uint64
 	if opts.CgroupPath != "" {
 		id, err := cgroupID(opts.CgroupPath)
@@ -136,6 +151,9 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"payload_room", uint32(payloadRoom(opts.PayloadBytes))},
 		{"record_space", uint64(recordSpace(opts.PayloadBytes))},
 		{"wakeup_bytes", uint64(wakeupRecords * recordSpace(opts.PayloadBytes))},
+		{"histograms", opts.Histograms},
+		{"min_duration_ns", uint64(max(opts.MinDuration, 0))},
+		{"fd_kinds", kinds},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -144,6 +162,34 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	return nil
+}
+
+// fdKindMask is the fd_kinds bit set of names: bit 1 << kind; all kinds when names is empty.
+func fdKindMask(names []string) (uint32, error) {
+	if len(names) == 0 {
+		return 0xff, nil
+	}
+	var mask uint32
+	for _, name := range names {
+		kind, ok := bpf.ParseFdKind(name)
+		if !ok {
+			return 0, fmt.Errorf("unknown fd kind %q", name)
+		}
+		mask |= 1 << kind
+	}
+	return mask, nil
+}
+
+// selectedSyscalls reports, by syscall name, whether to attach to it.
+func selectedSyscalls(names []string) (map[string]bool, error) {
+	selected := map[string]bool{}
+	for _, name := range names {
+		if _, ok := bpf.ParseSyscallType(name); !ok {
+			return nil, fmt.Errorf("unknown syscall %q", name)
+		}
+		selected[name] = true
+	}
+	return selected, nil
 }
 
 // payloadRoom is the payload area of a record: records stay 8-byte aligned.
@@ -187,16 +233,16 @@ func explainLoadError(err error) error {
 	return fmt.Errorf("loading BPF programs: %w", err)
 }
 
-// tracepoints pairs each traced syscall with its enter and exit programs.
-func (t *Tracer) tracepoints() []struct {
+// tracepoint pairs a traced syscall with its enter and exit programs.
+type tracepoint struct {
 	name        string
 	enter, exit *ebpf.Program
-} {
+}
+
+// tracepoints lists every syscall the BPF object can trace.
+func (t *Tracer) tracepoints() []tracepoint {
 	p := &t.objs.MonitorPrograms
-	return []struct {
-		name        string
-		enter, exit *ebpf.Program
-	}{
+	return []tracepoint{
 		{"write", p.EnterWrite, p.ExitWrite},
 		{"pwrite64", p.EnterPwrite64, p.ExitPwrite64},
 		{"writev", p.EnterWritev, p.ExitWritev},
@@ -210,7 +256,11 @@ func (t *Tracer) tracepoints() []struct {
 // attach attaches every exit program before any enter program, so that a call
 // parked by an enter always meets its exit and no inflight entry is left behind.
 func (t *Tracer) attach() error {
-	tps := t.tracepoints()
+	selected, err := selectedSyscalls(t.opts.Syscalls)
+	if err != nil {
+		return err
+	}
+	tps := slices.DeleteFunc(t.tracepoints(), func(tp tracepoint) bool { return len(selected) > 0 && !selected[tp.name] })
 	for _, tp := range tps {
 		if err := attachTo("sys_exit_"+tp.name, tp.exit, &t.exits); err != nil {
 			return err
@@ -271,6 +321,7 @@ func (t *Tracer) Close() error {
 func (t *Tracer) Counters() (Counters, error) {
 	var c Counters
 	for key, dst := range map[bpf.MonitorCounter]*uint64{
+		bpf.MonitorCounterCOUNTER_CALLS:         &c.Calls,
 		bpf.MonitorCounterCOUNTER_RINGBUF_FULL:  &c.RingbufFull,
 		bpf.MonitorCounterCOUNTER_INFLIGHT_FULL: &c.InflightFull,
 	} {
@@ -307,7 +358,7 @@ func (t *Tracer) Objects() (Objects, error) {
 		}
 	}
 	m := &t.objs.MonitorMaps
-	for _, mp := range []*ebpf.Map{m.Events, m.Inflight, m.Counters, m.TargetPids} {
+	for _, mp := range []*ebpf.Map{m.Events, m.Inflight, m.Counters, m.TargetPids, m.Hists, m.HistOverflow} {
 		info, err := mp.Info()
 		if err != nil {
 			return o, err
@@ -346,4 +397,45 @@ func (t *Tracer) Inflight() (int, error) {
 		n++
 	}
 	return n, iter.Err()
+}
+
+// Histogram is the kernel's latency histogram of one process's calls of one
+// syscall on one kind (and class) of fd. Its bucket counters are 32 bits wide and
+// wrap: a reader accumulates differences between reads.
+type Histogram struct {
+	Key      bpf.MonitorHistKey
+	Overflow bool // the calls that found the map full, whatever their key
+	Value    bpf.MonitorHist
+}
+
+// Histograms reads every histogram, the overflow one last (when it counted any call).
+func (t *Tracer) Histograms() ([]Histogram, error) {
+	var (
+		out []Histogram
+		h   Histogram
+	)
+	iter := t.objs.Hists.Iterate()
+	for iter.Next(&h.Key, &h.Value) {
+		out = append(out, h)
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("reading the histograms: %w", err)
+	}
+	overflow := Histogram{Overflow: true}
+	if err := t.objs.HistOverflow.Lookup(uint32(0), &overflow.Value); err != nil {
+		return nil, fmt.Errorf("reading the overflow histogram: %w", err)
+	}
+	if overflow.Value.SumNs != 0 || slices.ContainsFunc(overflow.Value.Buckets[:], func(n uint32) bool { return n != 0 }) {
+		out = append(out, overflow)
+	}
+	return out, nil
+}
+
+// DeleteHistogram frees a histogram's slot, for a process that exited.
+func (t *Tracer) DeleteHistogram(key bpf.MonitorHistKey) error {
+	err := t.objs.Hists.Delete(key)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
 }

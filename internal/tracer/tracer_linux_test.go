@@ -200,7 +200,7 @@ func TestStartDefaults(t *testing.T) {
 	objs, err := tr.Objects()
 	require.NoError(t, err)
 	assert.Len(t, objs.Programs, 14)
-	assert.Len(t, objs.Maps, 4)
+	assert.Len(t, objs.Maps, 6)
 	assert.Len(t, objs.Links, 14)
 	_, err = tr.Counters()
 	require.NoError(t, err)
