@@ -41,10 +41,26 @@ type Config struct {
 	MaxBatchSize int `mapstructure:"max_batch_size"`
 	// FlushInterval bounds how long a record waits before it is sent.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// ErrorMode decides what a failure to start tracing does to the collector:
+	// ErrorModePropagate (the default) fails its start, ErrorModeIgnore leaves this
+	// receiver idle and the rest of the collector running.
+	ErrorMode ErrorMode `mapstructure:"error_mode"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
+
+// ErrorMode is what the receiver does when it cannot trace at Start.
+type ErrorMode string
+
+const (
+	// ErrorModePropagate returns the failure from Start: the collector exits
+	// non-zero, printing the cause and the fix.
+	ErrorModePropagate ErrorMode = "propagate"
+	// ErrorModeIgnore logs the failure, reports a permanent error through
+	// component status and keeps the receiver idle; the collector runs on.
+	ErrorModeIgnore ErrorMode = "ignore"
+)
 
 func createDefaultConfig() *Config {
 	return &Config{
@@ -53,6 +69,7 @@ func createDefaultConfig() *Config {
 		Decode:         true,
 		MaxBatchSize:   1024,
 		FlushInterval:  100 * time.Millisecond,
+		ErrorMode:      ErrorModePropagate,
 	}
 }
 
@@ -92,6 +109,10 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.FlushInterval < time.Millisecond || cfg.FlushInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("flush_interval: %v is out of range; use 1ms to 1m (default 100ms)", cfg.FlushInterval))
+	}
+	if cfg.ErrorMode != ErrorModePropagate && cfg.ErrorMode != ErrorModeIgnore {
+		errs = append(errs, fmt.Errorf("error_mode: %q is not a mode; use %q (the default: a start failure stops the collector) or %q (this receiver stays idle, the collector runs on)",
+			cfg.ErrorMode, ErrorModePropagate, ErrorModeIgnore))
 	}
 	return errors.Join(errs...)
 }

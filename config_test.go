@@ -36,6 +36,7 @@ func TestLoadConfig(t *testing.T) {
 			c.Decode = false
 			c.MaxBatchSize = 512
 			c.FlushInterval = 250 * time.Millisecond
+			c.ErrorMode = ErrorModeIgnore
 		})},
 		{id: "cgroup", want: withDefaults(func(c *Config) {
 			c.Comm = ""
@@ -52,6 +53,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: "ring_too_small", wantErr: []string{"ring_buffer_size: 4096"}},
 		{id: "zero_batch", wantErr: []string{"max_batch_size: 0 is out of range"}},
 		{id: "zero_flush", wantErr: []string{"flush_interval: 0s is out of range"}},
+		{id: "bad_error_mode", wantErr: []string{`error_mode: "continue" is not a mode`, `"propagate"`, `"ignore"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {

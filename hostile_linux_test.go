@@ -35,7 +35,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 )
 
-const startFailureMessage = "Cannot trace etcd: this receiver stays idle, the rest of the collector runs on"
+const startFailureMessage = "Cannot trace etcd: this receiver stays idle, the rest of the collector runs on (error_mode: ignore)"
 
 // reportingHost is a component.Host that implements componentstatus.Reporter
 // and records what is reported.
@@ -57,42 +57,61 @@ func (h *reportingHost) reported() []*componentstatus.Event {
 	return append([]*componentstatus.Event(nil), h.events...)
 }
 
-// A receiver that cannot trace does not fail Start: it reports a permanent
-// error through the host, logs it and stays idle.
-func TestStartFailureIsReportedNotReturned(t *testing.T) {
+// A receiver that cannot trace fails Start under error_mode: propagate (the
+// default); under ignore it reports a permanent error through the host, logs it
+// and stays idle. Either way nothing is left running.
+func TestStartFailureByErrorMode(t *testing.T) {
 	bpftest.RequireBPF(t) // as non-root an earlier step would fail instead
-	missing := filepath.Join(t.TempDir(), "missing")
-	cfg := createDefaultConfig()
-	cfg.CgroupPath = missing
-	require.NoError(t, cfg.Validate(), "the config is valid: the path is only checked at Start")
+	for _, mode := range []ErrorMode{ErrorModePropagate, ErrorModeIgnore} {
+		t.Run(string(mode), func(t *testing.T) {
+			missing := filepath.Join(t.TempDir(), "missing")
+			cfg := createDefaultConfig()
+			cfg.CgroupPath = missing
+			cfg.ErrorMode = mode
+			require.NoError(t, cfg.Validate(), "the config is valid: the path is only checked at Start")
 
-	core, logs := observer.New(zapcore.InfoLevel)
-	set := receivertest.NewNopSettings(metadata.Type)
-	set.Logger = zap.New(core)
-	sink := new(consumertest.LogsSink)
-	rcv, err := NewFactory().CreateLogs(context.Background(), set, cfg, sink)
-	require.NoError(t, err)
-	host := &reportingHost{Host: componenttest.NewNopHost()}
+			core, logs := observer.New(zapcore.InfoLevel)
+			set := receivertest.NewNopSettings(metadata.Type)
+			set.Logger = zap.New(core, zap.AddStacktrace(zapcore.ErrorLevel)) // as the collector's logger
+			sink := new(consumertest.LogsSink)
+			rcv, err := NewFactory().CreateLogs(context.Background(), set, cfg, sink)
+			require.NoError(t, err)
+			host := &reportingHost{Host: componenttest.NewNopHost()}
 
-	require.NoError(t, rcv.Start(context.Background(), host), "a host that cannot trace must not stop the collector")
-	assert.Nil(t, rcv.(*logsReceiver).tracer, "nothing is running")
+			err = rcv.Start(context.Background(), host)
+			assert.Nil(t, rcv.(*logsReceiver).tracer, "nothing is running")
+			switch mode {
+			case ErrorModePropagate:
+				require.Error(t, err, "the collector must learn that this receiver cannot trace")
+				assert.Contains(t, err.Error(), "etcdebpf: cgroup_path")
+				assert.Contains(t, err.Error(), missing)
+				assert.Contains(t, err.Error(), "error_mode: ignore", "the error names the other mode")
+				assert.NotContains(t, err.Error(), "\n", "one line")
+				assert.Empty(t, host.reported(), "the collector reports a failed Start itself")
+				assert.Empty(t, logs.All(), "the collector prints the error itself")
+			case ErrorModeIgnore:
+				require.NoError(t, err, "error_mode: ignore must not stop the collector")
+				events := host.reported()
+				require.Len(t, events, 1, "exactly one status event")
+				assert.Equal(t, componentstatus.StatusPermanentError, events[0].Status())
+				require.Error(t, events[0].Err())
+				assert.Contains(t, events[0].Err().Error(), "etcdebpf: cgroup_path")
+				assert.Contains(t, events[0].Err().Error(), missing)
 
-	events := host.reported()
-	require.Len(t, events, 1, "exactly one status event")
-	assert.Equal(t, componentstatus.StatusPermanentError, events[0].Status())
-	require.Error(t, events[0].Err())
-	assert.Contains(t, events[0].Err().Error(), "etcdebpf: cgroup_path")
-	assert.Contains(t, events[0].Err().Error(), missing)
+				errorLogs := logs.FilterLevelExact(zapcore.ErrorLevel).All()
+				require.Len(t, errorLogs, 1, "one error logged")
+				assert.Equal(t, startFailureMessage, errorLogs[0].Message)
+				assert.Contains(t, errorLogs[0].ContextMap()["error"], missing, "the log names the path")
+				assert.Empty(t, errorLogs[0].Stack, "an expected failure is logged without a stack trace")
+			}
+			assert.Empty(t, logs.FilterMessage("Tracing etcd write and sync syscalls").All(), "no claim that tracing started")
 
-	errorLogs := logs.FilterLevelExact(zapcore.ErrorLevel).All()
-	require.Len(t, errorLogs, 1, "one error logged")
-	assert.Equal(t, startFailureMessage, errorLogs[0].Message)
-	assert.Contains(t, errorLogs[0].ContextMap()["error"], missing, "the log names the path")
-	assert.Empty(t, logs.FilterMessage("Tracing etcd write and sync syscalls").All(), "no claim that tracing started")
-
-	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown after a failed Start")
-	assert.Zero(t, sink.LogRecordCount())
-	assert.Len(t, host.reported(), 1, "Shutdown reports nothing more")
+			reported := len(host.reported())
+			require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown after a failed Start")
+			assert.Zero(t, sink.LogRecordCount())
+			assert.Len(t, host.reported(), reported, "Shutdown reports nothing more")
+		})
+	}
 }
 
 // sinkExporter hands what it receives to a consumertest.LogsSink.
@@ -143,8 +162,9 @@ func (w *statusWatcher) status(id component.ID) *componentstatus.Event {
 	return w.last[id]
 }
 
-// One etcdebpf receiver that cannot start must not take down the collector: its
-// pipeline stays empty while another pipeline keeps delivering.
+// Under error_mode: ignore, one etcdebpf receiver that cannot start must not take
+// down the collector: its pipeline stays empty while another pipeline keeps
+// delivering.
 func TestCollectorRunsOnWhenOneReceiverFails(t *testing.T) {
 	bpftest.RequireBPF(t)
 	missing := filepath.Join(t.TempDir(), "missing")
@@ -167,6 +187,7 @@ extensions:
 receivers:
   etcdebpf/broken:
     cgroup_path: %q
+    error_mode: ignore
   etcdebpf/good:
     pids: [%d]
     ring_buffer_size: 1048576
@@ -266,6 +287,7 @@ service:
 	failures := logs.FilterMessage(startFailureMessage).All()
 	require.Len(t, failures, 1, "one receiver failed")
 	assert.Equal(t, zapcore.ErrorLevel, failures[0].Level)
+	assert.Empty(t, failures[0].Stack, "an expected failure is logged without a stack trace")
 	fields := failures[0].ContextMap()
 	assert.Contains(t, fields["error"], missing)
 	assert.Contains(t, fmt.Sprint(fields), broken.String(), "the log names the failing receiver: %v", fields)

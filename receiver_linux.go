@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
@@ -57,9 +58,10 @@ func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (re
 
 // Start loads and attaches the BPF programs and starts draining the ring buffer.
 //
-// When the host cannot trace (no privileges, no BTF, ...) the receiver reports a
-// permanent error through component status, logs the fix, and stays idle: the rest
-// of the collector keeps running. Nothing is left loaded in the kernel.
+// When the host cannot trace (no privileges, no BTF, ...) nothing is left loaded
+// in the kernel and, by error_mode: propagate returns the failure, so that the
+// collector exits naming the cause and the fix; ignore reports a permanent error
+// through component status, logs it and stays idle while the collector runs on.
 func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -85,10 +87,17 @@ func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
 	}
 	if err != nil {
 		tb.Shutdown()
-		err = fmt.Errorf("etcdebpf: %w", err)
-		r.settings.Logger.Error("Cannot trace etcd: this receiver stays idle, the rest of the collector runs on", zap.Error(err))
-		componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
-		return nil
+		if r.cfg.ErrorMode == ErrorModeIgnore {
+			err = fmt.Errorf("etcdebpf: %w", err)
+			// An expected condition of the host, explained in the message: a
+			// stack trace (zap's default at Error level) would only hide it.
+			r.settings.Logger.WithOptions(zap.AddStacktrace(zapcore.FatalLevel)).Error(
+				"Cannot trace etcd: this receiver stays idle, the rest of the collector runs on (error_mode: ignore)", zap.Error(err))
+			componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
+			return nil
+		}
+		// The collector prints this after its own prefix and exits 1: one line.
+		return fmt.Errorf("etcdebpf: %w (to run the rest of the collector without this receiver, set error_mode: ignore)", err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
