@@ -226,7 +226,7 @@ func TestExamplesValidateWithTheBuiltCollector(t *testing.T) {
 	bin := collectorBinary(t)
 	root, err := distro.ModuleRoot()
 	require.NoError(t, err)
-	for _, example := range []string{"debug.yaml", "otlp.yaml", "kubernetes/collector.yaml"} {
+	for _, example := range []string{"debug.yaml", "otlp.yaml", "kubernetes/collector.yaml", "kubernetes/gateway.yaml"} {
 		cmd := exec.Command(bin, "validate", "--config", filepath.Join(root, "examples", example))
 		cmd.Env = append(os.Environ(), "OTLP_ENDPOINT=otel-gateway.example:4317")
 		out, err := cmd.CombinedOutput()

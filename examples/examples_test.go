@@ -214,3 +214,52 @@ func TestKubernetesDaemonSet(t *testing.T) {
 		assert.True(t, strings.HasPrefix(p, mounts["/sys/fs/cgroup"]), "cgroup_path lies under the mounted cgroup root")
 	}
 }
+
+// The gateway relays the agents' OTLP to VictoriaLogs and VictoriaMetrics: each
+// signal to its backend's OTLP/HTTP path, the addresses from the environment.
+func TestKubernetesGatewayConfig(t *testing.T) {
+	for _, tt := range []struct {
+		env                 map[string]string
+		grpc, logs, metrics string
+	}{
+		{
+			grpc:    "0.0.0.0:4317",
+			logs:    "http://victoria-logs.observability.svc:9428/insert/opentelemetry/v1/logs",
+			metrics: "http://victoria-metrics.observability.svc:8428/opentelemetry/v1/metrics",
+		},
+		{
+			env:     map[string]string{"GATEWAY_GRPC_ENDPOINT": "127.0.0.1:14317", "VICTORIALOGS_URL": "http://127.0.0.1:9428", "VICTORIAMETRICS_URL": "http://127.0.0.1:8428"},
+			grpc:    "127.0.0.1:14317",
+			logs:    "http://127.0.0.1:9428/insert/opentelemetry/v1/logs",
+			metrics: "http://127.0.0.1:8428/opentelemetry/v1/metrics",
+		},
+	} {
+		for k, v := range tt.env {
+			t.Setenv(k, v)
+		}
+		cfg, err := otelcoltest.LoadConfigAndValidate(filepath.Join("kubernetes", "gateway.yaml"), factories(t))
+		require.NoError(t, err)
+		otlp, ok := cfg.Receivers[component.MustNewID("otlp")].(*otlpreceiver.Config)
+		require.True(t, ok, "receives OTLP")
+		assert.Equal(t, tt.grpc, otlp.Protocols.GRPC.Get().NetAddr.Endpoint)
+		logs, ok := cfg.Exporters[component.MustNewIDWithName("otlp_http", "victorialogs")].(*otlphttpexporter.Config)
+		require.True(t, ok)
+		assert.Equal(t, tt.logs, logs.LogsEndpoint)
+		metrics, ok := cfg.Exporters[component.MustNewIDWithName("otlp_http", "victoriametrics")].(*otlphttpexporter.Config)
+		require.True(t, ok)
+		assert.Equal(t, tt.metrics, metrics.MetricsEndpoint)
+		for signal, exporter := range map[pipeline.Signal]string{pipeline.SignalLogs: "otlp_http/victorialogs", pipeline.SignalMetrics: "otlp_http/victoriametrics"} {
+			p, ok := cfg.Service.Pipelines[pipeline.NewID(signal)]
+			require.True(t, ok, "a %s pipeline", signal)
+			assert.Equal(t, []component.ID{component.MustNewID("otlp")}, p.Receivers)
+			assert.Equal(t, []component.ID{mustParseID(t, exporter)}, p.Exporters)
+		}
+	}
+}
+
+func mustParseID(t *testing.T, s string) component.ID {
+	t.Helper()
+	var id component.ID
+	require.NoError(t, id.UnmarshalText([]byte(s)))
+	return id
+}

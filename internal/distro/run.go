@@ -83,6 +83,8 @@ type Options struct {
 	ConfigPath string
 	LogPath    string    // the collector's stdout and stderr are written here
 	Echo       io.Writer // if set, every output line is copied here too, prefixed "collector | "
+	Env        []string  // added to this process's environment (for ${env:...} in the config)
+	Args       []string  // more command-line arguments, such as a second --config merged over the first
 }
 
 // Start starts the collector. It is killed if this process dies (Pdeathsig),
@@ -97,7 +99,8 @@ func Start(opts Options) (*Collector, error) {
 		logFile.Close()
 		return nil, err
 	}
-	cmd := exec.Command(opts.Binary, "--config", opts.ConfigPath)
+	cmd := exec.Command(opts.Binary, append([]string{"--config", opts.ConfigPath}, opts.Args...)...)
+	cmd.Env = append(os.Environ(), opts.Env...)
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,162 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/distro"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
+)
+
+// installBackend builds p once into the cache, bounded in time.
+func installBackend(t *testing.T, p victoria.Product) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	bin, err := victoria.Install(ctx, p, testLog{t})
+	require.NoError(t, err)
+	t.Logf("%s %s ready in %s", p.Name, p.Version, time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startGateway runs bin with examples/kubernetes/gateway.yaml as shipped: OTLP/gRPC
+// in on a free port, logs out to vlURL, metrics out to vmURL.
+func startGateway(t *testing.T, bin, vlURL, vmURL string) (*distro.Collector, string) {
+	t.Helper()
+	root, err := distro.ModuleRoot()
+	require.NoError(t, err)
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	// Several collectors side by side: none serves its own metrics on :8888. A
+	// second --config is merged over the first.
+	quiet := filepath.Join(dir, "no-internal-metrics.yaml")
+	require.NoError(t, os.WriteFile(quiet, []byte("service:\n  telemetry:\n    metrics:\n      level: none\n"), 0o600))
+	col, err := distro.Start(distro.Options{
+		Binary:     bin,
+		ConfigPath: filepath.Join(root, "examples", "kubernetes", "gateway.yaml"),
+		LogPath:    filepath.Join(dir, "gateway.log"),
+		Env:        []string{"GATEWAY_GRPC_ENDPOINT=" + addr, "VICTORIALOGS_URL=" + vlURL, "VICTORIAMETRICS_URL=" + vmURL},
+		Args:       []string{"--config", quiet},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = col.Stop(10 * time.Second) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, col.WaitReady(ctx))
+	return col, addr
+}
+
+// The path users take past one node: the agent (this receiver) exports over OTLP
+// to a gateway collector, which writes to VictoriaLogs. What LogsQL counts there
+// is what etcd counted, and every attribute reads back as what the kernel wrote.
+func TestAgentGatewayVictoriaLogs(t *testing.T) {
+	bpftest.RequireBPF(t)
+	etcdBin := bpftest.RequireEtcd(t)
+	bin := collectorBinary(t)
+	vlBin := installBackend(t, victoria.Logs)
+	ctx := context.Background()
+
+	vl, err := victoria.Start(ctx, victoria.Logs, vlBin, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(vl.Stop)
+	srv, err := etcdtest.Start(etcdBin, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+
+	// No metrics flow yet: the gateway's metrics exporter points at a closed port.
+	gateway, gatewayAddr := startGateway(t, bin, vl.URL, "http://"+freeAddr(t))
+	agent := startCollector(t, bin, distro.Pipeline{
+		PIDs:          []int{srv.PID()},
+		OTLPEndpoint:  gatewayAddr,
+		FlushInterval: 20 * time.Millisecond,
+	})
+
+	time.Sleep(200 * time.Millisecond) // let the writes in progress settle
+	const puts = 200
+	window, err := srv.MeasureWALSyncs(func() error { return srv.PutN("e2e", puts, 256) })
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond)
+
+	// Downstream last: the agent flushes into the gateway, the gateway drains into VictoriaLogs.
+	require.NoError(t, agent.Stop(15*time.Second), "agent log:\n%s", agent.Tail())
+	require.NoError(t, gateway.Stop(15*time.Second), "gateway log:\n%s", gateway.Tail())
+	for _, c := range []*distro.Collector{agent, gateway} {
+		assert.NotContains(t, readFile(c.LogPath), "Exporting failed", "%s delivered everything", c.LogPath)
+	}
+	require.NoError(t, vl.Flush(ctx))
+
+	// The question a user asks: how many WAL syncs in this window? (type 6 is fdatasync)
+	pid := srv.PID()
+	walSyncs := fmt.Sprintf(`process.pid:=%d etcd.syscall.type:=6 file.name:~"\\.wal$"`, pid)
+	count := fmt.Sprintf(`%s _time:(%s, %s) | stats count() syncs`, walSyncs,
+		window.Start.UTC().Format(time.RFC3339Nano), window.End.UTC().Format(time.RFC3339Nano))
+	rows, err := vl.LogsQL(ctx, count)
+	require.NoError(t, err)
+	require.Len(t, rows, 1, "%s", count)
+	got, err := strconv.Atoi(rows[0]["syncs"])
+	require.NoError(t, err)
+	t.Logf("LogsQL %s -> %d; etcd_disk_wal_fsync_duration_seconds_count grew by %d", count, got, window.Syncs)
+	require.GreaterOrEqual(t, window.Syncs, puts/2, "each put is a raft entry that etcd syncs")
+	assert.InDelta(t, window.Syncs, got, max(2, 0.03*float64(window.Syncs)), "WAL fdatasync records in VictoriaLogs vs etcd's own counter")
+
+	// Types survive the trip: VictoriaLogs keeps strings, so integers must read
+	// back in decimal and the raw record in base64, and agree with each other.
+	rows, err = vl.LogsQL(ctx, walSyncs)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(rows), got)
+	for _, row := range rows {
+		raw, err := base64.StdEncoding.DecodeString(row["etcd.syscall.raw"])
+		require.NoError(t, err, "etcd.syscall.raw is base64: %v", row)
+		ev, _, err := bpf.Decode(raw)
+		require.NoError(t, err, "etcd.syscall.raw decodes")
+		for field, want := range map[string]int64{
+			"process.pid":              int64(ev.Pid),
+			"thread.id":                int64(ev.Tid),
+			"etcd.syscall.type":        int64(ev.Type),
+			"etcd.syscall.fd":          int64(ev.Fd),
+			"etcd.syscall.ret":         ev.Ret,
+			"etcd.syscall.duration_ns": int64(ev.DurationNs),
+			"file.inode":               int64(ev.Inode),
+		} {
+			assert.Equal(t, strconv.FormatInt(want, 10), row[field], "%s of %v", field, row)
+		}
+		assert.Equal(t, "file", row["etcd.syscall.fd_kind"])
+		assert.True(t, strings.HasSuffix(row["file.name"], ".wal"))
+		ts, err := time.Parse(time.RFC3339Nano, row["_time"])
+		require.NoError(t, err, "_time")
+		assert.WithinDuration(t, window.Start, ts, time.Minute, "_time is the syscall's entry")
+	}
+
+	// And the ranking a user looks at first: writes outnumber everything else.
+	rank := fmt.Sprintf(`process.pid:=%d | stats by (etcd.syscall.type) count() n | sort by (n desc)`, pid)
+	rows, err = vl.LogsQL(ctx, rank)
+	require.NoError(t, err)
+	t.Logf("LogsQL %s -> %v", rank, rows)
+	require.NotEmpty(t, rows)
+	assert.Equal(t, "1", rows[0]["etcd.syscall.type"], "write(2) is etcd's most frequent traced syscall")
+}

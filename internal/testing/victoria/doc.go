@@ -1,0 +1,7 @@
+// Package victoria installs and runs the real backends that the end-to-end test
+// and the demo store the collector's output in: VictoriaLogs for logs (OTLP/HTTP
+// in, LogsQL out) and VictoriaMetrics for metrics (OTLP/HTTP in, PromQL out).
+//
+// Each is built once from the Go module proxy into a cache directory and run on
+// a free loopback port with its data in a temporary directory.
+package victoria

@@ -1,0 +1,240 @@
+//go:build linux
+
+package victoria
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Server is a running backend on loopback.
+type Server struct {
+	Product Product
+	URL     string // http://127.0.0.1:<port>
+	LogPath string // its stdout and stderr
+
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	waitErr  error
+	stopOnce sync.Once
+}
+
+// Start runs the backend at bin with its data and log in dataDir, on a free
+// loopback port, and waits until it answers its health check.
+func Start(ctx context.Context, p Product, bin, dataDir string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	logPath := filepath.Join(dataDir, p.Name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	args := []string{
+		"-httpListenAddr=" + addr,
+		"-storageDataPath=" + filepath.Join(dataDir, "data"),
+		"-loggerLevel=WARN",
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group, killed with this process: a test that dies leaves no backend behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	s := &Server{Product: p, URL: "http://" + addr, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		s.waitErr = cmd.Wait()
+		close(s.exited)
+	}()
+	if err := s.waitReady(ctx, 30*time.Second); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		err := s.get(ctx, "/health", nil, io.Discard)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return fmt.Errorf("%s exited during start-up (%v); its log:\n%s", s.Product.Name, s.waitErr, tail(s.LogPath))
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not answer %s/health within %s (%w); its log:\n%s", s.Product.Name, s.URL, within, err, tail(s.LogPath))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// PID is the backend's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Stop ends the backend: SIGTERM, then SIGKILL after 10 s.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+		}
+	})
+}
+
+// Flush makes everything ingested so far searchable at once, instead of after
+// the backend's own flush interval (about a second).
+func (s *Server) Flush(ctx context.Context) error {
+	return s.get(ctx, "/internal/force_flush", nil, io.Discard)
+}
+
+// get fetches path with the query q and copies the body to w.
+func (s *Server) get(ctx context.Context, path string, q url.Values, w io.Writer) error {
+	u := s.URL + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s %s: %s: %s", s.Product.Name, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// --- VictoriaLogs ---------------------------------------------------------
+
+// OTLPLogsEndpoint is the URL the collector's otlp_http exporter sends logs to
+// (its logs_endpoint).
+func (s *Server) OTLPLogsEndpoint() string { return s.URL + "/insert/opentelemetry/v1/logs" }
+
+// LogsQL runs a LogsQL query and returns one map of fields per result row.
+// VictoriaLogs keeps every field as a string: integers in decimal, bytes in
+// standard base64.
+func (s *Server) LogsQL(ctx context.Context, query string) ([]map[string]string, error) {
+	var body bytes.Buffer
+	if err := s.get(ctx, "/select/logsql/query", url.Values{"query": {query}}, &body); err != nil {
+		return nil, fmt.Errorf("LogsQL %q: %w", query, err)
+	}
+	var rows []map[string]string
+	sc := bufio.NewScanner(&body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		row := map[string]string{}
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+			return nil, fmt.Errorf("LogsQL %q: a result row is not a JSON object of strings: %w", query, err)
+		}
+		rows = append(rows, row)
+	}
+	return rows, sc.Err()
+}
+
+// --- VictoriaMetrics --------------------------------------------------------
+
+// OTLPMetricsEndpoint is the URL the collector's otlp_http exporter sends
+// metrics to (its metrics_endpoint).
+func (s *Server) OTLPMetricsEndpoint() string { return s.URL + "/opentelemetry/v1/metrics" }
+
+// Sample is one series of a PromQL instant query's result.
+type Sample struct {
+	Labels map[string]string
+	Value  float64
+}
+
+// PromQL runs an instant PromQL (MetricsQL) query at time at.
+func (s *Server) PromQL(ctx context.Context, query string, at time.Time) ([]Sample, error) {
+	var body bytes.Buffer
+	q := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(at.UnixNano())/1e9, 'f', 3, 64)}}
+	if err := s.get(ctx, "/api/v1/query", q, &body); err != nil {
+		return nil, fmt.Errorf("PromQL %q: %w", query, err)
+	}
+	var resp struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body.Bytes(), &resp); err != nil {
+		return nil, fmt.Errorf("PromQL %q: %w", query, err)
+	}
+	if resp.Status != "success" {
+		return nil, fmt.Errorf("PromQL %q: %s", query, resp.Error)
+	}
+	samples := make([]Sample, 0, len(resp.Data.Result))
+	for _, r := range resp.Data.Result {
+		str, ok := r.Value[1].(string)
+		if !ok {
+			return nil, fmt.Errorf("PromQL %q: value %v is not a string", query, r.Value[1])
+		}
+		v, err := strconv.ParseFloat(str, 64)
+		if err != nil {
+			return nil, fmt.Errorf("PromQL %q: %w", query, err)
+		}
+		samples = append(samples, Sample{Labels: r.Metric, Value: v})
+	}
+	return samples, nil
+}
+
+// ------------------------------------------------------------------------
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tail is the end of the file at path, for error messages.
+func tail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(data) > 2048 {
+		data = data[len(data)-2048:]
+	}
+	return string(data)
+}

@@ -1,0 +1,145 @@
+//go:build linux
+
+package victoria
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// Product is a backend that `go install` builds from the module proxy.
+type Product struct {
+	Name    string // the binary's name
+	Package string // the main package
+	Version string // the module version, pinned here
+	// BuildTime is what a cold build takes on a 2-vCPU machine, for the progress line.
+	BuildTime string
+}
+
+// The backends and their versions: the one place they are pinned.
+var (
+	// Logs is VictoriaLogs (Apache-2.0), single node.
+	Logs = Product{
+		Name:      "victoria-logs",
+		Package:   "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs",
+		Version:   "v1.52.1",
+		BuildTime: "about a minute",
+	}
+	// Metrics is VictoriaMetrics (Apache-2.0), single node.
+	Metrics = Product{
+		Name:      "victoria-metrics",
+		Package:   "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics",
+		Version:   "v1.151.0",
+		BuildTime: "a few minutes",
+	}
+)
+
+// DefaultCache is the cache root shared with scripts/install-etcd.sh; the
+// environment variable ETCDEBPF_CACHE overrides it.
+const DefaultCache = "/var/cache/etcdebpf"
+
+func cacheRoot() string {
+	if dir := os.Getenv("ETCDEBPF_CACHE"); dir != "" {
+		return dir
+	}
+	return DefaultCache
+}
+
+// BinaryPath is where Install puts p's binary.
+func (p Product) BinaryPath() string {
+	return filepath.Join(cacheRoot(), p.Name+"-"+p.Version, "bin", p.Name)
+}
+
+// Install returns the path of p's binary, building it with `go install` from
+// the Go module proxy first when the cache lacks it. Progress lines go to
+// progress; ctx bounds the build. Concurrent callers take turns on a lock file.
+func Install(ctx context.Context, p Product, progress io.Writer) (string, error) {
+	bin := p.BinaryPath()
+	if isExecutable(bin) {
+		return bin, nil
+	}
+	installDir := filepath.Dir(filepath.Dir(bin))
+	cache := filepath.Dir(installDir)
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", fmt.Errorf("creating the cache %s: %w (run as root, or set ETCDEBPF_CACHE to a writable directory)", cache, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(cache, "."+p.Name+"-"+p.Version+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Fprintf(progress, "==> waiting for another build of %s %s to finish\n", p.Name, p.Version)
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			return "", err
+		}
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	if isExecutable(bin) {
+		return bin, nil
+	}
+
+	// Build into a scratch directory beside the final one, then rename: a build cut
+	// short leaves nothing that looks installed.
+	work, err := os.MkdirTemp(cache, ".tmp-"+p.Name+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	fmt.Fprintf(progress, "==> building %s %s from the Go module proxy into %s (%s, once)\n", p.Name, p.Version, installDir, p.BuildTime)
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, goTool(), "install", "-trimpath", p.Package+"@"+p.Version)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(work, "bin"), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false", "GOWORK=off")
+	cmd.Stdout, cmd.Stderr = progress, progress
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("running go install: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			if ctx.Err() != nil {
+				return "", fmt.Errorf("building %s %s: stopped after %s: %w", p.Name, p.Version, time.Since(start).Round(time.Second), context.Cause(ctx))
+			}
+			if err != nil {
+				return "", fmt.Errorf("go install %s@%s failed: %w (its output is above; check that the Go module proxy is reachable: go env GOPROXY)", p.Package, p.Version, err)
+			}
+			waiting = false
+		case <-tick.C:
+			fmt.Fprintf(progress, "    ... still building %s (%s)\n", p.Name, time.Since(start).Round(time.Second))
+		}
+	}
+	if err := os.RemoveAll(installDir); err != nil {
+		return "", err
+	}
+	if err := os.Rename(work, installDir); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(progress, "==> built %s in %s\n", p.Name, time.Since(start).Round(time.Second))
+	return bin, nil
+}
+
+func isExecutable(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+}
+
+// goTool is the go command: from PATH, else where the Go installer puts it.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
