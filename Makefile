@@ -69,4 +69,4 @@ demo:
 ## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~12-17 min)
 bench: etcd
 	@test -x $(COLLECTOR) || $(MAKE) --no-print-directory collector
-	$(GO) run ./bench/cmd/etcdbench -collector $(COLLECTOR) $(BENCH_FLAGS)
+	$(GO) run ./cmd/etcdbench -collector $(COLLECTOR) $(BENCH_FLAGS)

@@ -18,9 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/distro"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
 )
 
@@ -46,9 +46,9 @@ func freeAddr(t *testing.T) string {
 
 // startGateway runs bin with examples/kubernetes/gateway.yaml as shipped: OTLP/gRPC
 // in on a free port, logs out to vlURL, metrics out to vmURL.
-func startGateway(t *testing.T, bin, vlURL, vmURL string) (*distro.Collector, string) {
+func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector, string) {
 	t.Helper()
-	root, err := distro.ModuleRoot()
+	root, err := collector.ModuleRoot()
 	require.NoError(t, err)
 	addr := freeAddr(t)
 	dir := t.TempDir()
@@ -56,7 +56,7 @@ func startGateway(t *testing.T, bin, vlURL, vmURL string) (*distro.Collector, st
 	// second --config is merged over the first.
 	quiet := filepath.Join(dir, "no-internal-metrics.yaml")
 	require.NoError(t, os.WriteFile(quiet, []byte("service:\n  telemetry:\n    metrics:\n      level: none\n"), 0o600))
-	col, err := distro.Start(distro.Options{
+	col, err := collector.Start(collector.Options{
 		Binary:     bin,
 		ConfigPath: filepath.Join(root, "examples", "kubernetes", "gateway.yaml"),
 		LogPath:    filepath.Join(dir, "gateway.log"),
@@ -90,7 +90,7 @@ func TestAgentGatewayVictoriaLogs(t *testing.T) {
 
 	// No metrics flow yet: the gateway's metrics exporter points at a closed port.
 	gateway, gatewayAddr := startGateway(t, bin, vl.URL, "http://"+freeAddr(t))
-	agent := startCollector(t, bin, distro.Pipeline{
+	agent := startCollector(t, bin, collector.Pipeline{
 		PIDs:          []int{srv.PID()},
 		OTLPEndpoint:  gatewayAddr,
 		FlushInterval: 20 * time.Millisecond,
@@ -105,7 +105,7 @@ func TestAgentGatewayVictoriaLogs(t *testing.T) {
 	// Downstream last: the agent flushes into the gateway, the gateway drains into VictoriaLogs.
 	require.NoError(t, agent.Stop(15*time.Second), "agent log:\n%s", agent.Tail())
 	require.NoError(t, gateway.Stop(15*time.Second), "gateway log:\n%s", gateway.Tail())
-	for _, c := range []*distro.Collector{agent, gateway} {
+	for _, c := range []*collector.Collector{agent, gateway} {
 		assert.NotContains(t, readFile(c.LogPath), "Exporting failed", "%s delivered everything", c.LogPath)
 	}
 	require.NoError(t, vl.Flush(ctx))

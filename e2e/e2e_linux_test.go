@@ -17,10 +17,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/distro"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
 // testLog writes build progress to the test log.
@@ -36,7 +36,7 @@ func (w testLog) Write(p []byte) (int, error) {
 // _build binary when it is newer than its sources, else a fresh ocb build.
 func collectorBinary(t *testing.T) string {
 	t.Helper()
-	root, err := distro.ModuleRoot()
+	root, err := collector.ModuleRoot()
 	require.NoError(t, err)
 	// A cold ocb build takes minutes: stop it in time to report, before go test's own timeout.
 	deadline := time.Now().Add(8 * time.Minute)
@@ -46,19 +46,19 @@ func collectorBinary(t *testing.T) string {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	start := time.Now()
-	bin, err := distro.Ensure(ctx, root, testLog{t})
+	bin, err := collector.Ensure(ctx, root, testLog{t})
 	require.NoError(t, err)
 	t.Logf("collector %s ready in %s", bin, time.Since(start).Round(time.Millisecond))
 	return bin
 }
 
 // startCollector runs bin with the pipeline p until the test ends.
-func startCollector(t *testing.T, bin string, p distro.Pipeline) *distro.Collector {
+func startCollector(t *testing.T, bin string, p collector.Pipeline) *collector.Collector {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "collector.yaml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(p.YAML()), 0o600))
-	col, err := distro.Start(distro.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log")})
+	col, err := collector.Start(collector.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log")})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = col.Stop(10 * time.Second) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -100,7 +100,7 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 	t.Cleanup(sink.Stop)
 
 	runStart := time.Now()
-	col := startCollector(t, bin, distro.Pipeline{
+	col := startCollector(t, bin, collector.Pipeline{
 		PIDs:          []int{srv.PID()},
 		OTLPEndpoint:  sink.Endpoint(),
 		FlushInterval: 20 * time.Millisecond,
@@ -224,7 +224,7 @@ func readFile(path string) string {
 func TestExamplesValidateWithTheBuiltCollector(t *testing.T) {
 	bpftest.RequireBPF(t) // not for BPF: the e2e tests, and their collector build, run where BPF does
 	bin := collectorBinary(t)
-	root, err := distro.ModuleRoot()
+	root, err := collector.ModuleRoot()
 	require.NoError(t, err)
 	for _, example := range []string{"debug.yaml", "otlp.yaml", "kubernetes/collector.yaml", "kubernetes/gateway.yaml"} {
 		cmd := exec.Command(bin, "validate", "--config", filepath.Join(root, "examples", example))

@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
 // nobody is the unprivileged user the collector runs as: no capabilities, so

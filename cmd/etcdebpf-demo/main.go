@@ -13,12 +13,10 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/etcdebpf/etcdebpfreceiver/internal/demo"
 )
 
 func main() {
-	o := demo.Options{Out: os.Stdout}
+	o := Options{Out: os.Stdout}
 	flag.DurationVar(&o.Duration, "duration", 5*time.Second, "how long to drive puts against etcd (at most 2m)")
 	flag.IntVar(&o.Clients, "clients", 4, "concurrent put loops")
 	flag.StringVar(&o.EtcdBin, "etcd-bin", "", "etcd server binary or its directory (default: $ETCD_BIN, then scripts/install-etcd.sh's cache, installing it if absent)")
@@ -48,7 +46,7 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	if err := demo.Run(ctx, o); err != nil {
+	if err := Run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "etcdebpf-demo:", err)
 		os.Exit(1)
 	}

@@ -6,7 +6,7 @@
 // etcd with scripts/install-etcd.sh, its write loop with cc), alternates the
 // configurations A B C D E A B C D E ..., and writes a Markdown report.
 //
-//	go run ./bench/cmd/etcdbench -rounds 10 -duration 5s -out bench/results/latest.md
+//	go run ./cmd/etcdbench -rounds 10 -duration 5s -out bench/results/latest.md
 //
 // Everything it starts is stopped on exit, on error and on Ctrl-C; the BPF
 // run-time stats sysctl is restored.

@@ -23,9 +23,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 

@@ -31,8 +31,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
 const startFailureMessage = "Cannot trace etcd: this receiver stays idle, the rest of the collector runs on (error_mode: ignore)"

@@ -17,10 +17,10 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/bpftest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
 // startReceiver runs the receiver with cfg into a sink until the test ends or stop is called.

@@ -1,6 +1,6 @@
 //go:build linux
 
-package distro
+package collector
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package demo
+package main
 
 import (
 	"cmp"
@@ -13,7 +13,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/plog"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
 // record is the part of a log record the demo prints and summarizes.

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 )
 
 // The five configurations of an etcd round, in the order they alternate.

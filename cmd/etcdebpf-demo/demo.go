@@ -1,10 +1,6 @@
 //go:build linux
 
-// Package demo is the one-command demonstration (cmd/etcdebpf-demo): a real
-// local etcd, the otelcol-etcd collector with the etcdebpf receiver tracing it,
-// and an in-process OTLP backend printing what arrives, then a summary set
-// beside etcd's own WAL fsync histogram.
-package demo
+package main
 
 import (
 	"bufio"
@@ -26,9 +22,9 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/distro"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
 // Options of Run.
@@ -58,11 +54,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	// 1. The collector.
 	bin := o.Collector
 	if bin == "" {
-		root, err := distro.ModuleRoot()
+		root, err := collector.ModuleRoot()
 		if err != nil {
 			return fmt.Errorf("%w, or give a built collector with -collector", err)
 		}
-		if bin, err = distro.Ensure(ctx, root, indent(out)); err != nil {
+		if bin, err = collector.Ensure(ctx, root, indent(out)); err != nil {
 			return err
 		}
 	} else if _, err := os.Stat(bin); err != nil {
@@ -120,7 +116,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	loadedBefore := countPrograms(names)
-	pipeline := distro.Pipeline{
+	pipeline := collector.Pipeline{
 		PIDs:          []int{srv.PID()},
 		OTLPEndpoint:  sink.Endpoint(),
 		Debug:         "basic",
@@ -134,7 +130,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.Verbose {
 		echo = out
 	}
-	col, err := distro.Start(distro.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log"), Echo: echo})
+	col, err := collector.Start(collector.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log"), Echo: echo})
 	if err != nil {
 		return err
 	}
@@ -332,7 +328,7 @@ func findEtcd(ctx context.Context, flag string, out io.Writer) (string, error) {
 	if p, err := etcdtest.Binary(); err == nil {
 		return p, nil
 	}
-	root, err := distro.ModuleRoot()
+	root, err := collector.ModuleRoot()
 	if err != nil {
 		return "", fmt.Errorf("no etcd found and cannot run scripts/install-etcd.sh (%w): give one with -etcd-bin", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -123,7 +123,7 @@ func countAlive(objs tracer.Objects) int {
 }
 
 // Writer is a process named etcd that makes an exact number of write(2) calls
-// once released (internal/testprog/etcdwriter).
+// once released (internal/testing/etcdwriter).
 type Writer struct {
 	Cmd   *exec.Cmd
 	start io.WriteCloser
@@ -134,7 +134,7 @@ func BuildWriter(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "etcd")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/etcdebpf/etcdebpfreceiver/internal/testprog/etcdwriter").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter").CombinedOutput()
 	if err != nil {
 		t.Fatalf("building etcdwriter: %v\n%s", err, out)
 	}
