@@ -25,6 +25,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
 )
 
 // Options of Run.
@@ -36,6 +37,7 @@ type Options struct {
 	Verbose   bool          // copy the collector's log to Out
 	Lines     int           // records printed per second at most
 	Keep      bool          // keep the temporary directory (etcd data, configs, logs)
+	Serve     bool          // after the summary, keep the backends running until ctx ends
 	Out       io.Writer
 }
 
@@ -48,8 +50,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "etcdebpf demo: a real etcd on loopback, traced by the otelcol-etcd collector, exporting over OTLP to this program")
-	step := stepper(out, 6)
+	fmt.Fprintln(out, "etcdebpf demo: a real etcd on loopback, traced by the otelcol-etcd collector, exporting over OTLP to this program and to VictoriaLogs")
+	step := stepper(out, 7)
 
 	// 1. The collector.
 	bin := o.Collector
@@ -110,7 +112,26 @@ func Run(ctx context.Context, o Options) (err error) {
 	}()
 	step("OTLP/gRPC backend (plogotlp) listening on %s", sink.Endpoint())
 
-	// 5. The collector, tracing that etcd only.
+	// 5. VictoriaLogs, where the records are stored and queried.
+	vlBin, err := victoria.Install(ctx, victoria.Logs, indent(out))
+	if err != nil {
+		return err
+	}
+	vlDir := filepath.Join(dir, "victoria-logs")
+	if err := os.Mkdir(vlDir, 0o755); err != nil {
+		return err
+	}
+	vl, err := victoria.Start(ctx, victoria.Logs, vlBin, vlDir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		vl.Stop()
+		stopped = append(stopped, "VictoriaLogs")
+	}()
+	step("VictoriaLogs %s listening on %s (OTLP/HTTP in, LogsQL out; data in %s)", victoria.Logs.Version, vl.URL, vlDir)
+
+	// 6. The collector, tracing that etcd only.
 	names, err := programNames()
 	if err != nil {
 		return err
@@ -119,6 +140,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	pipeline := collector.Pipeline{
 		PIDs:          []int{srv.PID()},
 		OTLPEndpoint:  sink.Endpoint(),
+		OTLPHTTPLogs:  vl.OTLPLogsEndpoint(),
 		Debug:         "basic",
 		FlushInterval: 100 * time.Millisecond,
 	}
@@ -151,10 +173,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	step("collector started: pid %d, receiver etcdebpf (pids: [%d]) -> exporters debug + otlp_grpc %s; config %s, log %s",
-		col.PID(), srv.PID(), sink.Endpoint(), cfgPath, col.LogPath)
+	step("collector started: pid %d, receiver etcdebpf (pids: [%d]) -> exporters debug + otlp_grpc %s + otlp_http %s; config %s, log %s",
+		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, cfgPath, col.LogPath)
 
-	// 6. The workload, between two reads of etcd's metrics.
+	// 7. The workload, between two reads of etcd's metrics.
 	time.Sleep(300 * time.Millisecond) // let start-up writes settle
 	countBefore, err1 := srv.Metric(walFsyncMetric + "_count")
 	bucketsBefore, err2 := srv.Histogram(walFsyncMetric)
@@ -216,6 +238,17 @@ func Run(ctx context.Context, o Options) (err error) {
 		fmt.Fprintf(out, "!! %d BPF programs of the receiver are still loaded after the collector stopped\n", leftover)
 	} else {
 		fmt.Fprintln(out, "\nAfter the collector stopped, none of the receiver's BPF programs is left in the kernel.")
+	}
+
+	if err := vl.Flush(ctx); err != nil {
+		return err
+	}
+	if err := writeNextQueries(ctx, out, vl); err != nil {
+		return err
+	}
+	if o.Serve {
+		fmt.Fprintf(out, "\nVictoriaLogs keeps running at %s (web UI: %s/select/vmui); Ctrl-C stops it.\n", vl.URL, vl.URL)
+		<-ctx.Done()
 	}
 	return nil
 }
@@ -332,7 +365,7 @@ func findEtcd(ctx context.Context, flag string, out io.Writer) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("no etcd found and cannot run scripts/install-etcd.sh (%w): give one with -etcd-bin", err)
 	}
-	fmt.Fprintln(out, "[2/6] etcd: not installed; building it from the Go module proxy with scripts/install-etcd.sh (a few minutes, once)")
+	fmt.Fprintln(out, "[2/7] etcd: not installed; building it from the Go module proxy with scripts/install-etcd.sh (a few minutes, once)")
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "install-etcd.sh"))
 	cmd.Dir = root
 	cmd.Stderr = indent(out)

@@ -18,6 +18,7 @@ type Options struct {
 	Verbose   bool
 	Lines     int
 	Keep      bool
+	Serve     bool
 	Out       io.Writer
 }
 

@@ -17,11 +17,13 @@ import (
 )
 
 // Pipeline describes a collector configuration: the etcdebpf receiver tracing
-// given processes, exporting over OTLP/gRPC and optionally to the debug exporter.
+// given processes, exporting over OTLP/gRPC, OTLP/HTTP and to the debug exporter,
+// each optional.
 type Pipeline struct {
 	Comm          string        // process name; "" keeps the receiver's default (etcd)
 	PIDs          []int         // host PIDs to trace
 	OTLPEndpoint  string        // host:port of an insecure OTLP/gRPC logs backend; "" for none
+	OTLPHTTPLogs  string        // URL of an OTLP/HTTP logs endpoint (the otlp_http exporter's logs_endpoint); "" for none
 	Debug         string        // the debug exporter's verbosity (basic, normal, detailed); "" for none
 	FlushInterval time.Duration // the receiver's flush_interval; 0 for the default
 }
@@ -55,6 +57,10 @@ func (p Pipeline) YAML() string {
 	if p.OTLPEndpoint != "" {
 		fmt.Fprintf(&b, "  otlp_grpc:\n    endpoint: %q\n    tls:\n      insecure: true\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPEndpoint)
 		exporters = append(exporters, "otlp_grpc")
+	}
+	if p.OTLPHTTPLogs != "" {
+		fmt.Fprintf(&b, "  otlp_http:\n    logs_endpoint: %q\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPHTTPLogs)
+		exporters = append(exporters, "otlp_http")
 	}
 	b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
 	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(exporters, ", "))
