@@ -1,8 +1,9 @@
 // Command etcdebpf-demo shows the etcdebpf receiver end to end: it starts a real
-// etcd on loopback, the otelcol-etcd collector tracing it, and an OTLP backend
-// in this process; drives a few seconds of puts; prints the records as they
-// arrive and a summary beside etcd's own WAL fsync histogram. Run it as root,
-// from the checkout: sudo make demo.
+// etcd on loopback, the otelcol-etcd collector tracing it, an OTLP backend in
+// this process and VictoriaLogs; drives a few seconds of puts; prints the records
+// as they arrive, a summary beside etcd's own WAL fsync histogram, and the LogsQL
+// queries a user types next with their answers. Run it as root, from the
+// checkout: sudo make demo.
 package main
 
 import (
