@@ -53,6 +53,7 @@ func Start(ctx context.Context, p Product, bin, dataDir string) (*Server, error)
 		"-storageDataPath=" + filepath.Join(dataDir, "data"),
 		"-loggerLevel=WARN",
 	}
+	args = append(args, p.Args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, killed with this process: a test that dies leaves no backend behind.

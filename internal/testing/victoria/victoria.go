@@ -20,6 +20,8 @@ type Product struct {
 	Version string // the module version, pinned here
 	// BuildTime is what a cold build takes on a 2-vCPU machine, for the progress line.
 	BuildTime string
+	// Args are flags Start passes besides the listen address, data path and log level.
+	Args []string
 }
 
 // The backends and their versions: the one place they are pinned.
@@ -36,7 +38,14 @@ var (
 		Name:      "victoria-metrics",
 		Package:   "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics",
 		Version:   "v1.151.0",
-		BuildTime: "a few minutes",
+		BuildTime: "about 2 minutes",
+		Args: []string{
+			// OTLP names as Prometheus spells them: etcd.syscall.duration in seconds
+			// becomes etcd_syscall_duration_seconds_bucket/_count/_sum.
+			"-opentelemetry.usePrometheusNaming",
+			// Answer queries about the last seconds too (the default hides the last 30 s).
+			"-search.latencyOffset=0s",
+		},
 	}
 )
 
