@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -15,6 +17,12 @@ const (
 	maxPIDs         = 4096 // entries of the target_pids map
 	minRingSize     = 64 << 10
 	maxRingSize     = 1 << 30
+)
+
+// The names the kernel side knows; bpf/record.go maps them to its enums.
+var (
+	syscallNames = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
+	fdKindNames  = []string{"file", "socket", "pipe", "eventfd", "directory", "other", "unknown"}
 )
 
 // Config selects the processes to trace and how records reach the pipeline.
@@ -46,6 +54,16 @@ type Config struct {
 	// receiver idle and the rest of the collector running.
 	ErrorMode ErrorMode `mapstructure:"error_mode"`
 
+	// Syscalls lists the syscalls to trace; only those are attached. Empty: all seven.
+	Syscalls []string `mapstructure:"syscalls"`
+	// FDKinds lists the fd kinds whose calls become log records. Empty: every kind.
+	FDKinds []string `mapstructure:"fd_kinds"`
+	// MinDuration keeps log records of calls at least this slow only (0: every call).
+	// The metrics count every call whatever FDKinds and MinDuration say.
+	MinDuration time.Duration `mapstructure:"min_duration"`
+	// CollectionInterval is how often a metrics pipeline gets the histograms.
+	CollectionInterval time.Duration `mapstructure:"collection_interval"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -70,6 +88,8 @@ func createDefaultConfig() *Config {
 		MaxBatchSize:   1024,
 		FlushInterval:  100 * time.Millisecond,
 		ErrorMode:      ErrorModePropagate,
+
+		CollectionInterval: 10 * time.Second,
 	}
 }
 
@@ -114,5 +134,23 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("error_mode: %q is not a mode; use %q (the default: a start failure stops the collector) or %q (this receiver stays idle, the collector runs on)",
 			cfg.ErrorMode, ErrorModePropagate, ErrorModeIgnore))
 	}
+	errs = append(errs, unknownNames("syscalls", cfg.Syscalls, syscallNames)...)
+	errs = append(errs, unknownNames("fd_kinds", cfg.FDKinds, fdKindNames)...)
+	if cfg.MinDuration < 0 {
+		errs = append(errs, fmt.Errorf("min_duration: %v is negative; use 0 (a log record for every call, the default) or a duration such as 10ms", cfg.MinDuration))
+	}
+	if cfg.CollectionInterval < time.Second || cfg.CollectionInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("collection_interval: %v is out of range; use 1s to 1h (default 10s)", cfg.CollectionInterval))
+	}
 	return errors.Join(errs...)
+}
+
+func unknownNames(field string, names, known []string) []error {
+	var errs []error
+	for _, name := range names {
+		if !slices.Contains(known, name) {
+			errs = append(errs, fmt.Errorf("%s: %q is unknown; use some of %s (or leave %s out for all)", field, name, strings.Join(known, ", "), field))
+		}
+	}
+	return errs
 }

@@ -37,6 +37,10 @@ func TestLoadConfig(t *testing.T) {
 			c.MaxBatchSize = 512
 			c.FlushInterval = 250 * time.Millisecond
 			c.ErrorMode = ErrorModeIgnore
+			c.Syscalls = []string{"write", "fdatasync"}
+			c.FDKinds = []string{"file", "directory"}
+			c.MinDuration = 10 * time.Millisecond
+			c.CollectionInterval = 30 * time.Second
 		})},
 		{id: "cgroup", want: withDefaults(func(c *Config) {
 			c.Comm = ""
@@ -54,6 +58,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: "zero_batch", wantErr: []string{"max_batch_size: 0 is out of range"}},
 		{id: "zero_flush", wantErr: []string{"flush_interval: 0s is out of range"}},
 		{id: "bad_error_mode", wantErr: []string{`error_mode: "continue" is not a mode`, `"propagate"`, `"ignore"`}},
+		{id: "unknown_syscall", wantErr: []string{`syscalls: "fsync_range" is unknown`, "use some of write, pwrite64"}},
+		{id: "unknown_fd_kind", wantErr: []string{`fd_kinds: "files" is unknown`, "use some of file, socket"}},
+		{id: "negative_min_duration", wantErr: []string{"min_duration: -1ms is negative", "use 0"}},
+		{id: "zero_collection_interval", wantErr: []string{"collection_interval: 0s is out of range", "use 1s to 1h"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {

@@ -164,7 +164,7 @@ func TestBlockedPipelineDoesNotBlockWriterAndRecovers(t *testing.T) {
 	sink.gate = nil
 	sink.mu.Unlock()
 	require.Eventually(t, func() bool { return sink.count(flood.PID()) > 0 }, 10*time.Second, 20*time.Millisecond)
-	tr := rcv.(*logsReceiver).tracer
+	tr := rcv.(*etcdReceiver).tracer
 	require.Eventually(t, func() bool { return tr.PendingRecords() == 0 }, 10*time.Second, 20*time.Millisecond,
 		"the reader drains the backlog")
 	after.Release(t, time.Minute) // 200 records: they fit in the drained ring
@@ -207,7 +207,7 @@ func TestStartShutdownCyclesLeakNothing(t *testing.T) {
 	for i := range cycles {
 		rcv, _, _ := telemetryReceiver(t, createDefaultConfig(), newCountingConsumer())
 		require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()), "cycle %d", i)
-		objs, err := rcv.(*logsReceiver).tracer.Objects()
+		objs, err := rcv.(*etcdReceiver).tracer.Objects()
 		require.NoError(t, err)
 		all.Programs = append(all.Programs, objs.Programs...)
 		all.Maps = append(all.Maps, objs.Maps...)
@@ -274,7 +274,7 @@ func TestKilledEtcdIsCollectedAgainAfterRestart(t *testing.T) {
 	rcv, _, _ := telemetryReceiver(t, createDefaultConfig(), sink) // by comm: the default
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 	defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
-	tr := rcv.(*logsReceiver).tracer
+	tr := rcv.(*etcdReceiver).tracer
 
 	_, err := srv.Put("before", "v")
 	require.NoError(t, err)

@@ -27,24 +27,33 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
-type logsReceiver struct {
+// etcdReceiver is one etcdebpf component. A logs and a metrics pipeline that name
+// the same component share it: one set of BPF programs, one ring buffer. Each
+// pipeline Starts and Shuts it down: the first Start loads the programs, the
+// last Shutdown unloads them.
+type etcdReceiver struct {
 	cfg      *Config
 	settings receiver.Settings
-	next     consumer.Logs
+	next     consumer.Logs    // nil without a logs pipeline
+	metrics  consumer.Metrics // nil without a metrics pipeline
 	obsrecv  *receiverhelper.ObsReport
+	release  func() // forgets this receiver in the factory's map of shared ones
 
-	mu        sync.Mutex // serializes Start and Shutdown
-	tracer    *tracer.Tracer
-	telemetry *metadata.TelemetryBuilder
-	cancel    context.CancelFunc // cancels the context the pipeline is called with
-	done      chan struct{}      // closed when the reader goroutine returns
-	watcher   sync.WaitGroup     // the goroutine watching for exited pids
+	mu          sync.Mutex // serializes Start and Shutdown
+	starts      int        // Starts not yet matched by a Shutdown
+	tracer      *tracer.Tracer
+	telemetry   *metadata.TelemetryBuilder
+	cancel      context.CancelFunc // cancels the context the pipeline is called with
+	done        chan struct{}      // closed when the reader goroutine returns; nil without logs
+	stopMetrics chan struct{}      // closed by Shutdown: collect once more and return
+	metricsDone chan struct{}      // closed when the metrics goroutine returns; nil without metrics
+	watcher     sync.WaitGroup     // the goroutine watching for exited pids
 }
 
 // targetCheckInterval is how often the receiver looks for exited pids.
 const targetCheckInterval = time.Second
 
-func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (receiver.Logs, error) {
+func newReceiver(set receiver.Settings, cfg *Config) (*etcdReceiver, error) {
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID:             set.ID,
 		Transport:              "ebpf",
@@ -53,7 +62,19 @@ func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (re
 	if err != nil {
 		return nil, fmt.Errorf("etcdebpf: creating obsreport: %w", err)
 	}
-	return &logsReceiver{cfg: cfg, settings: set, next: next, obsrecv: obsrecv}, nil
+	return &etcdReceiver{cfg: cfg, settings: set, obsrecv: obsrecv, release: func() {}}, nil
+}
+
+// pipelines is how many pipelines use the receiver: how many Starts it takes.
+func (r *etcdReceiver) pipelines() int {
+	n := 0
+	if r.next != nil {
+		n++
+	}
+	if r.metrics != nil {
+		n++
+	}
+	return max(n, 1)
 }
 
 // Start loads and attaches the BPF programs and starts draining the ring buffer.
@@ -62,15 +83,20 @@ func newLogsReceiver(set receiver.Settings, cfg *Config, next consumer.Logs) (re
 // in the kernel and, by error_mode: propagate returns the failure, so that the
 // collector exits naming the cause and the fix; ignore reports a permanent error
 // through component status, logs it and stays idle while the collector runs on.
-func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
+func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.tracer != nil {
+	if r.starts == r.pipelines() {
 		return errors.New("etcdebpf: receiver already started")
+	}
+	r.starts++
+	if r.starts > 1 {
+		return nil // the other pipeline started it
 	}
 
 	tb, err := metadata.NewTelemetryBuilder(r.settings.TelemetrySettings)
 	if err != nil {
+		r.starts--
 		return fmt.Errorf("etcdebpf: creating telemetry: %w", err)
 	}
 	t, err := tracer.Start(tracer.Options{
@@ -78,7 +104,12 @@ func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
 		PIDs:           r.cfg.PIDs,
 		CgroupPath:     r.cfg.CgroupPath,
 		PayloadBytes:   r.cfg.PayloadBytes,
-		RingBufferSize: r.cfg.RingBufferSize,
+		RingBufferSize: r.ringBufferSize(),
+		Syscalls:       r.cfg.Syscalls,
+		FDKinds:        r.cfg.FDKinds,
+		NoRecords:      r.next == nil,
+		MinDuration:    r.cfg.MinDuration,
+		Histograms:     r.metrics != nil,
 	})
 	if err == nil {
 		if err = registerKernelCounters(tb, t); err != nil {
@@ -97,22 +128,40 @@ func (r *logsReceiver) Start(_ context.Context, host component.Host) error {
 			return nil
 		}
 		// The collector prints this after its own prefix and exits 1: one line.
+		r.starts--
 		return fmt.Errorf("etcdebpf: %w (to run the rest of the collector without this receiver, set error_mode: ignore)", err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	r.tracer, r.telemetry, r.cancel, r.done = t, tb, cancel, make(chan struct{})
+	r.tracer, r.telemetry, r.cancel = t, tb, cancel
 	// The goroutines get what they use as arguments: after a Shutdown that timed out,
 	// a reader stuck in the pipeline may outlive the fields of this receiver.
-	go r.run(ctx, t.Reader, tb, r.done)
+	if r.next != nil {
+		r.done = make(chan struct{})
+		go r.run(ctx, t.Reader, tb, r.done)
+	}
+	if r.metrics != nil {
+		r.stopMetrics, r.metricsDone = make(chan struct{}), make(chan struct{})
+		go r.collectMetrics(ctx, t, r.stopMetrics, r.metricsDone)
+	}
 	if len(r.cfg.PIDs) > 0 {
 		r.watcher.Add(1)
 		go r.watchTargets(ctx, t, tb)
 	}
 	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
 		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
-		zap.Int("payload_bytes", r.cfg.PayloadBytes), zap.Int("ring_buffer_size", r.cfg.RingBufferSize))
+		zap.Int("payload_bytes", r.cfg.PayloadBytes), zap.Int("ring_buffer_size", r.ringBufferSize()),
+		zap.Strings("syscalls", r.cfg.Syscalls), zap.Strings("fd_kinds", r.cfg.FDKinds), zap.Duration("min_duration", r.cfg.MinDuration),
+		zap.Bool("logs", r.next != nil), zap.Bool("metrics", r.metrics != nil))
 	return nil
+}
+
+// ringBufferSize is the configured size, or the smallest for metrics alone: no record is sent then.
+func (r *etcdReceiver) ringBufferSize() int {
+	if r.next == nil {
+		return minRingSize
+	}
+	return r.cfg.RingBufferSize
 }
 
 func registerKernelCounters(tb *metadata.TelemetryBuilder, t *tracer.Tracer) error {
@@ -127,44 +176,64 @@ func registerKernelCounters(tb *metadata.TelemetryBuilder, t *tracer.Tracer) err
 		}
 	}
 	return errors.Join(
+		tb.RegisterEtcdebpfCallsTracedCallback(observe(func(c tracer.Counters) uint64 { return c.Calls })),
 		tb.RegisterEtcdebpfRecordsLostRingbufFullCallback(observe(func(c tracer.Counters) uint64 { return c.RingbufFull })),
 		tb.RegisterEtcdebpfRecordsLostInflightFullCallback(observe(func(c tracer.Counters) uint64 { return c.InflightFull })),
 	)
 }
 
-// Shutdown detaches the programs, delivers what is left in the ring buffer and
+// Shutdown, by the last pipeline using the receiver, detaches the programs,
+// delivers what is left in the ring buffer and the histograms' last counts, and
 // frees everything. It is a no-op on a receiver that is not running. If ctx ends
 // first, the pipeline call in progress is cancelled and the remaining records
 // are dropped.
-func (r *logsReceiver) Shutdown(ctx context.Context) error {
+func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.tracer == nil {
+	if r.starts == 0 {
 		return nil
 	}
+	r.starts--
+	if r.starts > 0 {
+		return nil // the other pipeline still uses it
+	}
+	defer r.release()
+	if r.tracer == nil {
+		return nil // Start could not trace
+	}
 	errs := []error{r.tracer.Detach()}
-	// After Flush the reader returns what is pending, then ErrFlushed: run returns.
-	errs = append(errs, r.tracer.Reader.Flush())
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		pending := r.tracer.PendingRecords()
-		r.settings.Logger.Warn("Shutdown's deadline came with the pipeline still busy: records left in the ring buffer are dropped",
-			zap.Int("records", pending))
-		errs = append(errs, fmt.Errorf("etcdebpf: %d records still in the ring buffer at shutdown: %w", pending, ctx.Err()))
+	if r.metricsDone != nil {
+		close(r.stopMetrics)
+		select {
+		case <-r.metricsDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("etcdebpf: the last collection of metrics did not finish before shutdown's deadline: %w", ctx.Err()))
+		}
+	}
+	if r.done != nil {
+		// After Flush the reader returns what is pending, then ErrFlushed: run returns.
+		errs = append(errs, r.tracer.Reader.Flush())
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			pending := r.tracer.PendingRecords()
+			r.settings.Logger.Warn("Shutdown's deadline came with the pipeline still busy: records left in the ring buffer are dropped",
+				zap.Int("records", pending))
+			errs = append(errs, fmt.Errorf("etcdebpf: %d records still in the ring buffer at shutdown: %w", pending, ctx.Err()))
+		}
 	}
 	r.cancel()
 	r.watcher.Wait()
 	errs = append(errs, r.tracer.Close())
 	r.telemetry.Shutdown()
-	r.tracer, r.telemetry = nil, nil
+	r.tracer, r.telemetry, r.done, r.metricsDone = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
 // run drains the ring buffer into batches until the reader is flushed or closed.
 // A batch goes to the pipeline when it is full or FlushInterval after it started,
 // whichever is first; the producer does not wake us for every record.
-func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
+func (r *etcdReceiver) run(ctx context.Context, rd *ringbuf.Reader, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
 	defer close(done)
 	b := newLogBuilder(r.cfg.Decode, metadata.ScopeName, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
 	var (
@@ -207,7 +276,7 @@ func (r *logsReceiver) run(ctx context.Context, rd *ringbuf.Reader, tb *metadata
 	}
 }
 
-func (r *logsReceiver) flush(ctx context.Context, b *logBuilder) {
+func (r *etcdReceiver) flush(ctx context.Context, b *logBuilder) {
 	n := b.len()
 	if n == 0 {
 		return
@@ -223,7 +292,7 @@ func (r *logsReceiver) flush(ctx context.Context, b *logBuilder) {
 
 // watchTargets reports each pid of cfg.PIDs that exits, once, and removes it from
 // the kernel's filter so that a new process reusing the pid is not traced.
-func (r *logsReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *metadata.TelemetryBuilder) {
+func (r *etcdReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *metadata.TelemetryBuilder) {
 	defer r.watcher.Done()
 	alive := slices.Clone(r.cfg.PIDs)
 	tick := time.NewTicker(targetCheckInterval)

@@ -192,7 +192,7 @@ func TestShutdownLeavesNothingInKernel(t *testing.T) {
 	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
 	require.NoError(t, err)
 	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	objs, err := rcv.(*logsReceiver).tracer.Objects()
+	objs, err := rcv.(*etcdReceiver).tracer.Objects()
 	require.NoError(t, err)
 	require.Len(t, objs.Programs, 14, "an enter and an exit program for each of the 7 syscalls")
 	require.Len(t, objs.Links, 14)

@@ -28,6 +28,7 @@ type TelemetryBuilder struct {
 	meter                           metric.Meter
 	mu                              sync.Mutex
 	registrations                   []metric.Registration
+	EtcdebpfCallsTraced             metric.Int64ObservableCounter
 	EtcdebpfRecordsLostInflightFull metric.Int64ObservableCounter
 	EtcdebpfRecordsLostRingbufFull  metric.Int64ObservableCounter
 	EtcdebpfRecordsMalformed        metric.Int64Counter
@@ -44,6 +45,21 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterEtcdebpfCallsTracedCallback sets callback for observable EtcdebpfCallsTraced metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfCallsTracedCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfCallsTraced, obs: o})
+		return nil
+	}, builder.EtcdebpfCallsTraced)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
 }
 
 // RegisterEtcdebpfRecordsLostInflightFullCallback sets callback for observable EtcdebpfRecordsLostInflightFull metric.
@@ -104,6 +120,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.EtcdebpfCallsTraced, err = builder.meter.Int64ObservableCounter(
+		"otelcol_etcdebpf_calls_traced",
+		metric.WithDescription("Completed syscalls of the traced processes, whether or not syscalls, fd_kinds and min_duration made them log records. [Development]"),
+		metric.WithUnit("{call}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.EtcdebpfRecordsLostInflightFull, err = builder.meter.Int64ObservableCounter(
 		"otelcol_etcdebpf_records_lost_inflight_full",
 		metric.WithDescription("Traced syscalls that got no record because the map pairing enter and exit was full. [Development]"),

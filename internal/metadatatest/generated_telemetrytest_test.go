@@ -20,6 +20,10 @@ func TestSetupTelemetry(t *testing.T) {
 	tb, err := metadata.NewTelemetryBuilder(testTel.NewTelemetrySettings())
 	require.NoError(t, err)
 	defer tb.Shutdown()
+	require.NoError(t, tb.RegisterEtcdebpfCallsTracedCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
 	require.NoError(t, tb.RegisterEtcdebpfRecordsLostInflightFullCallback(func(_ context.Context, observer metric.Int64Observer) error {
 		observer.Observe(1)
 		return nil
@@ -31,6 +35,9 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.EtcdebpfRecordsMalformed.Add(context.Background(), 1)
 	tb.EtcdebpfRecordsRead.Add(context.Background(), 1)
 	tb.EtcdebpfTargetsExited.Add(context.Background(), 1)
+	AssertEqualEtcdebpfCallsTraced(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualEtcdebpfRecordsLostInflightFull(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())

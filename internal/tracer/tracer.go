@@ -32,6 +32,7 @@ type Options struct {
 
 	Syscalls    []string      // syscalls to attach to, by name; empty: all seven
 	FDKinds     []string      // fd kinds that produce records, by name; empty: all
+	NoRecords   bool          // no call becomes a record, whatever FDKinds says (metrics alone)
 	MinDuration time.Duration // records only for calls at least this slow
 	Histograms  bool          // count every traced call in the latency histograms
 }
@@ -128,6 +129,9 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	kinds, err := fdKindMask(opts.FDKinds)
 	if err != nil {
 		return err
+	}
+	if opts.NoRecords {
+		kinds = 0
 	}
 	if _, err := selectedSyscalls(opts.Syscalls); err != nil {
 		return err
