@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -77,6 +78,38 @@ func TestOTLPExample(t *testing.T) {
 	t.Setenv("OTLP_INSECURE", "false")
 	cfg, _ = load(t, "otlp.yaml")
 	assert.False(t, cfg.Exporters[component.MustNewID("otlp_grpc")].(*otlpexporter.Config).ClientConfig.TLS.Insecure)
+}
+
+// Every collector config here loads and validates, and starts at the etcdebpf receiver.
+func TestEveryExampleLoads(t *testing.T) {
+	t.Setenv("OTLP_ENDPOINT", "otel-gateway.example:4317")
+	configs, err := filepath.Glob("*.yaml")
+	require.NoError(t, err)
+	configs = append(configs, "kubernetes/collector.yaml")
+	require.GreaterOrEqual(t, len(configs), 5)
+	for _, path := range configs {
+		load(t, path)
+	}
+}
+
+// The three choices of what to collect (README: Choosing what to collect).
+func TestChoiceExamples(t *testing.T) {
+	t.Setenv("OTLP_ENDPOINT", "otel-gateway.example:4317")
+
+	_, rc := load(t, "otlp.yaml")
+	assert.Empty(t, rc.FDKinds, "every call: every fd kind")
+	assert.Zero(t, rc.MinDuration, "every call: however fast")
+
+	_, rc = load(t, "files-only.yaml")
+	assert.Equal(t, []string{"file", "directory"}, rc.FDKinds)
+	assert.Zero(t, rc.MinDuration)
+
+	cfg, rc := load(t, "slow-calls-and-histograms.yaml")
+	assert.Equal(t, 10*time.Millisecond, rc.MinDuration)
+	assert.Equal(t, 10*time.Second, rc.CollectionInterval)
+	metrics, ok := cfg.Service.Pipelines[pipeline.NewID(pipeline.SignalMetrics)]
+	require.True(t, ok, "a metrics pipeline")
+	assert.Contains(t, metrics.Receivers, receiverID, "the same etcdebpf receiver feeds the metrics pipeline")
 }
 
 func TestOTLPExampleNeedsEndpoint(t *testing.T) {
