@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,30 +73,40 @@ func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector,
 	return col, addr
 }
 
-// The path users take past one node: the agent (this receiver) exports over OTLP
-// to a gateway collector, which writes to VictoriaLogs. What LogsQL counts there
-// is what etcd counted, and every attribute reads back as what the kernel wrote.
-func TestAgentGatewayVictoriaLogs(t *testing.T) {
+// The path users take past one node: the agent (this receiver, logs and metrics)
+// exports over OTLP to a gateway collector, which writes logs to VictoriaLogs and
+// metrics to VictoriaMetrics. What LogsQL counts there is what etcd counted, every
+// attribute reads back as what the kernel wrote, and PromQL's WAL sync p99 from
+// the receiver's histogram lands where etcd's own histogram puts it.
+func TestAgentGatewayVictoria(t *testing.T) {
 	bpftest.RequireBPF(t)
 	etcdBin := bpftest.RequireEtcd(t)
 	bin := collectorBinary(t)
 	vlBin := installBackend(t, victoria.Logs)
+	vmBin := installBackend(t, victoria.Metrics)
 	ctx := context.Background()
 
 	vl, err := victoria.Start(ctx, victoria.Logs, vlBin, t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(vl.Stop)
+	vm, err := victoria.Start(ctx, victoria.Metrics, vmBin, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(vm.Stop)
 	srv, err := etcdtest.Start(etcdBin, t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)
 
-	// No metrics flow yet: the gateway's metrics exporter points at a closed port.
-	gateway, gatewayAddr := startGateway(t, bin, vl.URL, "http://"+freeAddr(t))
+	gateway, gatewayAddr := startGateway(t, bin, vl.URL, vm.URL)
 	agent := startCollector(t, bin, collector.Pipeline{
-		PIDs:          []int{srv.PID()},
-		OTLPEndpoint:  gatewayAddr,
-		FlushInterval: 20 * time.Millisecond,
+		PIDs:               []int{srv.PID()},
+		OTLPEndpoint:       gatewayAddr,
+		FlushInterval:      20 * time.Millisecond,
+		CollectionInterval: time.Second,
+		MetricsOverGRPC:    true,
 	})
+	// The histograms count from the receiver's start: etcd's too, from here.
+	etcdBefore, err := srv.Histogram(walFsyncMetric)
+	require.NoError(t, err)
 
 	time.Sleep(200 * time.Millisecond) // let the writes in progress settle
 	const puts = 200
@@ -109,6 +121,9 @@ func TestAgentGatewayVictoriaLogs(t *testing.T) {
 		assert.NotContains(t, readFile(c.LogPath), "Exporting failed", "%s delivered everything", c.LogPath)
 	}
 	require.NoError(t, vl.Flush(ctx))
+	require.NoError(t, vm.Flush(ctx))
+	etcdAfter, err := srv.Histogram(walFsyncMetric)
+	require.NoError(t, err)
 
 	// The question a user asks: how many WAL syncs in this window? (type 6 is fdatasync)
 	pid := srv.PID()
@@ -159,4 +174,54 @@ func TestAgentGatewayVictoriaLogs(t *testing.T) {
 	t.Logf("LogsQL %s -> %v", rank, rows)
 	require.NotEmpty(t, rows)
 	assert.Equal(t, "1", rows[0]["etcd.syscall.type"], "write(2) is etcd's most frequent traced syscall")
+
+	// Metrics: the receiver's histogram of WAL fdatasync, as a user queries it.
+	// increase_pure counts a series' first sample from zero: the collector sends
+	// a bucket only once it holds something, and this run is shorter than a scrape
+	// history.
+	selector := fmt.Sprintf(`{process_pid="%d", etcd_syscall_name="fdatasync", etcd_syscall_file_class="wal"}`, pid)
+	countQuery := fmt.Sprintf(`sum(increase_pure(etcd_syscall_duration_seconds_count%s[10m]))`, selector)
+	p99Query := fmt.Sprintf(`histogram_quantile(0.99, sum by (vmrange) (increase_pure(etcd_syscall_duration_seconds_bucket%s[10m])))`, selector)
+	now := time.Now()
+	histCount, err := vm.PromQL(ctx, countQuery, now)
+	require.NoError(t, err)
+	require.Len(t, histCount, 1, "%s", countQuery)
+	p99, err := vm.PromQL(ctx, p99Query, now)
+	require.NoError(t, err)
+	require.Len(t, p99, 1, "%s", p99Query)
+
+	etcdCount := etcdAfter[math.Inf(1)] - etcdBefore[math.Inf(1)]
+	etcdP99 := bucketQuantile(0.99, etcdBefore, etcdAfter)
+	t.Logf("PromQL %s -> %.0f; etcd_disk_wal_fsync_duration_seconds_count grew by %.0f", countQuery, histCount[0].Value, etcdCount)
+	t.Logf("PromQL %s -> %.3gs; etcd's histogram over the same time: %.3gs", p99Query, p99[0].Value, etcdP99)
+	assert.InDelta(t, etcdCount, histCount[0].Value, max(2, 0.03*etcdCount), "WAL fdatasyncs in the receiver's histogram vs etcd's")
+	// etcd's buckets double (1 ms, 2 ms, 4 ms, ...) and it interpolates inside them:
+	// the two p99s agree to within one of its buckets.
+	assert.InDelta(t, 0, math.Log2(p99[0].Value/etcdP99), 1, "WAL fdatasync p99: receiver %gs, etcd %gs", p99[0].Value, etcdP99)
+}
+
+const walFsyncMetric = "etcd_disk_wal_fsync_duration_seconds"
+
+// bucketQuantile is Prometheus' histogram_quantile over the growth of a
+// cumulative histogram (upper bound -> count) between two reads.
+func bucketQuantile(q float64, before, after map[float64]float64) float64 {
+	bounds := make([]float64, 0, len(after))
+	for le := range after {
+		bounds = append(bounds, le)
+	}
+	slices.Sort(bounds)
+	total := after[math.Inf(1)] - before[math.Inf(1)]
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for _, le := range bounds {
+		n := after[le] - before[le]
+		if n >= rank {
+			if math.IsInf(le, 1) {
+				return lower
+			}
+			return lower + (le-lower)*(rank-below)/(n-below)
+		}
+		lower, below = le, n
+	}
+	return math.NaN()
 }

@@ -17,8 +17,9 @@ import (
 )
 
 // Pipeline describes a collector configuration: the etcdebpf receiver tracing
-// given processes, exporting over OTLP/gRPC, OTLP/HTTP and to the debug exporter,
-// each optional.
+// given processes in a logs pipeline, exporting over OTLP/gRPC, OTLP/HTTP and to
+// the debug exporter, each optional; and, when CollectionInterval is set, the same
+// receiver in a metrics pipeline.
 type Pipeline struct {
 	Comm          string        // process name; "" keeps the receiver's default (etcd)
 	PIDs          []int         // host PIDs to trace
@@ -26,6 +27,12 @@ type Pipeline struct {
 	OTLPHTTPLogs  string        // URL of an OTLP/HTTP logs endpoint (the otlp_http exporter's logs_endpoint); "" for none
 	Debug         string        // the debug exporter's verbosity (basic, normal, detailed); "" for none
 	FlushInterval time.Duration // the receiver's flush_interval; 0 for the default
+
+	// CollectionInterval, when positive, adds a metrics pipeline with the
+	// receiver's histograms, sent this often.
+	CollectionInterval time.Duration
+	MetricsOverGRPC    bool   // the metrics pipeline exports to OTLPEndpoint too
+	OTLPHTTPMetrics    string // URL of an OTLP/HTTP metrics endpoint (metrics_endpoint); "" for none
 }
 
 // YAML is the collector configuration for p. The collector's own telemetry is
@@ -47,23 +54,41 @@ func (p Pipeline) YAML() string {
 	if p.FlushInterval > 0 {
 		fmt.Fprintf(&b, "    flush_interval: %s\n", p.FlushInterval)
 	}
-	var exporters []string
+	if p.CollectionInterval > 0 {
+		fmt.Fprintf(&b, "    collection_interval: %s\n", p.CollectionInterval)
+	}
+	var logs, metrics []string
 	b.WriteString("exporters:\n")
 	if p.Debug != "" {
 		// Its own logger: the collector's samples repeated messages away.
 		fmt.Fprintf(&b, "  debug:\n    verbosity: %s\n    use_internal_logger: false\n", p.Debug)
-		exporters = append(exporters, "debug")
+		logs = append(logs, "debug")
 	}
 	if p.OTLPEndpoint != "" {
 		fmt.Fprintf(&b, "  otlp_grpc:\n    endpoint: %q\n    tls:\n      insecure: true\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPEndpoint)
-		exporters = append(exporters, "otlp_grpc")
+		logs = append(logs, "otlp_grpc")
+		if p.MetricsOverGRPC {
+			metrics = append(metrics, "otlp_grpc")
+		}
 	}
-	if p.OTLPHTTPLogs != "" {
-		fmt.Fprintf(&b, "  otlp_http:\n    logs_endpoint: %q\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPHTTPLogs)
-		exporters = append(exporters, "otlp_http")
+	if p.OTLPHTTPLogs != "" || p.OTLPHTTPMetrics != "" {
+		// One exporter: each signal goes to its own endpoint.
+		b.WriteString("  otlp_http:\n")
+		if p.OTLPHTTPLogs != "" {
+			fmt.Fprintf(&b, "    logs_endpoint: %q\n", p.OTLPHTTPLogs)
+			logs = append(logs, "otlp_http")
+		}
+		if p.OTLPHTTPMetrics != "" {
+			fmt.Fprintf(&b, "    metrics_endpoint: %q\n", p.OTLPHTTPMetrics)
+			metrics = append(metrics, "otlp_http")
+		}
+		b.WriteString("    retry_on_failure:\n      max_elapsed_time: 30s\n")
 	}
 	b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
-	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(exporters, ", "))
+	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(logs, ", "))
+	if p.CollectionInterval > 0 {
+		fmt.Fprintf(&b, "    metrics:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(metrics, ", "))
+	}
 	return b.String()
 }
 
