@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -24,9 +23,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // countingConsumer counts records per pid; it can be made slow, failing or blocked.
@@ -202,20 +201,17 @@ func TestStartShutdownCyclesLeakNothing(t *testing.T) {
 	if testing.Short() {
 		cycles = 20
 	}
-	fdsBefore, goroutinesBefore := openFDs(t), runtime.NumGoroutine()
-	var all tracer.Objects
+	fdsBefore, goroutinesBefore := bpftest.OpenFDs(t), runtime.NumGoroutine()
+	var all bpfobjects.Held
 	for i := range cycles {
 		rcv, _, _ := telemetryReceiver(t, createDefaultConfig(), newCountingConsumer())
-		require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()), "cycle %d", i)
-		objs, err := rcv.(*etcdReceiver).tracer.Objects()
-		require.NoError(t, err)
-		all.Programs = append(all.Programs, objs.Programs...)
-		all.Maps = append(all.Maps, objs.Maps...)
-		all.Links = append(all.Links, objs.Links...)
+		all = all.Add(bpftest.Started(t, func() {
+			require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()), "cycle %d", i)
+		}))
 		require.NoError(t, rcv.Shutdown(context.Background()), "cycle %d", i)
 	}
 	bpftest.RequireGone(t, all)
-	assert.Equal(t, fdsBefore, openFDs(t), "open file descriptors after %d cycles", cycles)
+	bpftest.RequireNoNewFDs(t, fdsBefore)
 	// Polled here: assert.Eventually runs its condition on goroutines of its own.
 	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutinesBefore && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
@@ -225,13 +221,6 @@ func TestStartShutdownCyclesLeakNothing(t *testing.T) {
 		t.Logf("goroutines after %d cycles: %d, before: %d\n%s", cycles, runtime.NumGoroutine(), goroutinesBefore, buf[:runtime.Stack(buf, true)])
 	}
 	t.Logf("%d cycles: %d programs, %d maps, %d links loaded and released", cycles, len(all.Programs), len(all.Maps), len(all.Links))
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(entries)
 }
 
 func TestTwoReceiversSeeOnlyTheirEtcd(t *testing.T) {
@@ -272,9 +261,8 @@ func TestKilledEtcdIsCollectedAgainAfterRestart(t *testing.T) {
 	srv := startEtcd(t)
 	sink := newCountingConsumer()
 	rcv, _, _ := telemetryReceiver(t, createDefaultConfig(), sink) // by comm: the default
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
+	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
 	defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
-	tr := rcv.(*etcdReceiver).tracer
 
 	_, err := srv.Put("before", "v")
 	require.NoError(t, err)
@@ -283,7 +271,7 @@ func TestKilledEtcdIsCollectedAgainAfterRestart(t *testing.T) {
 
 	srv.Kill()
 	require.Eventually(t, func() bool {
-		n, err := tr.Inflight()
+		n, err := objs.Entries("inflight")
 		return err == nil && n == 0
 	}, 5*time.Second, 20*time.Millisecond, "no pairing entry of the killed threads remains")
 

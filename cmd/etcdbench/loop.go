@@ -20,6 +20,7 @@ import (
 
 	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 )
 
 // inproc is the receiver running inside the harness with a consumer that only
@@ -226,7 +227,7 @@ func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
 		if err == nil {
 			_, err = writeLoop(bin, "-n", strconv.Itoa(calls), "-s", "64")
 		}
-		var after []progStat
+		var after []bpfobjects.Program
 		if err == nil {
 			after, err = ownedPrograms(os.Getpid())
 		}

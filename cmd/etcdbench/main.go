@@ -267,7 +267,7 @@ func prepareEtcd(o options, work string) (*etcdEnv, error) {
 		return nil, err
 	}
 	env.collector = private
-	for _, tool := range []string{"bpftrace", "strace", "bpftool"} {
+	for _, tool := range []string{"bpftrace", "strace"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s is not installed (apt-get install -y %s)", tool, tool)
 		}

@@ -12,12 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 )
 
 type etcdStat struct {
 	cfg    string
 	progs  []progDelta
-	maps   map[string]mapInfo
+	maps   map[string]bpfobjects.Map
 	sample runSample
 }
 
@@ -332,10 +334,10 @@ func (r *report) writeEtcdStats(w func(string, ...any)) {
 		w("- %s: %.0f req/s in the stats run; BPF time %.2f µs per put (%.0f program runs per put).", configNames[st.cfg],
 			st.sample.ReqPerSec, perPut/1000, float64(enter.RunCnt+exit.RunCnt)/float64(st.sample.Puts))
 		if m, ok := st.maps["events"]; ok {
-			w(" Ring buffer `events`: %d bytes (max_entries), %d bytes memlock.", m.MaxEntries, m.BytesMemlock)
+			w(" Ring buffer `events`: %d bytes (max_entries), %d bytes memlock.", m.MaxEntries, m.Memlock)
 		}
 		if m, ok := st.maps["inflight"]; ok {
-			w(" `inflight` hash: %d entries, %d bytes memlock.", m.MaxEntries, m.BytesMemlock)
+			w(" `inflight` hash: %d entries, %d bytes memlock.", m.MaxEntries, m.Memlock)
 		}
 		w("\n")
 	}

@@ -19,9 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf"
-
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
@@ -132,11 +130,6 @@ func Run(ctx context.Context, o Options) (err error) {
 	step("VictoriaLogs %s listening on %s (OTLP/HTTP in, LogsQL out; data in %s)", victoria.Logs.Version, vl.URL, vlDir)
 
 	// 6. The collector, tracing that etcd only.
-	names, err := programNames()
-	if err != nil {
-		return err
-	}
-	loadedBefore := countPrograms(names)
 	pipeline := collector.Pipeline{
 		PIDs:          []int{srv.PID()},
 		OTLPEndpoint:  sink.Endpoint(),
@@ -173,6 +166,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// What the collector's receiver loaded, to check that nothing outlives it.
+	objs, err := bpfobjects.HeldBy(col.PID())
+	if err != nil {
+		return err
+	}
 	step("collector started: pid %d, receiver etcdebpf (pids: [%d]) -> exporters debug + otlp_grpc %s + otlp_http %s; config %s, log %s",
 		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, cfgPath, col.LogPath)
 
@@ -204,7 +202,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	if n := pr.takeSkipped(); n > 0 {
 		fmt.Fprintf(out, "-- %d more records arrived after the last progress line, not shown\n", n)
 	}
-	leftover := countPrograms(names) - loadedBefore
+	_ = objs.WaitGone(5 * time.Second) // what is left is counted below
+	leftover := objs.Alive()
 
 	// Summary.
 	records := pr.records()
@@ -235,7 +234,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	fmt.Fprintf(out, "\nWAL fdatasync during the workload (%s between two reads of etcd's /metrics), kernel vs etcd:\n", cmp.window.Round(time.Millisecond))
 	cmp.write(out)
 	if leftover > 0 {
-		fmt.Fprintf(out, "!! %d BPF programs of the receiver are still loaded after the collector stopped\n", leftover)
+		fmt.Fprintf(out, "!! %d BPF objects of the receiver are still loaded after the collector stopped\n", leftover)
 	} else {
 		fmt.Fprintln(out, "\nAfter the collector stopped, none of the receiver's BPF programs is left in the kernel.")
 	}
@@ -387,36 +386,6 @@ func etcdVersion(bin string) string {
 	}
 	first, _, _ := strings.Cut(string(out), "\n")
 	return strings.TrimSpace(first)
-}
-
-// programNames are the receiver's BPF program names as the kernel keeps them.
-func programNames() (map[string]bool, error) {
-	spec, err := bpf.LoadMonitor()
-	if err != nil {
-		return nil, err
-	}
-	names := map[string]bool{}
-	for name := range spec.Programs {
-		names[name[:min(len(name), 15)]] = true
-	}
-	return names, nil
-}
-
-// countPrograms counts loaded BPF programs with one of names (any process's).
-func countPrograms(names map[string]bool) int {
-	n := 0
-	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && names[info.Name] {
-			n++
-		}
-	}
-	return n
 }
 
 var debugRecordsRe = regexp.MustCompile(`"log records": (\d+)`)

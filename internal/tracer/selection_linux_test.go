@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
 // histogramOf sums the buckets of the histogram under key, or 0 if there is none.
@@ -36,7 +37,7 @@ func histogramOf(t *testing.T, tr *Tracer, key bpf.MonitorHistKey) (calls uint64
 // process and tells its calls apart by their key: writes to a file named *.wal and
 // fsyncs of a directory named wal, which nothing else in this process makes.
 func TestHistogramsCountCallsTheSelectionDrops(t *testing.T) {
-	requireRoot(t)
+	bpftest.RequireBPF(t)
 	tr, err := Start(Options{
 		PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20,
 		Syscalls:    []string{"write", "fsync"},
@@ -97,7 +98,7 @@ func TestHistogramsCountCallsTheSelectionDrops(t *testing.T) {
 
 // The file classes the kernel derives from a base name.
 func TestFileClasses(t *testing.T) {
-	requireRoot(t)
+	bpftest.RequireBPF(t)
 	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"pwrite64"},
 		MinDuration: time.Hour, Histograms: true})
 	require.NoError(t, err)

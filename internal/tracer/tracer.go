@@ -38,11 +38,7 @@ type Options struct {
 }
 
 // Counters are the kernel's per-CPU counters, summed over CPUs.
-type Counters struct {
-	Calls        uint64 // completed traced syscalls, whether they became records or not
-	RingbufFull  uint64 // completed syscalls whose record found no room
-	InflightFull uint64 // enters that could not be parked, so no record
-}
+type Counters = bpf.Counters
 
 // Tracer owns the loaded BPF objects and their tracepoint links.
 type Tracer struct {
@@ -321,64 +317,8 @@ func (t *Tracer) Close() error {
 	return errors.Join(errs...)
 }
 
-// Counters reads the loss counters.
-func (t *Tracer) Counters() (Counters, error) {
-	var c Counters
-	for key, dst := range map[bpf.MonitorCounter]*uint64{
-		bpf.MonitorCounterCOUNTER_CALLS:         &c.Calls,
-		bpf.MonitorCounterCOUNTER_RINGBUF_FULL:  &c.RingbufFull,
-		bpf.MonitorCounterCOUNTER_INFLIGHT_FULL: &c.InflightFull,
-	} {
-		var perCPU []uint64
-		if err := t.objs.Counters.Lookup(key, &perCPU); err != nil {
-			return Counters{}, fmt.Errorf("reading counter %d: %w", key, err)
-		}
-		for _, v := range perCPU {
-			*dst += v
-		}
-	}
-	return c, nil
-}
-
-// Objects names the kernel objects the tracer holds, for checking that none
-// outlives it.
-type Objects struct {
-	Programs []ebpf.ProgramID
-	Maps     []ebpf.MapID
-	Links    []link.ID
-}
-
-// Objects lists the ids of the loaded programs, maps and attached links.
-func (t *Tracer) Objects() (Objects, error) {
-	var o Objects
-	for _, p := range t.tracepoints() {
-		for _, prog := range []*ebpf.Program{p.enter, p.exit} {
-			info, err := prog.Info()
-			if err != nil {
-				return o, err
-			}
-			id, _ := info.ID()
-			o.Programs = append(o.Programs, id)
-		}
-	}
-	m := &t.objs.MonitorMaps
-	for _, mp := range []*ebpf.Map{m.Events, m.Inflight, m.Counters, m.TargetPids, m.Hists, m.HistOverflow} {
-		info, err := mp.Info()
-		if err != nil {
-			return o, err
-		}
-		id, _ := info.ID()
-		o.Maps = append(o.Maps, id)
-	}
-	for _, l := range slices.Concat(t.exits, t.enters) {
-		info, err := l.Info()
-		if err != nil {
-			return o, err
-		}
-		o.Links = append(o.Links, info.ID)
-	}
-	return o, nil
-}
+// Counters reads the kernel's counters.
+func (t *Tracer) Counters() (Counters, error) { return bpf.ReadCounters(t.objs.Counters) }
 
 // RemovePID stops tracing pid.
 func (t *Tracer) RemovePID(pid int) error {
@@ -387,20 +327,6 @@ func (t *Tracer) RemovePID(pid int) error {
 		return nil
 	}
 	return err
-}
-
-// Inflight counts the calls parked between enter and exit.
-func (t *Tracer) Inflight() (int, error) {
-	var (
-		n    int
-		key  uint32
-		call bpf.MonitorInflight
-	)
-	iter := t.objs.Inflight.Iterate()
-	for iter.Next(&key, &call) {
-		n++
-	}
-	return n, iter.Err()
 }
 
 // Histogram is the kernel's latency histogram of one process's calls of one

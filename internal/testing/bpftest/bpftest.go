@@ -14,11 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 func skipOrFail(t testing.TB, reason string) {
@@ -78,48 +75,75 @@ func RunDecoy(t testing.TB, name string) int {
 	return cmd.Process.Pid
 }
 
-// RequireAlive fails the test unless every object in objs is in the kernel.
-func RequireAlive(t testing.TB, objs tracer.Objects) {
+// Started runs start, which loads BPF objects in this process (a tracer or a
+// receiver starting), and returns the objects this process holds afterwards and
+// did not hold before. It reads them from the kernel, not from the code under
+// test. Tests that load BPF objects do not run in parallel, so that what changed
+// is start's.
+func Started(t testing.TB, start func()) bpfobjects.Held {
 	t.Helper()
-	if alive := countAlive(objs); alive != len(objs.Programs)+len(objs.Maps)+len(objs.Links) {
-		t.Fatalf("%d of the tracer's %d+%d+%d programs, maps and links are in the kernel", alive, len(objs.Programs), len(objs.Maps), len(objs.Links))
+	before, err := bpfobjects.HeldBy(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start()
+	after, err := bpfobjects.HeldBy(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return after.Since(before)
+}
+
+// RequireAlive fails the test unless every object in objs is in the kernel.
+func RequireAlive(t testing.TB, objs bpfobjects.Held) {
+	t.Helper()
+	if alive := objs.Alive(); alive != objs.Len() {
+		t.Fatalf("%d of the %d programs, %d maps and %d links are in the kernel", alive, len(objs.Programs), len(objs.Maps), len(objs.Links))
 	}
 }
 
 // RequireGone fails the test if any object in objs is still in the kernel
-// shortly after it was released (the kernel frees them after an RCU grace period).
-func RequireGone(t testing.TB, objs tracer.Objects) {
+// shortly after it was released.
+func RequireGone(t testing.TB, objs bpfobjects.Held) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for countAlive(objs) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d BPF objects of a closed tracer are still in the kernel: %+v", countAlive(objs), objs)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := objs.WaitGone(5 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func countAlive(objs tracer.Objects) int {
-	n := 0
-	for _, id := range objs.Programs {
-		if p, err := ebpf.NewProgramFromID(id); err == nil {
-			p.Close()
-			n++
+// OpenFDs lists this process's open file descriptors and what they refer to:
+// every BPF program, map, link and ring buffer is one, and nothing outlives its
+// fd (nothing is pinned), so an unchanged set means nothing was left loaded.
+func OpenFDs(t testing.TB) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := make(map[string]string, len(entries))
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err != nil {
+			continue // the directory's own fd, closed by now
+		}
+		fds[e.Name()] = target
+	}
+	return fds
+}
+
+// RequireNoNewFDs fails the test if fds were opened since before (OpenFDs) and
+// are still open.
+func RequireNoNewFDs(t testing.TB, before map[string]string) {
+	t.Helper()
+	var leaked []string
+	for fd, target := range OpenFDs(t) {
+		if before[fd] != target {
+			leaked = append(leaked, fd+" -> "+target)
 		}
 	}
-	for _, id := range objs.Maps {
-		if m, err := ebpf.NewMapFromID(id); err == nil {
-			m.Close()
-			n++
-		}
+	if len(leaked) > 0 {
+		t.Fatalf("file descriptors left open (BPF objects are fds): %v", leaked)
 	}
-	for _, id := range objs.Links {
-		if l, err := link.NewFromID(id); err == nil {
-			l.Close()
-			n++
-		}
-	}
-	return n
 }
 
 // Writer is a process named etcd that makes an exact number of write(2) calls

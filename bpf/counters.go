@@ -1,0 +1,36 @@
+//go:build linux
+
+package bpf
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Counters are the kernel's per-CPU counters (the counters map), summed over CPUs.
+type Counters struct {
+	Calls        uint64 // completed traced syscalls, whether they became records or not
+	RingbufFull  uint64 // completed syscalls whose record found no room
+	InflightFull uint64 // enters that could not be parked, so no record
+}
+
+// ReadCounters sums the per-CPU counters of m, the object's counters map: the
+// receiver's own, or one found by id in another process's.
+func ReadCounters(m *ebpf.Map) (Counters, error) {
+	var c Counters
+	for key, dst := range map[MonitorCounter]*uint64{
+		MonitorCounterCOUNTER_CALLS:         &c.Calls,
+		MonitorCounterCOUNTER_RINGBUF_FULL:  &c.RingbufFull,
+		MonitorCounterCOUNTER_INFLIGHT_FULL: &c.InflightFull,
+	} {
+		var perCPU []uint64
+		if err := m.Lookup(key, &perCPU); err != nil {
+			return Counters{}, fmt.Errorf("reading counter %d: %w", key, err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return c, nil
+}
