@@ -23,9 +23,11 @@ const (
 	cfgRecvPay64 = "C"
 	cfgBpftrace  = "D"
 	cfgStrace    = "E"
+	cfgMetrics   = "F"
 )
 
-var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace}
+// configs are the configurations the etcd phase alternates (-configs picks some).
+var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace, cfgMetrics}
 
 var configNames = map[string]string{
 	cfgBaseline:  "no tracing (baseline)",
@@ -33,7 +35,11 @@ var configNames = map[string]string{
 	cfgRecvPay64: "otelcol-etcd, etcdebpf payload_bytes: 64",
 	cfgBpftrace:  "bpftrace, 7 syscalls, latency hist per syscall",
 	cfgStrace:    "strace -f, 7 syscalls, -o /dev/null",
+	cfgMetrics:   "otelcol-etcd, histograms + logs at min_duration: 10ms",
 }
+
+// isCollector reports whether cfg runs otelcol-etcd.
+func isCollector(cfg string) bool { return cfg == cfgRecv || cfg == cfgRecvPay64 || cfg == cfgMetrics }
 
 // tracedSyscalls are the receiver's seven syscalls.
 var tracedSyscalls = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
@@ -61,12 +67,20 @@ func straceArgs(pid int) []string {
 // as "records exported"; the collector's log sampling is off, or it would keep
 // only the first 10 lines and every 100th after), internal metrics off so that
 // no port is needed.
-func collectorConfig(pid, payload int) string {
+//
+// F, histograms, adds a metrics pipeline from the same receiver and keeps log
+// records for calls of 10 ms or more only.
+func collectorConfig(pid, payload int, histograms bool) string {
+	receiver, metrics := "", ""
+	if histograms {
+		receiver = "\n    min_duration: 10ms\n    collection_interval: 10s"
+		metrics = "\n    metrics:\n      receivers: [etcdebpf]\n      exporters: [debug]"
+	}
 	return fmt.Sprintf(`receivers:
   etcdebpf:
     comm: %s
     pids: [%d]
-    payload_bytes: %d
+    payload_bytes: %d%s
 exporters:
   debug:
     verbosity: basic
@@ -80,8 +94,8 @@ service:
   pipelines:
     logs:
       receivers: [etcdebpf]
-      exporters: [debug]
-`, comm, pid, payload)
+      exporters: [debug]%s
+`, comm, pid, payload, receiver, metrics)
 }
 
 // runSample is one benchmark run under one configuration.
@@ -181,13 +195,13 @@ func (e *etcdEnv) startTracer(cfg string, etcdPID int, dir string) (*tracerProc,
 	switch cfg {
 	case cfgBaseline:
 		return nil, nil
-	case cfgRecv, cfgRecvPay64:
+	case cfgRecv, cfgRecvPay64, cfgMetrics:
 		payload := 0
 		if cfg == cfgRecvPay64 {
 			payload = 64
 		}
 		conf := filepath.Join(dir, "collector.yaml")
-		if err := os.WriteFile(conf, []byte(collectorConfig(etcdPID, payload)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(collectorConfig(etcdPID, payload, cfg == cfgMetrics)), 0o644); err != nil {
 			return nil, err
 		}
 		name, args, ready = e.collector, []string{"--config", conf}, "Everything is ready"
@@ -256,7 +270,7 @@ func (e *etcdEnv) oneRun(round int, cfg string, total int) (runSample, error) {
 		tr1, _ := cpuSeconds(tr.pid)
 		s.TracerCPU = tr1 - tr0
 		s.TracerHWMKB = statusKB(tr.pid, "VmHWM")
-		if cfg == cfgRecv || cfg == cfgRecvPay64 {
+		if isCollector(cfg) {
 			s.RingbufFull, s.InflightFull, err = kernelDrops(tr.pid)
 			if err != nil {
 				logf("  reading drop counters: %v", err)

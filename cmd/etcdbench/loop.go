@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -27,10 +29,13 @@ import (
 // counts records: the fastest possible pipeline behind it.
 type inproc struct {
 	rcv     receiver.Logs
+	metrics receiver.Metrics // nil unless histograms are on
 	records atomic.Int64
 }
 
-func startInproc(payload int) (*inproc, error) {
+// startInproc starts the receiver in a logs pipeline, and with histograms in a
+// metrics pipeline too (one receiver for both, as in the collector).
+func startInproc(payload int, histograms bool) (*inproc, error) {
 	f := etcdebpf.NewFactory()
 	cfg := f.CreateDefaultConfig().(*etcdebpf.Config)
 	cfg.Comm = comm
@@ -44,18 +49,32 @@ func startInproc(payload int) (*inproc, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.rcv, err = f.CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, next)
-	if err != nil {
+	set := receivertest.NewNopSettings(metadata.Type)
+	if r.rcv, err = f.CreateLogs(context.Background(), set, cfg, next); err != nil {
 		return nil, err
+	}
+	if histograms {
+		if r.metrics, err = f.CreateMetrics(context.Background(), set, cfg, consumertest.NewNop()); err != nil {
+			return nil, err
+		}
+		if err := r.metrics.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.rcv.Start(context.Background(), componenttest.NewNopHost()); err != nil {
 		return nil, err
 	}
-	onCleanup(func() { _ = r.rcv.Shutdown(context.Background()) })
+	onCleanup(func() { _ = r.stop() })
 	return r, nil
 }
 
-func (r *inproc) stop() error { return r.rcv.Shutdown(context.Background()) }
+func (r *inproc) stop() error {
+	var err error
+	if r.metrics != nil {
+		err = r.metrics.Shutdown(context.Background())
+	}
+	return errors.Join(err, r.rcv.Shutdown(context.Background()))
+}
 
 // waitQuiet waits until the record count stops moving (the receiver flushes
 // every 100 ms), up to timeout.
@@ -125,9 +144,11 @@ const (
 	loopUnmatched = "attached, not matched"
 	loopMatched   = "matched, payload off"
 	loopMatched64 = "matched, payload 64"
+	// Logs of every call and the histograms: the histograms' own cost per call.
+	loopMatchedHist = "matched, payload off, + histograms"
 )
 
-var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopMatched64}
+var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopMatched64, loopMatchedHist}
 
 type loopSample struct {
 	Target, Variant string
@@ -172,11 +193,13 @@ func (l *loopEnv) loopOnce(path, variant string, calls int) (loopSample, error) 
 	switch variant {
 	case loopUnmatched:
 		bin = l.unmatchedBin
-		r, err = startInproc(0)
+		r, err = startInproc(0, false)
 	case loopMatched:
-		r, err = startInproc(0)
+		r, err = startInproc(0, false)
 	case loopMatched64:
-		r, err = startInproc(64)
+		r, err = startInproc(64, false)
+	case loopMatchedHist:
+		r, err = startInproc(0, true)
 	}
 	if err != nil {
 		return s, err
@@ -210,7 +233,7 @@ func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
 	}
 	defer undo()
 	out := map[string][]progDelta{}
-	for _, v := range []string{loopUnmatched, loopMatched, loopMatched64} {
+	for _, v := range []string{loopUnmatched, loopMatched, loopMatched64, loopMatchedHist} {
 		payload := 0
 		bin := l.matchedBin
 		if v == loopMatched64 {
@@ -219,7 +242,7 @@ func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
 		if v == loopUnmatched {
 			bin = l.unmatchedBin
 		}
-		r, err := startInproc(payload)
+		r, err := startInproc(payload, v == loopMatchedHist)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +289,7 @@ func (l *loopEnv) runCeiling(rates []float64, secs float64) ([]ceilingSample, er
 	steps = append(steps, step{1, 0}, step{2, 0})
 	var out []ceilingSample
 	for _, st := range steps {
-		r, err := startInproc(0)
+		r, err := startInproc(0, false)
 		if err != nil {
 			return out, err
 		}

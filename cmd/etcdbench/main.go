@@ -4,7 +4,7 @@
 // and strace, and how fast the etcdebpf receiver can go. It must run as root from
 // the module root. It builds what it needs (the collector with `make collector`,
 // etcd with scripts/install-etcd.sh, its write loop with cc), alternates the
-// configurations A B C D E A B C D E ..., and writes a Markdown report.
+// configurations A B C D E F A B C ... (-configs), and writes a Markdown report.
 //
 //	go run ./cmd/etcdbench -rounds 10 -duration 5s -out bench/results/latest.md
 //
@@ -30,6 +30,7 @@ type options struct {
 	rounds      int
 	duration    time.Duration
 	phases      string
+	configs     string
 	out         string
 	collector   string
 	etcdBin     string
@@ -48,10 +49,11 @@ func logf(format string, args ...any) {
 
 func main() {
 	var o options
-	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs A B C D E once")
+	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
 	flag.StringVar(&o.phases, "phases", "micro,loop,ceiling,bpfstats,etcd", "comma-separated phases to run")
+	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "_build/otelcol-etcd/otelcol-etcd", "otelcol-etcd binary (built with `make collector` if missing)")
 	flag.StringVar(&o.etcdBin, "etcd-bin", "", "directory holding etcd and benchmark (default: scripts/install-etcd.sh)")
@@ -97,6 +99,13 @@ func runAll(o options) error {
 	if len(comm) == 0 || len(comm) > 15 || strings.ContainsAny(comm, "/\" ") {
 		return fmt.Errorf("-comm %q: use 1 to 15 characters, no slash, quote or space", comm)
 	}
+	var picked []string
+	for _, c := range configs {
+		if c == cfgBaseline || strings.Contains(o.configs, c) {
+			picked = append(picked, c)
+		}
+	}
+	configs = picked
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("run as root: the receiver loads BPF programs, bpftrace and strace attach to etcd")
 	}
