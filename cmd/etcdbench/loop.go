@@ -5,11 +5,8 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +20,7 @@ import (
 	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
 // inproc is the receiver running inside the harness with a consumer that only
@@ -99,43 +97,14 @@ func (r *inproc) waitQuiet(want int64, timeout time.Duration) int64 {
 	return r.records.Load()
 }
 
-var (
-	nsPerCallRe = regexp.MustCompile(` ns_per_call=([0-9.]+)`)
-	cpuPerCall  = regexp.MustCompile(`cpu_ns_per_call=([0-9.]+)`)
-	elapsedRe   = regexp.MustCompile(`elapsed_ns=(\d+)`)
-	callsRe     = regexp.MustCompile(`calls=(\d+)`)
-)
-
-type loopResult struct {
-	Calls     int64
-	ElapsedNs int64
-	NsPerCall float64
-	CPUNs     float64 // the writer's CPU time per call
-}
-
 // writeLoop runs the writer binary (its file name is the process name).
-func writeLoop(bin string, args ...string) (loopResult, error) {
-	out, err := run(bin, args...)
+func writeLoop(bin string, o etcdwriter.Options) (etcdwriter.Result, error) {
+	o.Report = true
+	out, err := run(bin, o.Args()...)
 	if err != nil {
-		return loopResult{}, err
+		return etcdwriter.Result{}, err
 	}
-	var r loopResult
-	r.NsPerCall = parseFloat(nsPerCallRe, out)
-	r.CPUNs = parseFloat(cpuPerCall, out)
-	r.Calls, _ = strconv.ParseInt(firstMatch(callsRe, out), 10, 64)
-	r.ElapsedNs, _ = strconv.ParseInt(firstMatch(elapsedRe, out), 10, 64)
-	if r.NsPerCall == 0 {
-		return r, fmt.Errorf("writeloop printed no result: %q", out)
-	}
-	return r, nil
-}
-
-func firstMatch(re *regexp.Regexp, s string) string {
-	m := re.FindStringSubmatch(s)
-	if m == nil {
-		return ""
-	}
-	return m[1]
+	return etcdwriter.ParseResult(out)
 }
 
 // Tight-loop variants, in the order they alternate.
@@ -204,7 +173,7 @@ func (l *loopEnv) loopOnce(path, variant string, calls int) (loopSample, error) 
 	if err != nil {
 		return s, err
 	}
-	res, err := writeLoop(bin, "-n", strconv.Itoa(calls), "-s", "64", "-f", path)
+	res, err := writeLoop(bin, etcdwriter.Options{Calls: int64(calls), Size: 64, Path: path})
 	if r != nil {
 		if variant != loopUnmatched {
 			s.Delivered = r.waitQuiet(int64(calls), 5*time.Second)
@@ -248,7 +217,7 @@ func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
 		}
 		before, err := ownedPrograms(os.Getpid())
 		if err == nil {
-			_, err = writeLoop(bin, "-n", strconv.Itoa(calls), "-s", "64")
+			_, err = writeLoop(bin, etcdwriter.Options{Calls: int64(calls), Size: 64})
 		}
 		var after []bpfobjects.Program
 		if err == nil {
@@ -297,11 +266,7 @@ func (l *loopEnv) runCeiling(rates []float64, secs float64) ([]ceilingSample, er
 		if st.rate == 0 {
 			calls = int64(1_500_000 * secs) // a few seconds at the unpaced rate
 		}
-		args := []string{"-n", strconv.FormatInt(calls, 10), "-s", "64", "-t", strconv.Itoa(st.threads)}
-		if st.rate > 0 {
-			args = append(args, "-r", strconv.FormatFloat(st.rate, 'f', 0, 64))
-		}
-		res, err := writeLoop(l.matchedBin, args...)
+		res, err := writeLoop(l.matchedBin, etcdwriter.Options{Calls: calls, Size: 64, Threads: st.threads, Rate: st.rate})
 		if err != nil {
 			_ = r.stop()
 			return out, err
@@ -317,7 +282,7 @@ func (l *loopEnv) runCeiling(rates []float64, secs float64) ([]ceilingSample, er
 			delivered = res.Calls
 		}
 		c := ceilingSample{Threads: st.threads, OfferedRate: st.rate, Calls: res.Calls,
-			WriterSecs: float64(res.ElapsedNs) / 1e9, Delivered: delivered, Drops: rb + inf}
+			WriterSecs: res.Elapsed.Seconds(), Delivered: delivered, Drops: rb + inf}
 		out = append(out, c)
 		logf("  ceiling threads=%d offered=%-8.0f writes/s=%-9.0f delivered=%d/%d drops=%d", c.Threads, c.OfferedRate, c.writesPerSec(), c.Delivered, c.Calls, c.Drops)
 	}

@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
 type options struct {
@@ -126,13 +128,13 @@ func runAll(o options) error {
 	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " "), version: codeVersion(o.collector)}
 
 	// The write loop, twice: as "etcd" (matched by comm) and as "writeloop" (not).
-	loop := &loopEnv{work: work, matchedBin: filepath.Join(work, comm), unmatchedBin: filepath.Join(work, "writeloop")}
+	loop := &loopEnv{work: work}
 	if has("loop") || has("ceiling") {
 		logf("building the write loop")
-		if _, err := run("cc", "-O2", "-pthread", "-o", loop.unmatchedBin, "bench/writeloop/writeloop.c"); err != nil {
+		if loop.matchedBin, err = etcdwriter.Build(work, comm); err != nil {
 			return err
 		}
-		if _, err := run("cp", loop.unmatchedBin, loop.matchedBin); err != nil {
+		if loop.unmatchedBin, err = etcdwriter.Build(work, "writeloop"); err != nil {
 			return err
 		}
 	}

@@ -360,7 +360,7 @@ func (r *report) writeLoops(w func(string, ...any), targets *[]string) {
 		return
 	}
 	w("## Tight loop: ns per write(2) of 64 bytes\n\n")
-	w("A C loop (`bench/writeloop/writeloop.c`) making %d write(2) calls, run as a file named `"+comm+"` (matched by "+
+	w("A loop of raw write(2) syscalls (`internal/testing/etcdwriter`) making %d calls, run as a file named `"+comm+"` (matched by "+
 		"`comm: "+comm+"`) or `writeloop` (not matched); the receiver runs in the harness process (factory + a consumer that "+
 		"only counts records; decode on). Variants alternate; %d runs each; median (min–max).\n\n", r.opts.loopCalls, r.opts.loopRuns)
 	w("Two measures per run: the writer's **CPU time** per call (CLOCK_PROCESS_CPUTIME_ID: what tracing costs the traced " +

@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
 func skipOrFail(t testing.TB, reason string) {
@@ -147,20 +147,18 @@ func RequireNoNewFDs(t testing.TB, before map[string]string) {
 }
 
 // Writer is a process named etcd that makes an exact number of write(2) calls
-// once released (internal/testing/etcdwriter).
+// once released (package etcdwriter).
 type Writer struct {
 	Cmd   *exec.Cmd
 	start io.WriteCloser
 }
 
-// BuildWriter builds etcdwriter into a temporary file named etcd.
+// BuildWriter builds the writer into a temporary file named etcd.
 func BuildWriter(t testing.TB) string {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "etcd")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter").CombinedOutput()
+	bin, err := etcdwriter.Build(t.TempDir(), "etcd")
 	if err != nil {
-		t.Fatalf("building etcdwriter: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -168,7 +166,7 @@ func BuildWriter(t testing.TB) string {
 // StartWriter starts bin, which waits for Release before making n writes of size bytes.
 func StartWriter(t testing.TB, bin string, n, size int) *Writer {
 	t.Helper()
-	cmd := exec.Command(bin, "-n", strconv.Itoa(n), "-size", strconv.Itoa(size))
+	cmd := exec.Command(bin, etcdwriter.Options{Calls: int64(n), Size: size, Wait: true}.Args()...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
