@@ -48,7 +48,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "etcdebpf demo: a real etcd on loopback, traced by the otelcol-etcd collector, exporting over OTLP to this program and to VictoriaLogs")
+	fmt.Fprintln(out, "etcdebpf demo: a real etcd on loopback, traced by the otelcol-etcd collector, exporting over OTLP to this program, VictoriaLogs and VictoriaMetrics")
 	step := stepper(out, 7)
 
 	// 1. The collector.
@@ -110,32 +110,42 @@ func Run(ctx context.Context, o Options) (err error) {
 	}()
 	step("OTLP/gRPC backend (plogotlp) listening on %s", sink.Endpoint())
 
-	// 5. VictoriaLogs, where the records are stored and queried.
-	vlBin, err := victoria.Install(ctx, victoria.Logs, indent(out))
-	if err != nil {
-		return err
+	// 5. The backends a user would query: VictoriaLogs for the records,
+	// VictoriaMetrics for the histograms.
+	backends := map[string]*victoria.Server{}
+	for _, p := range []victoria.Product{victoria.Logs, victoria.Metrics} {
+		bin, err := victoria.Install(ctx, p, indent(out))
+		if err != nil {
+			return err
+		}
+		data := filepath.Join(dir, p.Name)
+		if err := os.Mkdir(data, 0o755); err != nil {
+			return err
+		}
+		srv, err := victoria.Start(ctx, p, bin, data)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Stop()
+			stopped = append(stopped, p.Name)
+		}()
+		backends[p.Name] = srv
 	}
-	vlDir := filepath.Join(dir, "victoria-logs")
-	if err := os.Mkdir(vlDir, 0o755); err != nil {
-		return err
-	}
-	vl, err := victoria.Start(ctx, victoria.Logs, vlBin, vlDir)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		vl.Stop()
-		stopped = append(stopped, "VictoriaLogs")
-	}()
-	step("VictoriaLogs %s listening on %s (OTLP/HTTP in, LogsQL out; data in %s)", victoria.Logs.Version, vl.URL, vlDir)
+	vl, vm := backends[victoria.Logs.Name], backends[victoria.Metrics.Name]
+	step("VictoriaLogs %s on %s (OTLP/HTTP in, LogsQL out), VictoriaMetrics %s on %s (OTLP/HTTP in, PromQL out); data in %s",
+		victoria.Logs.Version, vl.URL, victoria.Metrics.Version, vm.URL, dir)
 
 	// 6. The collector, tracing that etcd only.
 	pipeline := collector.Pipeline{
-		PIDs:          []int{srv.PID()},
-		OTLPEndpoint:  sink.Endpoint(),
-		OTLPHTTPLogs:  vl.OTLPLogsEndpoint(),
-		Debug:         "basic",
-		FlushInterval: 100 * time.Millisecond,
+		PIDs:         []int{srv.PID()},
+		OTLPEndpoint: sink.Endpoint(),
+		OTLPHTTPLogs: vl.OTLPLogsEndpoint(),
+		// The histograms, every second: the workload lasts seconds.
+		CollectionInterval: time.Second,
+		OTLPHTTPMetrics:    vm.OTLPMetricsEndpoint(),
+		Debug:              "basic",
+		FlushInterval:      100 * time.Millisecond,
 	}
 	cfgPath := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(cfgPath, []byte(pipeline.YAML()), 0o600); err != nil {
@@ -171,8 +181,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	step("collector started: pid %d, receiver etcdebpf (pids: [%d]) -> exporters debug + otlp_grpc %s + otlp_http %s; config %s, log %s",
-		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, cfgPath, col.LogPath)
+	step("collector started: pid %d, receiver etcdebpf (pids: [%d]); logs -> debug + otlp_grpc %s + otlp_http %s, metrics -> otlp_http %s; config %s, log %s",
+		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, vm.URL, cfgPath, col.LogPath)
 
 	// 7. The workload, between two reads of etcd's metrics.
 	time.Sleep(300 * time.Millisecond) // let start-up writes settle
@@ -239,14 +249,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		fmt.Fprintln(out, "\nAfter the collector stopped, none of the receiver's BPF programs is left in the kernel.")
 	}
 
-	if err := vl.Flush(ctx); err != nil {
+	if err := errors.Join(vl.Flush(ctx), vm.Flush(ctx)); err != nil {
 		return err
 	}
-	if err := writeNextQueries(ctx, out, vl); err != nil {
+	if err := writeNextQueries(ctx, out, vl, vm); err != nil {
 		return err
 	}
 	if o.Serve {
-		fmt.Fprintf(out, "\nVictoriaLogs keeps running at %s (web UI: %s/select/vmui); Ctrl-C stops it.\n", vl.URL, vl.URL)
+		fmt.Fprintf(out, "\nVictoriaLogs (%s/select/vmui) and VictoriaMetrics (%s/vmui) keep running with the data; Ctrl-C stops them.\n", vl.URL, vm.URL)
 		<-ctx.Done()
 	}
 	return nil

@@ -6,13 +6,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
 )
 
-// nextQuery is a question a user asks next, in the backend's own language, and
+// nextQuery is a question a user asks next, in a backend's own language, and
 // the columns of its answer.
 type nextQuery struct {
 	question string
@@ -44,29 +46,69 @@ var logsQueries = []nextQuery{
 	},
 }
 
-// writeNextQueries runs each query against the backend and prints it with its
+// metricsQueries are what a user types into VictoriaMetrics (PromQL, and its
+// MetricsQL extensions): the receiver's histograms, every call counted. The
+// answer's value is the column "value".
+var metricsQueries = []nextQuery{
+	{
+		question: "Sync latency p99 by file class over the last minute, in ms (the receiver's histograms)",
+		query: `round(histogram_quantile(0.99, sum by (etcd_syscall_name, etcd_syscall_file_class, vmrange)` +
+			` (increase_pure(etcd_syscall_duration_seconds_bucket{etcd_syscall_name=~"fdatasync|fsync"}[1m]))) * 1e3, 0.001)`,
+		columns: []string{"etcd_syscall_name", "etcd_syscall_file_class", "value"},
+	},
+	{
+		question: "Bytes written in the last minute by fd kind and file class",
+		query:    `sum by (etcd_syscall_fd_kind, etcd_syscall_file_class) (increase_pure(etcd_syscall_bytes_written_total[1m]))`,
+		columns:  []string{"etcd_syscall_fd_kind", "etcd_syscall_file_class", "value"},
+	},
+}
+
+// writeNextQueries runs each query against its backend and prints it with its
 // answer: the demo's last screen is where a user's own querying starts.
-func writeNextQueries(ctx context.Context, out io.Writer, vl *victoria.Server) error {
-	fmt.Fprintf(out, "\n== Next: the records are in VictoriaLogs. Queries you would type next, with their answers\n")
-	fmt.Fprintf(out, "   (curl %s/select/logsql/query --data-urlencode 'query=...', or the web UI at %s/select/vmui):\n", vl.URL, vl.URL)
+func writeNextQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Server) error {
+	fmt.Fprintf(out, "\n== Next: the records are in VictoriaLogs, the histograms in VictoriaMetrics. Queries you would type next, with their answers.\n")
+	fmt.Fprintf(out, "\nLogsQL (curl %s/select/logsql/query --data-urlencode 'query=...', or the web UI at %s/select/vmui):\n", vl.URL, vl.URL)
 	for _, q := range logsQueries {
 		rows, err := vl.LogsQL(ctx, q.query)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "\n%s:\n  %s\n", q.question, q.query)
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "  \t%s\t\n", strings.Join(q.columns, "\t"))
-		for _, row := range rows {
-			cells := make([]string, len(q.columns))
-			for i, c := range q.columns {
-				cells[i] = row[c]
-			}
-			fmt.Fprintf(tw, "  \t%s\t\n", strings.Join(cells, "\t"))
+		if err := writeAnswer(out, q, rows); err != nil {
+			return err
 		}
-		if err := tw.Flush(); err != nil {
+	}
+	fmt.Fprintf(out, "\nPromQL (curl %s/api/v1/query --data-urlencode 'query=...', or the web UI at %s/vmui;\n", vm.URL, vm.URL)
+	fmt.Fprintln(out, "increase_pure counts a series' first sample too, which a run this short needs; rate() works on a long-running collector):")
+	now := time.Now()
+	for _, q := range metricsQueries {
+		samples, err := vm.PromQL(ctx, q.query, now)
+		if err != nil {
+			return err
+		}
+		rows := make([]map[string]string, len(samples))
+		for i, s := range samples {
+			rows[i] = map[string]string{"value": strconv.FormatFloat(s.Value, 'f', -1, 64)}
+			for k, v := range s.Labels {
+				rows[i][k] = v
+			}
+		}
+		if err := writeAnswer(out, q, rows); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func writeAnswer(out io.Writer, q nextQuery, rows []map[string]string) error {
+	fmt.Fprintf(out, "\n%s:\n  %s\n", q.question, q.query)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "  \t%s\t\n", strings.Join(q.columns, "\t"))
+	for _, row := range rows {
+		cells := make([]string, len(q.columns))
+		for i, c := range q.columns {
+			cells[i] = row[c]
+		}
+		fmt.Fprintf(tw, "  \t%s\t\n", strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
 }
