@@ -198,6 +198,21 @@ func TestAgentGatewayVictoria(t *testing.T) {
 	// etcd's buckets double (1 ms, 2 ms, 4 ms, ...) and it interpolates inside them:
 	// the two p99s agree to within one of its buckets.
 	assert.InDelta(t, 0, math.Log2(p99[0].Value/etcdP99), 1, "WAL fdatasync p99: receiver %gs, etcd %gs", p99[0].Value, etcdP99)
+
+	// The queries the demo and the README offer a user answer on this data.
+	for _, q := range victoria.LogsQueries {
+		rows, err := vl.LogsQL(ctx, q.Query)
+		require.NoError(t, err)
+		require.NotEmpty(t, rows, "no answer to %q: %s", q.Question, q.Query)
+		for _, c := range q.Columns {
+			assert.NotEmpty(t, rows[0][c], "column %s of %q: %v", c, q.Question, rows[0])
+		}
+	}
+	for _, q := range victoria.MetricsQueries {
+		samples, err := vm.PromQL(ctx, q.Query, now)
+		require.NoError(t, err)
+		require.NotEmpty(t, samples, "no answer to %q: %s", q.Question, q.Query)
+	}
 }
 
 const walFsyncMetric = "etcd_disk_wal_fsync_duration_seconds"
