@@ -68,5 +68,4 @@ demo:
 .PHONY: bench
 ## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~12-17 min)
 bench: etcd
-	@test -x $(COLLECTOR) || $(MAKE) --no-print-directory collector
-	$(GO) run ./cmd/etcdbench -collector $(COLLECTOR) $(BENCH_FLAGS)
+	$(GO) run ./cmd/etcdbench $(BENCH_FLAGS)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
@@ -50,7 +51,7 @@ func freeAddr(t *testing.T) string {
 // in on a free port, logs out to vlURL, metrics out to vmURL.
 func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector, string) {
 	t.Helper()
-	root, err := collector.ModuleRoot()
+	root, err := checkout.Root()
 	require.NoError(t, err)
 	addr := freeAddr(t)
 	dir := t.TempDir()

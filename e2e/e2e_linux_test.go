@@ -18,6 +18,7 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
@@ -36,7 +37,7 @@ func (w testLog) Write(p []byte) (int, error) {
 // _build binary when it is newer than its sources, else a fresh ocb build.
 func collectorBinary(t *testing.T) string {
 	t.Helper()
-	root, err := collector.ModuleRoot()
+	root, err := checkout.Root()
 	require.NoError(t, err)
 	// A cold ocb build takes minutes: stop it in time to report, before go test's own timeout.
 	deadline := time.Now().Add(8 * time.Minute)
@@ -55,15 +56,9 @@ func collectorBinary(t *testing.T) string {
 // startCollector runs bin with the pipeline p until the test ends.
 func startCollector(t *testing.T, bin string, p collector.Pipeline) *collector.Collector {
 	t.Helper()
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "collector.yaml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(p.YAML()), 0o600))
-	col, err := collector.Start(collector.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log")})
+	col, err := collector.Run(context.Background(), bin, p, t.TempDir(), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = col.Stop(10 * time.Second) })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	require.NoError(t, col.WaitReady(ctx), "config:\n%s", p.YAML())
 	return col
 }
 
@@ -224,7 +219,7 @@ func readFile(path string) string {
 func TestExamplesValidateWithTheBuiltCollector(t *testing.T) {
 	bpftest.RequireBPF(t) // not for BPF: the e2e tests, and their collector build, run where BPF does
 	bin := collectorBinary(t)
-	root, err := collector.ModuleRoot()
+	root, err := checkout.Root()
 	require.NoError(t, err)
 	for _, example := range []string{"debug.yaml", "otlp.yaml", "kubernetes/collector.yaml", "kubernetes/gateway.yaml"} {
 		cmd := exec.Command(bin, "validate", "--config", filepath.Join(root, "examples", example))

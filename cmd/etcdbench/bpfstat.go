@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -70,13 +71,7 @@ func bpfStats() (undo func(), err error) {
 	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
 		return nil, fmt.Errorf("enabling BPF run-time stats: %w", err)
 	}
-	done := false
-	undo = func() {
-		if !done {
-			done = true
-			_ = os.WriteFile(path, old, 0o644)
-		}
-	}
+	undo = sync.OnceFunc(func() { _ = os.WriteFile(path, old, 0o644) })
 	onCleanup(undo)
 	return undo, nil
 }

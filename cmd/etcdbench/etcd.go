@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // The five configurations of an etcd round, in the order they alternate.
@@ -62,40 +65,19 @@ func straceArgs(pid int) []string {
 	return []string{"-f", "-e", "trace=" + strings.Join(tracedSyscalls, ","), "-p", strconv.Itoa(pid), "-o", "/dev/null"}
 }
 
-// collectorConfig is the otelcol-etcd configuration of B and C: the receiver
-// into the debug exporter at verbosity basic (one log line per batch, counted
-// as "records exported"; the collector's log sampling is off, or it would keep
-// only the first 10 lines and every 100th after), internal metrics off so that
-// no port is needed.
-//
-// F, histograms, adds a metrics pipeline from the same receiver and keeps log
-// records for calls of 10 ms or more only.
-func collectorConfig(pid, payload int, histograms bool) string {
-	receiver, metrics := "", ""
-	if histograms {
-		receiver = "\n    min_duration: 10ms\n    collection_interval: 10s"
-		metrics = "\n    metrics:\n      receivers: [etcdebpf]\n      exporters: [debug]"
+// collectorPipeline is the otelcol-etcd configuration of B, C and F: the
+// receiver into the debug exporter at verbosity basic (one log line per batch,
+// counted as "records exported"). F, histograms, adds a metrics pipeline from
+// the same receiver and keeps log records for calls of 10 ms or more only.
+func collectorPipeline(pid int, cfg string) collector.Pipeline {
+	p := collector.Pipeline{Comm: comm, PIDs: []int{pid}, Debug: "basic"}
+	switch cfg {
+	case cfgRecvPay64:
+		p.PayloadBytes = 64
+	case cfgMetrics:
+		p.MinDuration, p.CollectionInterval, p.MetricsToDebug = 10*time.Millisecond, 10*time.Second, true
 	}
-	return fmt.Sprintf(`receivers:
-  etcdebpf:
-    comm: %s
-    pids: [%d]
-    payload_bytes: %d%s
-exporters:
-  debug:
-    verbosity: basic
-service:
-  telemetry:
-    logs:
-      sampling:
-        enabled: false
-    metrics:
-      level: none
-  pipelines:
-    logs:
-      receivers: [etcdebpf]
-      exporters: [debug]%s
-`, comm, pid, payload, receiver, metrics)
+	return p
 }
 
 // runSample is one benchmark run under one configuration.
@@ -156,76 +138,63 @@ func (e *etcdEnv) benchmarkPut(srv *etcdtest.Server, total int) (string, error) 
 		"put", "--key-size=8", "--val-size=256", fmt.Sprintf("--total=%d", total))
 }
 
-// startEtcd starts a fresh etcd (new data dir) and registers it for cleanup.
+// startEtcd starts a fresh etcd (new data dir).
 func (e *etcdEnv) startEtcd(dir string) (*etcdtest.Server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	srv, err := etcdtest.Start(e.etcdBin, dir)
-	if err != nil {
-		return nil, err
-	}
-	track(srv.Cmd, "etcd")
-	return srv, nil
+	return etcdtest.Start(e.etcdBin, dir)
 }
 
 func (e *etcdEnv) stopEtcd(srv *etcdtest.Server, dir string) {
-	procsMu.Lock()
-	delete(procs, srv.Cmd)
-	procsMu.Unlock()
 	srv.Stop()
 	_ = os.RemoveAll(dir)
 }
 
 // tracerProc is a running tracer of a round (collector, bpftrace or strace).
 type tracerProc struct {
-	pid  int
-	stop func() string // stops it and returns its log
+	*subprocess.Process
 }
 
+// stop stops the tracer and returns its log.
+func (t tracerProc) stop() string {
+	_ = t.Stop(10 * time.Second)
+	return t.Log()
+}
+
+// startTracer starts cfg's tracer of etcdPID, or returns nil for the baseline.
 func (e *etcdEnv) startTracer(cfg string, etcdPID int, dir string) (*tracerProc, error) {
-	logPath := filepath.Join(dir, "tracer.log")
-	var (
-		name    string
-		args    []string
-		ready   string
-		timeout = 30 * time.Second
-		sig     = syscall.SIGTERM
-	)
-	switch cfg {
-	case cfgBaseline:
+	if cfg == cfgBaseline {
 		return nil, nil
-	case cfgRecv, cfgRecvPay64, cfgMetrics:
-		payload := 0
-		if cfg == cfgRecvPay64 {
-			payload = 64
-		}
-		conf := filepath.Join(dir, "collector.yaml")
-		if err := os.WriteFile(conf, []byte(collectorConfig(etcdPID, payload, cfg == cfgMetrics)), 0o644); err != nil {
+	}
+	if isCollector(cfg) {
+		col, err := collector.Run(context.Background(), e.collector, collectorPipeline(etcdPID, cfg), dir, nil)
+		if err != nil {
 			return nil, err
 		}
-		name, args, ready = e.collector, []string{"--config", conf}, "Everything is ready"
-	case cfgBpftrace:
-		name, args, ready, sig = "bpftrace", []string{"-e", bpftraceScript()}, "Attaching", syscall.SIGINT
-	case cfgStrace:
-		name, args, ready, sig = "strace", straceArgs(etcdPID), "attached", syscall.SIGINT
+		return &tracerProc{col.Process}, nil
 	}
-	cmd, err := startProc(logPath, name, args...)
+	o := subprocess.Options{LogPath: filepath.Join(dir, "tracer.log"), StopSignal: syscall.SIGINT}
+	switch cfg {
+	case cfgBpftrace:
+		o.Path, o.Args, o.Ready = "bpftrace", []string{"-e", bpftraceScript()}, "Attaching"
+	case cfgStrace:
+		o.Path, o.Args, o.Ready = "strace", straceArgs(etcdPID), "attached"
+	}
+	p, err := subprocess.Start(o)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitForLog(cmd, logPath, ready, timeout); err != nil {
-		stopProc(cmd, syscall.SIGKILL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx); err != nil {
+		_ = p.Stop(time.Second)
 		return nil, err
 	}
 	if cfg == cfgBpftrace {
 		time.Sleep(500 * time.Millisecond) // "Attaching" is printed before the attach completes
 	}
-	return &tracerProc{pid: cmd.Process.Pid, stop: func() string {
-		stopProc(cmd, sig)
-		b, _ := os.ReadFile(logPath)
-		return string(b)
-	}}, nil
+	return &tracerProc{p}, nil
 }
 
 // oneRun runs one benchmark under cfg on a fresh etcd.
@@ -243,20 +212,17 @@ func (e *etcdEnv) oneRun(round int, cfg string, total int) (runSample, error) {
 	if err != nil {
 		return s, err
 	}
-	var trLog string
-	defer func() {
-		if tr != nil && trLog == "" {
-			tr.stop()
-		}
-	}()
+	if tr != nil {
+		defer tr.stop()
+	}
 	time.Sleep(500 * time.Millisecond) // let etcd and the tracer settle
 	if tr != nil {
-		s.TracerIdleKB = statusKB(tr.pid, "VmRSS")
+		s.TracerIdleKB = statusKB(tr.PID(), "VmRSS")
 	}
 	etcd0, _ := cpuSeconds(srv.PID())
 	var tr0 float64
 	if tr != nil {
-		tr0, _ = cpuSeconds(tr.pid)
+		tr0, _ = cpuSeconds(tr.PID())
 	}
 	out, err := e.benchmarkPut(srv, total)
 	if err != nil {
@@ -267,16 +233,16 @@ func (e *etcdEnv) oneRun(round int, cfg string, total int) (runSample, error) {
 	if tr != nil {
 		// Let the receiver drain what the last puts queued before reading its CPU.
 		time.Sleep(300 * time.Millisecond)
-		tr1, _ := cpuSeconds(tr.pid)
+		tr1, _ := cpuSeconds(tr.PID())
 		s.TracerCPU = tr1 - tr0
-		s.TracerHWMKB = statusKB(tr.pid, "VmHWM")
+		s.TracerHWMKB = statusKB(tr.PID(), "VmHWM")
 		if isCollector(cfg) {
-			s.RingbufFull, s.InflightFull, err = kernelDrops(tr.pid)
+			s.RingbufFull, s.InflightFull, err = kernelDrops(tr.PID())
 			if err != nil {
 				logf("  reading drop counters: %v", err)
 			}
 		}
-		trLog = tr.stop()
+		trLog := tr.stop()
 		for _, m := range debugRe.FindAllStringSubmatch(trLog, -1) {
 			n, _ := strconv.ParseInt(m[1], 10, 64)
 			s.Exported += n
@@ -335,7 +301,7 @@ func (e *etcdEnv) bpfStatsUnderEtcd(cfg string, total int) ([]progDelta, map[str
 		return nil, nil, runSample{}, err
 	}
 	defer undo()
-	before, err := ownedPrograms(tr.pid)
+	before, err := ownedPrograms(tr.PID())
 	if err != nil {
 		return nil, nil, runSample{}, err
 	}
@@ -343,11 +309,11 @@ func (e *etcdEnv) bpfStatsUnderEtcd(cfg string, total int) ([]progDelta, map[str
 	if err != nil {
 		return nil, nil, runSample{}, err
 	}
-	after, err := ownedPrograms(tr.pid)
+	after, err := ownedPrograms(tr.PID())
 	if err != nil {
 		return nil, nil, runSample{}, err
 	}
-	maps, err := ownedMaps(tr.pid)
+	maps, err := ownedMaps(tr.PID())
 	if err != nil {
 		return nil, nil, runSample{}, err
 	}

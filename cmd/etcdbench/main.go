@@ -3,7 +3,7 @@
 // Command etcdbench measures what tracing costs etcd, side by side with bpftrace
 // and strace, and how fast the etcdebpf receiver can go. It must run as root from
 // the module root. It builds what it needs (the collector with `make collector`,
-// etcd with scripts/install-etcd.sh, its write loop with cc), alternates the
+// etcd with scripts/install-etcd.sh, its write loop with go build), alternates the
 // configurations A B C D E F A B C ... (-configs), and writes a Markdown report.
 //
 //	go run ./cmd/etcdbench -rounds 10 -duration 5s -out bench/results/latest.md
@@ -13,6 +13,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -25,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
@@ -57,7 +61,7 @@ func main() {
 	flag.StringVar(&o.phases, "phases", "micro,loop,ceiling,bpfstats,etcd", "comma-separated phases to run")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
-	flag.StringVar(&o.collector, "collector", "_build/otelcol-etcd/otelcol-etcd", "otelcol-etcd binary (built with `make collector` if missing)")
+	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
 	flag.StringVar(&o.etcdBin, "etcd-bin", "", "directory holding etcd and benchmark (default: scripts/install-etcd.sh)")
 	flag.IntVar(&o.loopRuns, "loop-runs", 5, "runs per tight-loop variant")
 	flag.IntVar(&o.loopCalls, "loop-calls", 1_000_000, "write(2) calls per tight-loop run")
@@ -125,7 +129,7 @@ func runAll(o options) error {
 	}
 	logf("work directory %s", work)
 
-	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " "), version: codeVersion(o.collector)}
+	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " "), version: codeVersion(cmp.Or(o.collector, collector.BinaryRel))}
 
 	// The write loop, twice: as "etcd" (matched by comm) and as "writeloop" (not).
 	loop := &loopEnv{work: work}
@@ -236,24 +240,14 @@ func parseRates(s string) ([]float64, error) {
 
 // prepareEtcd finds or builds etcd, its benchmark tool and the collector.
 func prepareEtcd(o options, work string) (*etcdEnv, error) {
-	env := &etcdEnv{work: work, collector: o.collector}
-	dir := o.etcdBin
-	if dir == "" {
-		logf("etcd: scripts/install-etcd.sh (builds etcd 3.6 once, then cached)")
-		cmd := exec.Command("scripts/install-etcd.sh")
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("scripts/install-etcd.sh: %w", err)
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		dir = lines[len(lines)-1]
+	env := &etcdEnv{work: work}
+	etcdBin, err := etcdtest.Find(context.Background(), o.etcdBin, os.Stderr)
+	if err != nil {
+		return nil, err
 	}
-	env.etcdBin, env.benchBin = filepath.Join(dir, "etcd"), filepath.Join(dir, "benchmark")
-	for _, p := range []string{env.etcdBin, env.benchBin} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
+	env.etcdBin, env.benchBin = etcdBin, filepath.Join(filepath.Dir(etcdBin), "benchmark")
+	if _, err := os.Stat(env.benchBin); err != nil {
+		return nil, fmt.Errorf("etcd's benchmark tool beside etcd: %w (scripts/install-etcd.sh builds both)", err)
 	}
 	if comm != "etcd" { // the process name is the binary's file name
 		renamed := filepath.Join(work, "bin", comm)
@@ -263,21 +257,15 @@ func prepareEtcd(o options, work string) (*etcdEnv, error) {
 		}
 		env.etcdBin = renamed
 	}
-	if _, err := os.Stat(env.collector); err != nil {
-		logf("collector: %s missing, running make collector", env.collector)
-		_ = os.MkdirAll(filepath.Dir(filepath.Dir(env.collector)), 0o755) // ocb does not create _build
-		cmd := exec.Command("make", "collector")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("make collector: %w", err)
-		}
-	}
-	// A private copy: a rebuild of _build/ during the run must not change the binary under test.
-	private := filepath.Join(work, "otelcol-etcd")
-	if _, err := run("cp", env.collector, private); err != nil {
+	bin, err := collector.Binary(context.Background(), o.collector, os.Stderr)
+	if err != nil {
 		return nil, err
 	}
-	env.collector = private
+	// A private copy: a rebuild of _build/ during the run must not change the binary under test.
+	env.collector = filepath.Join(work, "otelcol-etcd")
+	if _, err := run("cp", bin, env.collector); err != nil {
+		return nil, err
+	}
 	for _, tool := range []string{"bpftrace", "strace"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s is not installed (apt-get install -y %s)", tool, tool)

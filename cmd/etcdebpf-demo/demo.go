@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -52,26 +51,18 @@ func Run(ctx context.Context, o Options) (err error) {
 	step := stepper(out, 7)
 
 	// 1. The collector.
-	bin := o.Collector
-	if bin == "" {
-		root, err := collector.ModuleRoot()
-		if err != nil {
-			return fmt.Errorf("%w, or give a built collector with -collector", err)
-		}
-		if bin, err = collector.Ensure(ctx, root, indent(out)); err != nil {
-			return err
-		}
-	} else if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("-collector %s: %w; build it with `make collector`", bin, err)
+	bin, err := collector.Binary(ctx, o.Collector, indent(out))
+	if err != nil {
+		return err
 	}
 	step("collector: %s", bin)
 
 	// 2. etcd.
-	etcdBin, err := findEtcd(ctx, o.EtcdBin, out)
+	etcdBin, err := etcdtest.Find(ctx, o.EtcdBin, indent(out))
 	if err != nil {
 		return err
 	}
-	step("etcd: %s (%s)", etcdBin, etcdVersion(etcdBin))
+	step("etcd: %s (%s)", etcdBin, etcdtest.Version(etcdBin))
 
 	dir, err := os.MkdirTemp("", "etcdebpf-demo-")
 	if err != nil {
@@ -147,42 +138,25 @@ func Run(ctx context.Context, o Options) (err error) {
 		Debug:              "basic",
 		FlushInterval:      100 * time.Millisecond,
 	}
-	cfgPath := filepath.Join(dir, "collector.yaml")
-	if err := os.WriteFile(cfgPath, []byte(pipeline.YAML()), 0o600); err != nil {
-		return err
-	}
 	var echo io.Writer
 	if o.Verbose {
 		echo = out
 	}
-	col, err := collector.Start(collector.Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log"), Echo: echo})
+	col, err := collector.Run(ctx, bin, pipeline, dir, echo)
 	if err != nil {
 		return err
 	}
-	collectorStopped := false
-	stopCollector := func() error {
-		if collectorStopped {
-			return nil
-		}
-		collectorStopped = true
-		err := col.Stop(15 * time.Second)
+	defer func() {
+		_ = col.Stop(15 * time.Second)
 		stopped = append(stopped, "collector")
-		return err
-	}
-	defer func() { _ = stopCollector() }()
-	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = col.WaitReady(readyCtx)
-	cancel()
-	if err != nil {
-		return err
-	}
+	}()
 	// What the collector's receiver loaded, to check that nothing outlives it.
 	objs, err := bpfobjects.HeldBy(col.PID())
 	if err != nil {
 		return err
 	}
 	step("collector started: pid %d, receiver etcdebpf (pids: [%d]); logs -> debug + otlp_grpc %s + otlp_http %s, metrics -> otlp_http %s; config %s, log %s",
-		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, vm.URL, cfgPath, col.LogPath)
+		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, vm.URL, col.ConfigPath, col.LogPath)
 
 	// 7. The workload, between two reads of etcd's metrics.
 	time.Sleep(300 * time.Millisecond) // let start-up writes settle
@@ -206,7 +180,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	time.Sleep(300 * time.Millisecond) // the syscalls of the last puts reach the ring buffer
 	fmt.Fprintln(out, "stopping the collector (SIGTERM: the receiver detaches and flushes, the exporters drain)...")
-	if err := stopCollector(); err != nil {
+	if err := col.Stop(15 * time.Second); err != nil {
 		return fmt.Errorf("the collector did not stop cleanly: %w; its last lines:\n%s", err, col.Tail())
 	}
 	if n := pr.takeSkipped(); n > 0 {
@@ -349,53 +323,6 @@ func effectiveCaps() (uint64, error) {
 		}
 	}
 	return 0, errors.New("no CapEff in /proc/self/status")
-}
-
-// findEtcd resolves -etcd-bin, or finds etcd where the install script puts it,
-// or runs the install script.
-func findEtcd(ctx context.Context, flag string, out io.Writer) (string, error) {
-	if flag != "" {
-		p := flag
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			p = filepath.Join(p, "etcd")
-		}
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("-etcd-bin %s: %w; give the etcd server binary or its directory, or leave -etcd-bin out to install etcd", flag, err)
-		}
-		if filepath.Base(p) != "etcd" {
-			return "", fmt.Errorf("-etcd-bin %s: the binary must be named etcd (the collector's receiver matches that process name)", flag)
-		}
-		return p, nil
-	}
-	if p, err := etcdtest.Binary(); err == nil {
-		return p, nil
-	}
-	root, err := collector.ModuleRoot()
-	if err != nil {
-		return "", fmt.Errorf("no etcd found and cannot run scripts/install-etcd.sh (%w): give one with -etcd-bin", err)
-	}
-	fmt.Fprintln(out, "[2/7] etcd: not installed; building it from the Go module proxy with scripts/install-etcd.sh (a few minutes, once)")
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "install-etcd.sh"))
-	cmd.Dir = root
-	cmd.Stderr = indent(out)
-	stdout, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("scripts/install-etcd.sh failed: %w (its output is above)", err)
-	}
-	lines := strings.Fields(strings.TrimSpace(string(stdout)))
-	if len(lines) == 0 {
-		return "", errors.New("scripts/install-etcd.sh printed no bin directory")
-	}
-	return filepath.Join(lines[len(lines)-1], "etcd"), nil
-}
-
-func etcdVersion(bin string) string {
-	out, err := exec.Command(bin, "--version").Output()
-	if err != nil {
-		return "version unknown"
-	}
-	first, _, _ := strings.Cut(string(out), "\n")
-	return strings.TrimSpace(first)
 }
 
 var debugRecordsRe = regexp.MustCompile(`"log records": (\d+)`)

@@ -3,7 +3,6 @@
 package collector
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -15,43 +14,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// ModulePath is the receiver's Go module, the root of this repository.
-const ModulePath = "github.com/etcdebpf/etcdebpfreceiver"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
+)
 
 // BinaryRel is where `make collector` puts the collector, relative to the module root.
 const BinaryRel = "_build/otelcol-etcd/otelcol-etcd"
-
-// ModuleRoot finds the checkout: the directory holding this module's go.mod,
-// from the working directory upwards.
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && modulePathOf(data) == ModulePath {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("not inside a checkout of %s (no go.mod declaring it above the working directory): run from the repository", ModulePath)
-		}
-		dir = parent
-	}
-}
-
-func modulePathOf(gomod []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(gomod))
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
-			return strings.Trim(strings.TrimSpace(rest), `"`)
-		}
-	}
-	return ""
-}
 
 // Inputs lists the files the collector binary is built from in this checkout:
 // the Go and embedded files of every package of the module that the receiver
@@ -61,8 +29,8 @@ func Inputs(ctx context.Context, root string) ([]string, error) {
 	for i, f := range files {
 		files[i] = filepath.Join(root, f)
 	}
-	cmd := exec.CommandContext(ctx, goTool(), "list", "-deps",
-		"-f", `{{if .Module}}{{if eq .Module.Path "`+ModulePath+`"}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}
+	cmd := exec.CommandContext(ctx, checkout.GoTool(), "list", "-deps",
+		"-f", `{{if .Module}}{{if eq .Module.Path "`+checkout.ModulePath+`"}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}
 {{end}}{{range .EmbedFiles}}{{$d}}/{{.}}
 {{end}}{{end}}{{end}}`, ".")
 	cmd.Dir = root
@@ -151,7 +119,7 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "collector")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(goTool())+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(checkout.GoTool())+string(os.PathListSeparator)+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = progress, progress
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -179,11 +147,18 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 	}
 }
 
-// goTool is the go command: from PATH, else where the Go installer puts it
-// (sudo's secure_path often leaves /usr/local/go/bin out).
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
+// Binary is the collector to run: bin when given (it must exist), else the one
+// built from the checkout, rebuilt first when stale (Ensure).
+func Binary(ctx context.Context, bin string, progress io.Writer) (string, error) {
+	if bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("collector %s: %w; build it with `make collector`", bin, err)
+		}
+		return bin, nil
 	}
-	return "/usr/local/go/bin/go"
+	root, err := checkout.Root()
+	if err != nil {
+		return "", fmt.Errorf("%w, or give a built collector", err)
+	}
+	return Ensure(ctx, root, progress)
 }

@@ -3,17 +3,15 @@
 package collector
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // Pipeline describes a collector configuration: the etcdebpf receiver tracing
@@ -27,11 +25,14 @@ type Pipeline struct {
 	OTLPHTTPLogs  string        // URL of an OTLP/HTTP logs endpoint (the otlp_http exporter's logs_endpoint); "" for none
 	Debug         string        // the debug exporter's verbosity (basic, normal, detailed); "" for none
 	FlushInterval time.Duration // the receiver's flush_interval; 0 for the default
+	PayloadBytes  int           // the receiver's payload_bytes
+	MinDuration   time.Duration // the receiver's min_duration: log records only for calls this long; 0 for all
 
 	// CollectionInterval, when positive, adds a metrics pipeline with the
 	// receiver's histograms, sent this often.
 	CollectionInterval time.Duration
 	MetricsOverGRPC    bool   // the metrics pipeline exports to OTLPEndpoint too
+	MetricsToDebug     bool   // and to the debug exporter
 	OTLPHTTPMetrics    string // URL of an OTLP/HTTP metrics endpoint (metrics_endpoint); "" for none
 }
 
@@ -54,6 +55,12 @@ func (p Pipeline) YAML() string {
 	if p.FlushInterval > 0 {
 		fmt.Fprintf(&b, "    flush_interval: %s\n", p.FlushInterval)
 	}
+	if p.PayloadBytes > 0 {
+		fmt.Fprintf(&b, "    payload_bytes: %d\n", p.PayloadBytes)
+	}
+	if p.MinDuration > 0 {
+		fmt.Fprintf(&b, "    min_duration: %s\n", p.MinDuration)
+	}
 	if p.CollectionInterval > 0 {
 		fmt.Fprintf(&b, "    collection_interval: %s\n", p.CollectionInterval)
 	}
@@ -63,6 +70,9 @@ func (p Pipeline) YAML() string {
 		// Its own logger: the collector's samples repeated messages away.
 		fmt.Fprintf(&b, "  debug:\n    verbosity: %s\n    use_internal_logger: false\n", p.Debug)
 		logs = append(logs, "debug")
+		if p.MetricsToDebug {
+			metrics = append(metrics, "debug")
+		}
 	}
 	if p.OTLPEndpoint != "" {
 		fmt.Fprintf(&b, "  otlp_grpc:\n    endpoint: %q\n    tls:\n      insecure: true\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPEndpoint)
@@ -92,20 +102,10 @@ func (p Pipeline) YAML() string {
 	return b.String()
 }
 
-// readyLine is what the collector logs once every component has started.
-const readyLine = "Everything is ready"
-
 // Collector is a running collector subprocess in its own process group.
 type Collector struct {
-	cmd     *exec.Cmd
-	LogPath string
-
-	ready    chan struct{}
-	exited   chan struct{}
-	waitErr  error
-	mu       sync.Mutex
-	tail     []string // last lines of its output
-	stopOnce sync.Once
+	*subprocess.Process
+	ConfigPath string
 }
 
 // Options of Start.
@@ -118,105 +118,43 @@ type Options struct {
 	Args       []string  // more command-line arguments, such as a second --config merged over the first
 }
 
-// Start starts the collector. It is killed if this process dies (Pdeathsig),
-// and Stop ends it and anything it started (its process group).
+// Start starts the collector. It gets SIGTERM if this process dies, and Stop
+// ends it and anything it started (its process group): SIGTERM makes the
+// receiver detach its BPF programs and flush, and the exporters drain.
+// WaitReady waits for the log line that says every component has started.
 func Start(opts Options) (*Collector, error) {
-	logFile, err := os.Create(opts.LogPath)
-	if err != nil {
-		return nil, err
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	cmd := exec.Command(opts.Binary, append([]string{"--config", opts.ConfigPath}, opts.Args...)...)
-	cmd.Env = append(os.Environ(), opts.Env...)
-	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		pr.Close()
-		pw.Close()
-		return nil, fmt.Errorf("starting the collector %s: %w", opts.Binary, err)
-	}
-	pw.Close()
-	c := &Collector{cmd: cmd, LogPath: opts.LogPath, ready: make(chan struct{}), exited: make(chan struct{})}
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		defer logFile.Close()
-		defer pr.Close()
-		var readyOnce sync.Once
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logFile, line)
-			if opts.Echo != nil {
-				fmt.Fprintln(opts.Echo, "collector | "+line)
-			}
-			c.mu.Lock()
-			c.tail = append(c.tail, line)
-			if len(c.tail) > 20 {
-				c.tail = c.tail[len(c.tail)-20:]
-			}
-			c.mu.Unlock()
-			if strings.Contains(line, readyLine) {
-				readyOnce.Do(func() { close(c.ready) })
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		err := cmd.Wait()
-		<-copied
-		c.waitErr = err
-		close(c.exited)
-	}()
-	return c, nil
-}
-
-// PID is the collector's process id.
-func (c *Collector) PID() int { return c.cmd.Process.Pid }
-
-// Exited is closed when the collector has exited.
-func (c *Collector) Exited() <-chan struct{} { return c.exited }
-
-// Tail is the last lines the collector wrote.
-func (c *Collector) Tail() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return strings.Join(c.tail, "\n")
-}
-
-// WaitReady waits until the collector reports that its pipelines run.
-func (c *Collector) WaitReady(ctx context.Context) error {
-	select {
-	case <-c.ready:
-		return nil
-	case <-c.exited:
-		return fmt.Errorf("the collector exited during start-up (%v); its last lines:\n%s", c.waitErr, c.Tail())
-	case <-ctx.Done():
-		return fmt.Errorf("the collector did not become ready (%w); its last lines:\n%s", ctx.Err(), c.Tail())
-	}
-}
-
-// Stop asks the collector to shut down (SIGTERM: the receiver detaches its BPF
-// programs and flushes, the exporters drain) and waits at most timeout before
-// killing its process group. It returns the collector's exit error, if any.
-func (c *Collector) Stop(timeout time.Duration) error {
-	c.stopOnce.Do(func() {
-		pgid := c.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-c.exited:
-		case <-time.After(timeout):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-c.exited
-			c.waitErr = errors.Join(c.waitErr, fmt.Errorf("the collector did not stop within %v of SIGTERM and was killed", timeout))
-		}
+	p, err := subprocess.Start(subprocess.Options{
+		Name:       "the collector",
+		Path:       opts.Binary,
+		Args:       append([]string{"--config", opts.ConfigPath}, opts.Args...),
+		Env:        opts.Env,
+		LogPath:    opts.LogPath,
+		Echo:       opts.Echo,
+		EchoPrefix: "collector | ",
+		Ready:      "Everything is ready",
 	})
-	<-c.exited
-	return c.waitErr
+	if err != nil {
+		return nil, err
+	}
+	return &Collector{Process: p, ConfigPath: opts.ConfigPath}, nil
+}
+
+// Run writes p's configuration into dir, starts bin with it and waits until it
+// is ready; the collector's log goes to dir too. On error nothing is left running.
+func Run(ctx context.Context, bin string, p Pipeline, dir string, echo io.Writer) (*Collector, error) {
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfgPath, []byte(p.YAML()), 0o600); err != nil {
+		return nil, err
+	}
+	col, err := Start(Options{Binary: bin, ConfigPath: cfgPath, LogPath: filepath.Join(dir, "collector.log"), Echo: echo})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := col.WaitReady(ctx); err != nil {
+		_ = col.Stop(10 * time.Second)
+		return nil, fmt.Errorf("%w; config %s:\n%s", err, cfgPath, p.YAML())
+	}
+	return col, nil
 }

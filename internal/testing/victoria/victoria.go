@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 )
 
 // Product is a backend that `go install` builds from the module proxy.
@@ -103,7 +105,7 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 	defer os.RemoveAll(work)
 	fmt.Fprintf(progress, "==> building %s %s from the Go module proxy into %s (%s, once)\n", p.Name, p.Version, installDir, p.BuildTime)
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, goTool(), "install", "-trimpath", p.Package+"@"+p.Version)
+	cmd := exec.CommandContext(ctx, checkout.GoTool(), "install", "-trimpath", p.Package+"@"+p.Version)
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(work, "bin"), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false", "GOWORK=off")
 	cmd.Stdout, cmd.Stderr = progress, progress
@@ -143,12 +145,4 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 func isExecutable(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
-
-// goTool is the go command: from PATH, else where the Go installer puts it.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "/usr/local/go/bin/go"
 }
