@@ -3,6 +3,7 @@ package examples
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -141,6 +142,9 @@ type (
 			Template struct {
 				Spec podSpec `yaml:"spec"`
 			} `yaml:"template"`
+			Ports []struct {
+				Port int `yaml:"port"`
+			} `yaml:"ports"`
 		} `yaml:"spec"`
 	}
 	metadata struct {
@@ -180,19 +184,7 @@ type (
 )
 
 func TestKubernetesDaemonSet(t *testing.T) {
-	data, err := os.ReadFile("kubernetes/daemonset.yaml")
-	require.NoError(t, err)
-	objs := map[string]object{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var o object
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			break
-		} else {
-			require.NoError(t, err)
-		}
-		objs[o.Kind] = o
-	}
+	objs := kubernetesObjects(t, "kubernetes/daemonset.yaml")
 	cm, ok := objs["ConfigMap"]
 	require.True(t, ok, "a ConfigMap holds the collector config")
 	ds, ok := objs["DaemonSet"]
@@ -295,4 +287,57 @@ func mustParseID(t *testing.T, s string) component.ID {
 	var id component.ID
 	require.NoError(t, id.UnmarshalText([]byte(s)))
 	return id
+}
+
+// kubernetesObjects decodes the manifests in path, by kind.
+func kubernetesObjects(t *testing.T, path string) map[string]object {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	objs := map[string]object{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var o object
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			break
+		} else {
+			require.NoError(t, err, path)
+		}
+		objs[o.Kind] = o
+	}
+	return objs
+}
+
+// The gateway's manifests: its config verbatim, unprivileged, and a Service where
+// the DaemonSet's agents send (their OTLP_ENDPOINT).
+func TestKubernetesGatewayDeployment(t *testing.T) {
+	objs := kubernetesObjects(t, "kubernetes/gateway-deployment.yaml")
+	cm, dep, svc := objs["ConfigMap"], objs["Deployment"], objs["Service"]
+	want, err := os.ReadFile("kubernetes/gateway.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, string(want), cm.Data["gateway.yaml"], "the ConfigMap is kubernetes/gateway.yaml verbatim")
+
+	pod := dep.Spec.Template.Spec
+	require.Len(t, pod.Containers, 1)
+	c := pod.Containers[0]
+	assert.False(t, c.SecurityContext.Privileged, "a gateway only relays OTLP")
+	assert.False(t, pod.HostPID)
+	require.Len(t, pod.Volumes, 1)
+	require.NotNil(t, pod.Volumes[0].ConfigMap)
+	assert.Equal(t, cm.Metadata.Name, pod.Volumes[0].ConfigMap.Name)
+	require.Len(t, c.VolumeMounts, 1)
+	assert.Contains(t, c.Args, "--config="+filepath.Join(c.VolumeMounts[0].MountPath, "gateway.yaml"))
+
+	var agentEndpoint string
+	for _, e := range kubernetesObjects(t, "kubernetes/daemonset.yaml")["DaemonSet"].Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "OTLP_ENDPOINT" {
+			agentEndpoint = e.Value
+		}
+	}
+	require.Len(t, svc.Spec.Ports, 1)
+	assert.Equal(t, fmt.Sprintf("%s.%s.svc:%d", svc.Metadata.Name, svc.Metadata.Namespace, svc.Spec.Ports[0].Port), agentEndpoint,
+		"the agents send to this Service")
+	for _, o := range []object{cm, dep, svc} {
+		assert.Equal(t, svc.Metadata.Namespace, o.Metadata.Namespace)
+	}
 }
