@@ -12,14 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // Server is a running backend on loopback.
@@ -28,10 +26,7 @@ type Server struct {
 	URL     string // http://127.0.0.1:<port>
 	LogPath string // its stdout and stderr
 
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	waitErr  error
-	stopOnce sync.Once
+	proc *subprocess.Process
 }
 
 // Start runs the backend at bin with its data and log in dataDir, on a free
@@ -42,30 +37,21 @@ func Start(ctx context.Context, p Product, bin, dataDir string) (*Server, error)
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	logPath := filepath.Join(dataDir, p.Name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
 	args := []string{
 		"-httpListenAddr=" + addr,
 		"-storageDataPath=" + filepath.Join(dataDir, "data"),
 		"-loggerLevel=WARN",
 	}
-	args = append(args, p.Args...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group, killed with this process: a test that dies leaves no backend behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	proc, err := subprocess.Start(subprocess.Options{
+		Name:    p.Name,
+		Path:    bin,
+		Args:    append(args, p.Args...),
+		LogPath: filepath.Join(dataDir, p.Name+".log"),
+	})
+	if err != nil {
+		return nil, err
 	}
-	s := &Server{Product: p, URL: "http://" + addr, LogPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		s.waitErr = cmd.Wait()
-		close(s.exited)
-	}()
+	s := &Server{Product: p, URL: "http://" + addr, LogPath: proc.LogPath, proc: proc}
 	if err := s.waitReady(ctx, 30*time.Second); err != nil {
 		s.Stop()
 		return nil, err
@@ -82,30 +68,20 @@ func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
 			return nil
 		}
 		select {
-		case <-s.exited:
-			return fmt.Errorf("%s exited during start-up (%v); its log:\n%s", s.Product.Name, s.waitErr, tail(s.LogPath))
+		case <-s.proc.Exited():
+			return fmt.Errorf("%s exited during start-up; its last lines:\n%s", s.Product.Name, s.proc.Tail())
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not answer %s/health within %s (%w); its log:\n%s", s.Product.Name, s.URL, within, err, tail(s.LogPath))
+			return fmt.Errorf("%s did not answer %s/health within %s (%w); its last lines:\n%s", s.Product.Name, s.URL, within, err, s.proc.Tail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
 // PID is the backend's process id.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+func (s *Server) PID() int { return s.proc.PID() }
 
 // Stop ends the backend: SIGTERM, then SIGKILL after 10 s.
-func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-			<-s.exited
-		}
-	})
-}
+func (s *Server) Stop() { _ = s.proc.Stop(10 * time.Second) }
 
 // Flush makes everything ingested so far searchable at once, instead of after
 // the backend's own flush interval (about a second).
@@ -226,16 +202,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tail is the end of the file at path, for error messages.
-func tail(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(data) > 2048 {
-		data = data[len(data)-2048:]
-	}
-	return string(data)
 }
