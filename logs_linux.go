@@ -3,6 +3,7 @@
 package etcdebpfreceiver
 
 import (
+	"strconv"
 	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -14,13 +15,16 @@ import (
 
 // Attribute keys: part of the receiver's contract, documented in the README.
 const (
-	attrType       = "etcd.syscall.type"
-	attrRaw        = "etcd.syscall.raw"
+	// On the Resource: one ResourceLogs per traced process (and thread name).
 	attrPID        = "process.pid"
-	attrTID        = "thread.id"
 	attrThreadName = "thread.name"
 
-	attrName       = "etcd.syscall.name"
+	// On every record.
+	attrType = "etcd.syscall.type"
+	attrRaw  = "etcd.syscall.raw"
+	attrTID  = "thread.id"
+
+	// On every record when decode is on. The syscall's name is the record's body.
 	attrFD         = "etcd.syscall.fd"
 	attrFDKind     = "etcd.syscall.fd_kind"
 	attrFileName   = "file.name"
@@ -32,20 +36,39 @@ const (
 	attrPayload    = "etcd.syscall.payload"
 )
 
-// logBuilder turns raw ring-buffer records into log records of one plog.Logs.
+// arenaChunk is the size of the blocks that hold the batch's byte attributes:
+// one allocation for a hundred records instead of one each, and no pointers for
+// the garbage collector to scan. Below 32 KiB, so that it stays a small object.
+const arenaChunk = 16 << 10
+
+// logBuilder turns raw ring-buffer records into log records of one plog.Logs,
+// grouped into one ResourceLogs per process.
 type logBuilder struct {
 	decode  bool
 	scope   pcommon.InstrumentationScope
 	strings stringCache
+	inodes  inodeCache
 	// bootOffset converts the kernel's CLOCK_MONOTONIC to wall-clock time.
 	bootOffset int64
 
-	logs    plog.Logs
-	records plog.LogRecordSlice
+	logs      plog.Logs
+	capacity  int // records the batch is sized for
+	n         int // records in the batch
+	processes map[processKey]plog.LogRecordSlice
+	last      processKey // the process of the previous record, and its records
+	lastRecs  plog.LogRecordSlice
+	arena     []byte // backs the byte attributes of the batch's records
+}
+
+// processKey is what identifies a Resource: the process and the task's name.
+// Threads of a process share its name unless one renames itself.
+type processKey struct {
+	pid  uint32
+	comm [16]int8
 }
 
 func newLogBuilder(decode bool, scopeName, version string, capacity int) *logBuilder {
-	b := &logBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}}
+	b := &logBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}}
 	b.scope.SetName(scopeName)
 	b.scope.SetVersion(version)
 	b.reset(capacity)
@@ -55,14 +78,14 @@ func newLogBuilder(decode bool, scopeName, version string, capacity int) *logBui
 // reset starts a new batch; the previous plog.Logs now belongs to the consumer.
 func (b *logBuilder) reset(capacity int) {
 	b.logs = plog.NewLogs()
-	sl := b.logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty()
-	b.scope.CopyTo(sl.Scope())
-	b.records = sl.LogRecords()
-	b.records.EnsureCapacity(capacity)
+	b.capacity, b.n = capacity, 0
+	b.processes = map[processKey]plog.LogRecordSlice{}
+	b.last, b.lastRecs = processKey{}, plog.LogRecordSlice{}
+	b.arena = nil
 	b.bootOffset = bootOffset()
 }
 
-func (b *logBuilder) len() int { return b.records.Len() }
+func (b *logBuilder) len() int { return b.n }
 
 // take returns the batch built so far and starts a new one.
 func (b *logBuilder) take(capacity int) plog.Logs {
@@ -71,49 +94,96 @@ func (b *logBuilder) take(capacity int) plog.Logs {
 	return logs
 }
 
+// recordsOf returns the log records of ev's process, adding its ResourceLogs on
+// the process's first record in the batch.
+func (b *logBuilder) recordsOf(ev *bpf.MonitorEvent) plog.LogRecordSlice {
+	key := processKey{pid: ev.Pid, comm: ev.Comm}
+	if key == b.last && b.n > 0 {
+		return b.lastRecs
+	}
+	recs, ok := b.processes[key]
+	if !ok {
+		rl := b.logs.ResourceLogs().AppendEmpty()
+		res := rl.Resource().Attributes()
+		res.EnsureCapacity(2)
+		res.PutInt(attrPID, int64(ev.Pid))
+		res.PutStr(attrThreadName, b.strings.get(ev.Comm[:]))
+		sl := rl.ScopeLogs().AppendEmpty()
+		b.scope.CopyTo(sl.Scope())
+		recs = sl.LogRecords()
+		recs.EnsureCapacity(max(b.capacity-b.n, 1))
+		b.processes[key] = recs
+	}
+	b.last, b.lastRecs = key, recs
+	return recs
+}
+
+// keep copies p into the batch's arena and returns the copy, which no later
+// record overwrites: the log record may own it without another allocation.
+func (b *logBuilder) keep(p []byte) []byte {
+	if cap(b.arena)-len(b.arena) < len(p) {
+		b.arena = make([]byte, 0, max(arenaChunk, len(p)))
+	}
+	start := len(b.arena)
+	b.arena = append(b.arena, p...)
+	return b.arena[start:len(b.arena):len(b.arena)]
+}
+
 // append adds the record in raw, or returns an error and adds nothing if raw is not a record.
 func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 	ev, payload, err := bpf.Decode(raw)
 	if err != nil {
 		return err
 	}
-	lr := b.records.AppendEmpty()
+	lr := b.recordsOf(ev).AppendEmpty()
+	b.n++
+	typ := bpf.MonitorSyscallType(ev.Type)
 	lr.SetTimestamp(monotonicToWall(ev.StartNs, b.bootOffset))
 	lr.SetObservedTimestamp(observed)
+	lr.Body().SetStr(typ.String())
 
 	attrs := lr.Attributes()
-	if b.decode {
-		attrs.EnsureCapacity(15)
+	takesCount := typ != bpf.MonitorSyscallTypeSYSCALL_FSYNC && typ != bpf.MonitorSyscallTypeSYSCALL_FDATASYNC
+	if !b.decode {
+		attrs.EnsureCapacity(3)
 	} else {
-		attrs.EnsureCapacity(5)
+		// Exactly the attributes below: the slice is allocated once, at its size.
+		attrs.EnsureCapacity(7 + btoi(ev.FileName[0] != 0) + btoi(ev.Inode != 0) + btoi(takesCount) +
+			btoi(ev.Offset >= 0) + btoi(len(payload) > 0))
 	}
 	attrs.PutInt(attrType, int64(ev.Type))
-	attrs.PutEmptyBytes(attrRaw).Append(raw...)
-	attrs.PutInt(attrPID, int64(ev.Pid))
+	attrs.PutEmptyBytes(attrRaw).FromRaw(b.keep(raw))
 	attrs.PutInt(attrTID, int64(ev.Tid))
-	attrs.PutStr(attrThreadName, b.strings.get(ev.Comm[:]))
 	if !b.decode {
 		return nil
 	}
-	attrs.PutStr(attrName, bpf.MonitorSyscallType(ev.Type).String())
 	attrs.PutInt(attrFD, int64(ev.Fd))
 	attrs.PutStr(attrFDKind, bpf.MonitorFdKind(ev.FdKind).String())
 	if ev.FileName[0] != 0 {
 		attrs.PutStr(attrFileName, b.strings.get(ev.FileName[:]))
 	}
 	if ev.Inode != 0 {
-		attrs.PutInt(attrFileInode, int64(ev.Inode))
+		attrs.PutStr(attrFileInode, b.inodes.get(ev.Inode))
 	}
-	attrs.PutInt(attrCount, int64(ev.Count))
+	if takesCount {
+		attrs.PutInt(attrCount, int64(ev.Count))
+	}
 	if ev.Offset >= 0 {
 		attrs.PutInt(attrOffset, ev.Offset)
 	}
 	attrs.PutInt(attrRet, ev.Ret)
 	attrs.PutInt(attrDurationNs, int64(ev.DurationNs))
 	if len(payload) > 0 {
-		attrs.PutEmptyBytes(attrPayload).Append(payload...)
+		attrs.PutEmptyBytes(attrPayload).FromRaw(b.keep(payload))
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // bootOffset is wall-clock time minus CLOCK_MONOTONIC, read now: monotonic
@@ -129,11 +199,12 @@ func monotonicToWall(monoNs uint64, offset int64) pcommon.Timestamp {
 	return pcommon.Timestamp(int64(monoNs) + offset)
 }
 
+// maxCachedStrings bounds each cache: past it, the cache starts over.
+const maxCachedStrings = 4096
+
 // stringCache interns the NUL-terminated names of records: the same few process
 // and file names repeat in every record, and the cache saves an allocation each.
 type stringCache map[string]string
-
-const maxCachedStrings = 4096
 
 func (c stringCache) get(name []int8) string {
 	b := cString(name)
@@ -145,6 +216,22 @@ func (c stringCache) get(name []int8) string {
 	}
 	s := string(b)
 	c[s] = s
+	return s
+}
+
+// inodeCache holds the decimal strings of inode numbers (file.inode is a string
+// in the semantic conventions): etcd writes to a handful of files.
+type inodeCache map[uint64]string
+
+func (c inodeCache) get(ino uint64) string {
+	if s, ok := c[ino]; ok {
+		return s
+	}
+	if len(c) >= maxCachedStrings {
+		clear(c)
+	}
+	s := strconv.FormatUint(ino, 10)
+	c[ino] = s
 	return s
 }
 

@@ -57,26 +57,57 @@ func TestAppendDecodedRecord(t *testing.T) {
 	require.Equal(t, 1, b.len())
 	logs := b.take(16)
 	assert.Equal(t, 0, b.len(), "take starts a new batch")
-	sl := logs.ResourceLogs().At(0).ScopeLogs().At(0)
+	require.Equal(t, 1, logs.ResourceLogs().Len())
+	rl := logs.ResourceLogs().At(0)
+	assert.Equal(t, map[string]any{attrPID: int64(100), attrThreadName: "etcd"}, rl.Resource().Attributes().AsRaw(),
+		"the process's identity is on the Resource")
+	sl := rl.ScopeLogs().At(0)
 	assert.Equal(t, "scope", sl.Scope().Name())
+	assert.Equal(t, "v1", sl.Scope().Version())
 	lr := sl.LogRecords().At(0)
 	assert.Equal(t, pcommon.Timestamp(1_700_000_005_000_000_000), lr.Timestamp(), "entry time on the wall clock")
 	assert.Equal(t, observed, lr.ObservedTimestamp())
+	assert.Equal(t, "fdatasync", lr.Body().AsRaw(), "the body is the syscall's name")
 	assert.Equal(t, map[string]any{
 		attrType:       int64(6),
 		attrRaw:        raw,
-		attrPID:        int64(100),
 		attrTID:        int64(101),
-		attrThreadName: "etcd",
-		attrName:       "fdatasync",
 		attrFD:         int64(9),
 		attrFDKind:     "file",
 		attrFileName:   "0000000000000000-0000000000000000.wal",
-		attrFileInode:  int64(555),
-		attrCount:      int64(0),
+		attrFileInode:  "555",
 		attrRet:        int64(0),
 		attrDurationNs: int64(244_000),
-	}, lr.Attributes().AsRaw(), "no offset for fdatasync, no payload when none was captured")
+	}, lr.Attributes().AsRaw(), "no count and no offset for fdatasync, no payload when none was captured")
+}
+
+func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
+	for _, tc := range []struct {
+		typ       bpf.MonitorSyscallType
+		wantCount bool
+	}{
+		{bpf.MonitorSyscallTypeSYSCALL_WRITE, true},
+		{bpf.MonitorSyscallTypeSYSCALL_PWRITE64, true},
+		{bpf.MonitorSyscallTypeSYSCALL_WRITEV, true},
+		{bpf.MonitorSyscallTypeSYSCALL_PWRITEV, true},
+		{bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE, true},
+		{bpf.MonitorSyscallTypeSYSCALL_FSYNC, false},
+		{bpf.MonitorSyscallTypeSYSCALL_FDATASYNC, false},
+	} {
+		t.Run(tc.typ.String(), func(t *testing.T) {
+			ev := walSync()
+			ev.Type, ev.Count = uint16(tc.typ), 0 // a write of 0 bytes still has a count
+			b := newLogBuilder(true, "scope", "v1", 1)
+			require.NoError(t, b.append(rawRecord(t, ev, nil), 0))
+			lr := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
+			assert.Equal(t, tc.typ.String(), lr.Body().Str())
+			count, ok := lr.Attributes().Get(attrCount)
+			require.Equal(t, tc.wantCount, ok)
+			if ok {
+				assert.Equal(t, int64(0), count.Int())
+			}
+		})
+	}
 }
 
 func TestAppendRawOnlyAndPayload(t *testing.T) {
@@ -90,13 +121,95 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
 	off, _ := attrs.Get(attrOffset)
 	assert.Equal(t, int64(4096), off.Int())
+	count, _ := attrs.Get(attrCount)
+	assert.Equal(t, int64(100), count.Int())
 	payload, _ := attrs.Get(attrPayload)
 	assert.Equal(t, []byte("abcd"), payload.Bytes().AsRaw())
 
 	b = newLogBuilder(false, "scope", "v1", 1)
 	require.NoError(t, b.append(raw, 0))
-	attrs = b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
-	assert.ElementsMatch(t, []string{attrType, attrRaw, attrPID, attrTID, attrThreadName}, keys(attrs), "decode off: raw bytes and identity only")
+	rl := b.take(1).ResourceLogs().At(0)
+	lr := rl.ScopeLogs().At(0).LogRecords().At(0)
+	assert.ElementsMatch(t, []string{attrType, attrRaw, attrTID}, keys(lr.Attributes()), "decode off: the raw bytes, the type and the thread")
+	assert.ElementsMatch(t, []string{attrPID, attrThreadName}, keys(rl.Resource().Attributes()), "decode off: the process's identity")
+	assert.Equal(t, "pwrite64", lr.Body().Str(), "decode off: the body still names the syscall")
+}
+
+func TestAppendGroupsRecordsByProcess(t *testing.T) {
+	record := func(pid, tid uint32, comm string) bpf.MonitorEvent {
+		ev := walSync()
+		ev.Pid, ev.Tid = pid, tid
+		copy(ev.Comm[:], cBytes(comm, 16))
+		return ev
+	}
+	events := []bpf.MonitorEvent{
+		record(100, 100, "etcd"), record(200, 201, "etcd"), record(100, 102, "etcd"),
+		record(100, 103, "renamed"), // a thread that renamed itself: its own Resource
+		record(200, 202, "etcd"),
+	}
+	b := newLogBuilder(true, "scope", "v1", 8)
+	for _, ev := range events {
+		require.NoError(t, b.append(rawRecord(t, ev, nil), 0))
+	}
+	require.Equal(t, len(events), b.len())
+	logs := b.take(8)
+	assert.Equal(t, len(events), logs.LogRecordCount())
+
+	type group struct {
+		pid    int64
+		thread string
+		tids   []int64
+	}
+	var got []group
+	for i := 0; i < logs.ResourceLogs().Len(); i++ {
+		rl := logs.ResourceLogs().At(i)
+		pid, _ := rl.Resource().Attributes().Get(attrPID)
+		thread, _ := rl.Resource().Attributes().Get(attrThreadName)
+		g := group{pid: pid.Int(), thread: thread.Str()}
+		require.Equal(t, 1, rl.ScopeLogs().Len())
+		assert.Equal(t, "scope", rl.ScopeLogs().At(0).Scope().Name(), "every Resource carries the scope")
+		for _, lr := range rl.ScopeLogs().At(0).LogRecords().All() {
+			tid, _ := lr.Attributes().Get(attrTID)
+			g.tids = append(g.tids, tid.Int())
+		}
+		got = append(got, g)
+	}
+	assert.Equal(t, []group{
+		{100, "etcd", []int64{100, 102}},
+		{200, "etcd", []int64{201, 202}},
+		{100, "renamed", []int64{103}},
+	}, got, "one Resource per process and name, in order of first record; records in arrival order")
+
+	require.NoError(t, b.append(rawRecord(t, events[0], nil), 0))
+	assert.Equal(t, 1, b.take(8).ResourceLogs().Len(), "a new batch starts without Resources")
+}
+
+// The ring buffer reader reuses its buffer for the next record: the byte
+// attributes must be copies that no later record overwrites.
+func TestAppendOwnsItsBytes(t *testing.T) {
+	b := newLogBuilder(true, "scope", "v1", 4096)
+	ev := walSync()
+	ev.PayloadLen = 8
+	buf := rawRecord(t, ev, []byte("payload0"))
+	want := make([][]byte, 0, 3000) // more records than one arena chunk holds
+	for i := range cap(want) {
+		binary.LittleEndian.PutUint64(buf[bpf.EventSize:], uint64(i))
+		want = append(want, bytes.Clone(buf))
+		require.NoError(t, b.append(buf, 0))
+	}
+	clear(buf)
+	lrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+	require.Equal(t, len(want), lrs.Len())
+	for i, lr := range lrs.All() {
+		raw, _ := lr.Attributes().Get(attrRaw)
+		payload, _ := lr.Attributes().Get(attrPayload)
+		require.Equal(t, want[i], raw.Bytes().AsRaw(), "record %d", i)
+		require.Equal(t, want[i][bpf.EventSize:], payload.Bytes().AsRaw(), "record %d", i)
+	}
+	raw, _ := lrs.At(0).Attributes().Get(attrRaw)
+	raw.Bytes().Append(0xff)
+	next, _ := lrs.At(1).Attributes().Get(attrRaw)
+	assert.Equal(t, want[1], next.Bytes().AsRaw(), "growing one record's bytes leaves the next record's alone")
 }
 
 func keys(m pcommon.Map) []string {
@@ -134,6 +247,16 @@ func TestStringCacheBounded(t *testing.T) {
 	assert.Equal(t, "abcd", c.get(unterminated), "a full field has no NUL")
 	for i := range 2 * maxCachedStrings {
 		c.get(cBytes(string(rune('a'+i%26))+string(rune(i)), 16))
+	}
+	assert.LessOrEqual(t, len(c), maxCachedStrings)
+}
+
+func TestInodeCacheBounded(t *testing.T) {
+	c := inodeCache{}
+	assert.Equal(t, "3670031", c.get(3670031))
+	assert.Equal(t, "18446744073709551615", c.get(1<<64-1), "inode numbers are unsigned")
+	for i := range uint64(2 * maxCachedStrings) {
+		c.get(i)
 	}
 	assert.LessOrEqual(t, len(c), maxCachedStrings)
 }

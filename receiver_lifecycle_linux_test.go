@@ -26,6 +26,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
 // countingConsumer counts records per pid; it can be made slow, failing or blocked.
@@ -56,9 +57,8 @@ func (c *countingConsumer) ConsumeLogs(_ context.Context, logs plog.Logs) error 
 	if c.failNth > 0 && c.batches%c.failNth == 0 {
 		return errors.New("refused by the test")
 	}
-	lrs := logs.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
-	for i := 0; i < lrs.Len(); i++ {
-		pid, _ := lrs.At(i).Attributes().Get(attrPID)
+	for _, lr := range otlpsink.Flatten(logs) {
+		pid, _ := lr.Resource.Attributes().Get(attrPID)
 		c.perPID[pid.Int()]++
 	}
 	return nil

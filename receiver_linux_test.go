@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
@@ -49,21 +48,22 @@ func startEtcd(t *testing.T) *etcdtest.Server {
 	return srv
 }
 
-func allRecords(sink *consumertest.LogsSink) []plog.LogRecord {
-	var out []plog.LogRecord
+func allRecords(sink *consumertest.LogsSink) []otlpsink.Record {
+	var out []otlpsink.Record
 	for _, logs := range sink.AllLogs() {
 		out = append(out, otlpsink.Flatten(logs)...)
 	}
 	return out
 }
 
-func str(lr plog.LogRecord, key string) string {
-	v, _ := lr.Attributes().Get(key)
+// str and num read an attribute of the record or, for the process's identity, of its Resource.
+func str(lr otlpsink.Record, key string) string {
+	v, _ := lr.Attr(key)
 	return v.AsString()
 }
 
-func num(lr plog.LogRecord, key string) int64 {
-	v, _ := lr.Attributes().Get(key)
+func num(lr otlpsink.Record, key string) int64 {
+	v, _ := lr.Attr(key)
 	return v.Int()
 }
 
@@ -97,7 +97,7 @@ func TestEtcdIntegration(t *testing.T) {
 		}
 		ts := lr.Timestamp().AsTime()
 		require.WithinRange(t, ts, window.Start.Add(-10*time.Second), window.End.Add(time.Second), "timestamp is wall-clock entry time")
-		name, file := str(lr, attrName), str(lr, attrFileName)
+		name, file := lr.Body().Str(), str(lr, attrFileName)
 		switch {
 		case name == "fdatasync" && strings.HasSuffix(file, ".wal"):
 			require.Positive(t, num(lr, attrDurationNs))
@@ -157,7 +157,7 @@ func TestRawMatchesDecodedAttributes(t *testing.T) {
 		assert.EqualValues(t, ev.Fd, num(lr, attrFD))
 		assert.EqualValues(t, ev.Ret, num(lr, attrRet))
 		assert.EqualValues(t, ev.DurationNs, num(lr, attrDurationNs))
-		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), str(lr, attrName))
+		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), lr.Body().Str())
 		assert.LessOrEqual(t, len(payload), 64)
 		if p, ok := lr.Attributes().Get(attrPayload); ok {
 			assert.Equal(t, payload, p.Bytes().AsRaw())

@@ -27,19 +27,18 @@ type record struct {
 	duration time.Duration
 }
 
-func fromLog(lr plog.LogRecord) record {
-	attrs := lr.Attributes()
+func fromLog(lr otlpsink.Record) record {
 	str := func(k string) string {
-		v, _ := attrs.Get(k)
+		v, _ := lr.Attr(k)
 		return v.AsString()
 	}
 	num := func(k string) int64 {
-		v, _ := attrs.Get(k)
+		v, _ := lr.Attr(k)
 		return v.Int()
 	}
 	return record{
 		ts:       lr.Timestamp().AsTime(),
-		name:     str("etcd.syscall.name"),
+		name:     lr.Body().Str(), // the syscall's name
 		fdKind:   str("etcd.syscall.fd_kind"),
 		fd:       num("etcd.syscall.fd"),
 		file:     str("file.name"),

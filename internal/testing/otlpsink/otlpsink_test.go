@@ -30,7 +30,9 @@ func TestSinkStoresWhatIsExported(t *testing.T) {
 	defer cancel()
 	for i, n := range []int{2, 3} {
 		logs := plog.NewLogs()
-		lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+		rl := logs.ResourceLogs().AppendEmpty()
+		rl.Resource().Attributes().PutInt("batch", int64(i))
+		lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
 		for j := range n {
 			lrs.AppendEmpty().Attributes().PutInt("i", int64(10*i+j))
 		}
@@ -45,12 +47,16 @@ func TestSinkStoresWhatIsExported(t *testing.T) {
 	assert.Equal(t, 5, s.RecordCount())
 	assert.Len(t, s.Logs(), 2)
 	assert.EqualValues(t, 2, calls.Load())
-	var got []int64
-	for _, lr := range s.Records() {
-		v, _ := lr.Attributes().Get("i")
+	var got, batches []int64
+	for _, r := range s.Records() {
+		v, _ := r.Attr("i")
 		got = append(got, v.Int())
+		b, ok := r.Attr("batch")
+		require.True(t, ok, "Attr falls back to the Resource")
+		batches = append(batches, b.Int())
 	}
 	assert.Equal(t, []int64{0, 1, 10, 11, 12}, got)
+	assert.Equal(t, []int64{0, 0, 1, 1, 1}, batches, "each record keeps its own Resource")
 
 	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancelShort()
