@@ -47,6 +47,10 @@ type options struct {
 	total       int
 	keep        bool
 	cpuProfile  string
+	collBase    string
+	collCalls   int
+	collRuns    int
+	collExports string
 }
 
 func logf(format string, args ...any) {
@@ -58,7 +62,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
-	flag.StringVar(&o.phases, "phases", "micro,loop,ceiling,bpfstats,etcd", "comma-separated phases to run")
+	flag.StringVar(&o.phases, "phases", "micro,loop,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
@@ -68,6 +72,10 @@ func main() {
 	flag.StringVar(&o.ceilingRate, "ceiling-rates", "100000,200000,300000,400000,500000,600000", "paced rates (writes/s) for the ceiling phase")
 	flag.Float64Var(&o.ceilingSecs, "ceiling-secs", 3, "seconds per ceiling step")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.StringVar(&o.collBase, "collcpu-base", "", "a second otelcol-etcd binary (say, built from main) that the collcpu phase alternates with -collector")
+	flag.IntVar(&o.collCalls, "collcpu-calls", 1_000_000, "write(2) calls (records) per collcpu run")
+	flag.IntVar(&o.collRuns, "collcpu-runs", 3, "runs per collcpu variant and binary")
+	flag.StringVar(&o.collExports, "collcpu-exporters", "debug,none,snappy,zstd,gzip", "collcpu variants: debug, or otlp_grpc with this compression")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the harness (the in-process receiver of the loop and ceiling phases) to this file")
 	flag.StringVar(&comm, "comm", "etcd", "process name to trace: etcd and the matched write loop run under it "+
 		"(on a shared machine whose other tracers match \"etcd\", a unique name keeps them off the measurement)")
@@ -133,7 +141,7 @@ func runAll(o options) error {
 
 	// The write loop, twice: as "etcd" (matched by comm) and as "writeloop" (not).
 	loop := &loopEnv{work: work}
-	if has("loop") || has("ceiling") {
+	if has("loop") || has("ceiling") || has("collcpu") {
 		logf("building the write loop")
 		if loop.matchedBin, err = etcdwriter.Build(work, comm); err != nil {
 			return err
@@ -168,6 +176,25 @@ func runAll(o options) error {
 		}
 		logf("phase ceiling: rates %v, %.0f s each", rates, o.ceilingSecs)
 		if rep.ceiling, err = loop.runCeiling(rates, o.ceilingSecs); err != nil {
+			return err
+		}
+	}
+	if has("collcpu") {
+		variants, err := collVariants(o.collExports)
+		if err != nil {
+			return err
+		}
+		binaries := []string{o.collector}
+		if o.collBase != "" {
+			binaries = []string{o.collBase, o.collector}
+		}
+		for _, b := range binaries {
+			if _, err := os.Stat(b); err != nil {
+				return fmt.Errorf("collcpu: %w (build it with make collector)", err)
+			}
+		}
+		logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
+		if rep.collcpu, err = runCollectorCPU(work, loop.matchedBin, binaries, variants, o.collRuns, o.collCalls); err != nil {
 			return err
 		}
 	}

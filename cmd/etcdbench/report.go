@@ -31,6 +31,7 @@ type report struct {
 	version           string // codeVersion at the start
 
 	micro     string
+	collcpu   []collSample
 	loops     []loopSample
 	loopStats map[string][]progDelta
 	ceiling   []ceilingSample
@@ -143,6 +144,7 @@ func (r *report) write(path string) error {
 	r.writeEtcdStats(w)
 	r.writeLoops(w, &targets)
 	r.writeCeiling(w, &targets)
+	r.writeCollectorCPU(w)
 	r.writeMicro(w, &targets)
 	if len(targets) > 0 {
 		w("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n")

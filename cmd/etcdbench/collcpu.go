@@ -1,0 +1,241 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+)
+
+// The collector-CPU phase: the write loop, named like the traced process, makes a
+// fixed number of write(2) calls while the built collector traces it; the phase
+// reads the collector's CPU time (utime+stime, all threads) from just before the
+// loop to the moment the last record has left the collector, and divides by the
+// records. The ring buffer holds every record (256 MiB), so that no record is
+// lost whatever the collector's speed. Each exporter variant runs against each
+// collector binary in turn (A B A B ...) so that both see the same machine.
+
+// collVariant is one pipeline behind the receiver.
+type collVariant struct {
+	name        string
+	compression string // "" for the debug exporter
+}
+
+func collVariants(list string) ([]collVariant, error) {
+	var out []collVariant
+	for _, v := range strings.Split(list, ",") {
+		switch v = strings.TrimSpace(v); v {
+		case "debug":
+			out = append(out, collVariant{name: "debug (verbosity basic)"})
+		case "none", "snappy", "zstd", "gzip":
+			out = append(out, collVariant{name: "otlp_grpc, compression " + v, compression: v})
+		default:
+			return nil, fmt.Errorf("-collcpu-exporters: %q: want debug, none, snappy, zstd or gzip", v)
+		}
+	}
+	return out, nil
+}
+
+// collectorCPUConfig is the collector's configuration for one variant: the
+// receiver's defaults but a ring buffer that holds every record of the run, and
+// either the debug exporter or a batch processor and otlp_grpc to endpoint.
+func collectorCPUConfig(v collVariant, endpoint string) string {
+	exporter := `  debug:
+    verbosity: basic`
+	processors, pipeline := "", `receivers: [etcdebpf]
+      exporters: [debug]`
+	if v.compression != "" {
+		exporter = fmt.Sprintf(`  otlp_grpc:
+    endpoint: %s
+    tls:
+      insecure: true
+    compression: %s`, endpoint, v.compression)
+		processors = "processors:\n  batch:\n"
+		pipeline = `receivers: [etcdebpf]
+      processors: [batch]
+      exporters: [otlp_grpc]`
+	}
+	return fmt.Sprintf(`receivers:
+  etcdebpf:
+    comm: %s
+    ring_buffer_size: 268435456
+%sexporters:
+%s
+service:
+  telemetry:
+    logs:
+      sampling:
+        enabled: false
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      %s
+`, comm, processors, exporter, pipeline)
+}
+
+type collSample struct {
+	Binary, Variant string
+	Records         int64
+	CPUSecs         float64
+}
+
+func (s collSample) usPerRecord() float64 { return s.CPUSecs / float64(s.Records) * 1e6 }
+
+var debugRecordsRe = regexp.MustCompile(`"log records": (\d+)`)
+
+// runCollectorCPU alternates the binaries for every variant, runs times.
+func runCollectorCPU(work, writer string, binaries []string, variants []collVariant, runs, calls int) ([]collSample, error) {
+	var out []collSample
+	for i := 1; i <= runs; i++ {
+		for _, v := range variants {
+			for _, bin := range binaries {
+				s, err := collectorCPUOnce(work, writer, bin, v, calls)
+				if err != nil {
+					return out, fmt.Errorf("%s, %s: %w", bin, v.name, err)
+				}
+				out = append(out, s)
+				logf("  collcpu run %d/%d %-30s %-40s %d records  %.2f s  %.3f µs/record", i, runs, v.name, bin, s.Records, s.CPUSecs, s.usPerRecord())
+			}
+		}
+	}
+	return out, nil
+}
+
+func collectorCPUOnce(work, writer, bin string, v collVariant, calls int) (collSample, error) {
+	s := collSample{Binary: bin, Variant: v.name}
+	sink, err := otlpsink.Start("127.0.0.1:0", otlpsink.CountOnly())
+	if err != nil {
+		return s, err
+	}
+	defer sink.Stop()
+	dir, err := os.MkdirTemp(work, "collcpu-")
+	if err != nil {
+		return s, err
+	}
+	defer os.RemoveAll(dir)
+	conf, logPath := filepath.Join(dir, "collector.yaml"), filepath.Join(dir, "collector.log")
+	if err := os.WriteFile(conf, []byte(collectorCPUConfig(v, sink.Endpoint())), 0o644); err != nil {
+		return s, err
+	}
+	col, err := startProc(logPath, bin, "--config", conf)
+	if err != nil {
+		return s, err
+	}
+	defer stopProc(col, syscall.SIGTERM)
+	if err := waitForLog(col, logPath, "Everything is ready", 60*time.Second); err != nil {
+		return s, err
+	}
+	time.Sleep(200 * time.Millisecond) // start-up work done
+	before, err := cpuSeconds(col.Process.Pid)
+	if err != nil {
+		return s, err
+	}
+	res, err := writeLoop(writer, etcdwriter.Options{Calls: int64(calls), Size: 64})
+	if err != nil {
+		return s, err
+	}
+	delivered := func() int64 {
+		if v.compression != "" {
+			return int64(sink.RecordCount())
+		}
+		b, _ := os.ReadFile(logPath)
+		var n int64
+		for _, m := range debugRecordsRe.FindAllSubmatch(b, -1) {
+			k, _ := strconv.ParseInt(string(m[1]), 10, 64)
+			n += k
+		}
+		return n
+	}
+	// Every call of the loop is a record; its final printf is one more write.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for delivered() < res.Calls {
+		if ctx.Err() != nil {
+			return s, fmt.Errorf("%d of %d records delivered in 5 minutes", delivered(), res.Calls)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	after, err := cpuSeconds(col.Process.Pid)
+	if err != nil {
+		return s, err
+	}
+	s.Records, s.CPUSecs = delivered(), after-before
+	return s, nil
+}
+
+func (r *report) writeCollectorCPU(w func(string, ...any)) {
+	if len(r.collcpu) == 0 {
+		return
+	}
+	w("## Collector CPU per record\n\n")
+	w("The write loop, named `%s` (the receiver's `comm`), makes %d write(2) calls of 64 bytes to /dev/null; the collector "+
+		"traces it with the receiver's defaults (decode on, payload off) and a 256 MiB ring buffer that holds every record. "+
+		"CPU = the collector's utime+stime (/proc/PID/stat, all threads, 10 ms ticks) from just before the loop until the last "+
+		"record has reached the debug exporter's log or the OTLP sink (in the harness process, not counted); per record = CPU / "+
+		"records delivered. otlp_grpc variants: a `batch` processor and the exporter's defaults but `compression`. "+
+		"Binaries and variants alternate; median (min–max) over %d runs.\n\n", comm, r.opts.collCalls, r.opts.collRuns)
+	bins := []string{}
+	seen := map[string]bool{}
+	for _, s := range r.collcpu {
+		if !seen[s.Binary] {
+			seen[s.Binary] = true
+			bins = append(bins, s.Binary)
+		}
+	}
+	w("| exporter |")
+	for _, b := range bins {
+		w(" %s µs/record |", b)
+	}
+	if len(bins) == 2 {
+		w(" ratio |")
+	}
+	w(" records/run |\n|---|")
+	for range bins {
+		w("---|")
+	}
+	if len(bins) == 2 {
+		w("---|")
+	}
+	w("---|\n")
+	var variants []string
+	seenV := map[string]bool{}
+	for _, s := range r.collcpu {
+		if !seenV[s.Variant] {
+			seenV[s.Variant] = true
+			variants = append(variants, s.Variant)
+		}
+	}
+	for _, v := range variants {
+		w("| %s |", v)
+		var meds []float64
+		var recs []float64
+		for _, b := range bins {
+			var xs []float64
+			for _, s := range r.collcpu {
+				if s.Variant == v && s.Binary == b {
+					xs = append(xs, s.usPerRecord())
+					recs = append(recs, float64(s.Records))
+				}
+			}
+			lo, hi := minMax(xs)
+			meds = append(meds, median(xs))
+			w(" %.2f (%.2f–%.2f) |", median(xs), lo, hi)
+		}
+		if len(bins) == 2 {
+			w(" %.2f |", meds[1]/meds[0])
+		}
+		w(" %.0f |\n", median(recs))
+	}
+	w("\n")
+}
