@@ -36,11 +36,6 @@ const (
 	attrPayload    = "etcd.syscall.payload"
 )
 
-// arenaChunk is the size of the blocks that hold the batch's byte attributes:
-// one allocation for a hundred records instead of one each, and no pointers for
-// the garbage collector to scan. Below 32 KiB, so that it stays a small object.
-const arenaChunk = 16 << 10
-
 // logBuilder turns raw ring-buffer records into log records of one plog.Logs,
 // grouped into one ResourceLogs per process.
 type logBuilder struct {
@@ -57,7 +52,6 @@ type logBuilder struct {
 	processes map[processKey]plog.LogRecordSlice
 	last      processKey // the process of the previous record, and its records
 	lastRecs  plog.LogRecordSlice
-	arena     []byte // backs the byte attributes of the batch's records
 }
 
 // processKey is what identifies a Resource: the process and the task's name.
@@ -81,7 +75,6 @@ func (b *logBuilder) reset(capacity int) {
 	b.capacity, b.n = capacity, 0
 	b.processes = map[processKey]plog.LogRecordSlice{}
 	b.last, b.lastRecs = processKey{}, plog.LogRecordSlice{}
-	b.arena = nil
 	b.bootOffset = bootOffset()
 }
 
@@ -118,17 +111,6 @@ func (b *logBuilder) recordsOf(ev *bpf.MonitorEvent) plog.LogRecordSlice {
 	return recs
 }
 
-// keep copies p into the batch's arena and returns the copy, which no later
-// record overwrites: the log record may own it without another allocation.
-func (b *logBuilder) keep(p []byte) []byte {
-	if cap(b.arena)-len(b.arena) < len(p) {
-		b.arena = make([]byte, 0, max(arenaChunk, len(p)))
-	}
-	start := len(b.arena)
-	b.arena = append(b.arena, p...)
-	return b.arena[start:len(b.arena):len(b.arena)]
-}
-
 // append adds the record in raw, or returns an error and adds nothing if raw is not a record.
 func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 	ev, payload, err := bpf.Decode(raw)
@@ -152,7 +134,9 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 			btoi(ev.Offset >= 0) + btoi(len(payload) > 0))
 	}
 	attrs.PutInt(attrType, int64(ev.Type))
-	attrs.PutEmptyBytes(attrRaw).FromRaw(b.keep(raw))
+	// FromRaw copies (one allocation of exactly the record's size): the ring
+	// buffer reader reuses raw for the next record.
+	attrs.PutEmptyBytes(attrRaw).FromRaw(raw)
 	attrs.PutInt(attrTID, int64(ev.Tid))
 	if !b.decode {
 		return nil
@@ -174,7 +158,7 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 	attrs.PutInt(attrRet, ev.Ret)
 	attrs.PutInt(attrDurationNs, int64(ev.DurationNs))
 	if len(payload) > 0 {
-		attrs.PutEmptyBytes(attrPayload).FromRaw(b.keep(payload))
+		attrs.PutEmptyBytes(attrPayload).FromRaw(payload)
 	}
 	return nil
 }

