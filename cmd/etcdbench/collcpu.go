@@ -86,8 +86,10 @@ service:
 
 type collSample struct {
 	Binary, Variant string
-	Records         int64
+	Records         int64 // records the receiver produced: one per call
+	Delivered       int64 // records that arrived (more than Records when the exporter retried a batch)
 	CPUSecs         float64
+	WireBytes       int64 // OTLP request bytes as they arrived (compressed)
 }
 
 func (s collSample) usPerRecord() float64 { return s.CPUSecs / float64(s.Records) * 1e6 }
@@ -105,7 +107,7 @@ func runCollectorCPU(work, writer string, binaries []string, variants []collVari
 					return out, fmt.Errorf("%s, %s: %w", bin, v.name, err)
 				}
 				out = append(out, s)
-				logf("  collcpu run %d/%d %-30s %-40s %d records  %.2f s  %.3f µs/record", i, runs, v.name, bin, s.Records, s.CPUSecs, s.usPerRecord())
+				logf("  collcpu run %d/%d %-30s %-40s %d records (%d arrived)  %.2f s  %.3f µs/record", i, runs, v.name, bin, s.Records, s.Delivered, s.CPUSecs, s.usPerRecord())
 			}
 		}
 	}
@@ -160,7 +162,7 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int) (collS
 	// Every call of the loop is a record; its final printf is one more write.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	for delivered() < res.Calls {
+	for delivered() < res.Calls+1 {
 		if ctx.Err() != nil {
 			return s, fmt.Errorf("%d of %d records delivered in 5 minutes", delivered(), res.Calls)
 		}
@@ -170,7 +172,7 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int) (collS
 	if err != nil {
 		return s, err
 	}
-	s.Records, s.CPUSecs = delivered(), after-before
+	s.Records, s.Delivered, s.CPUSecs, s.WireBytes = res.Calls+1, delivered(), after-before, sink.WireBytes()
 	return s, nil
 }
 
@@ -183,7 +185,7 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 		"traces it with the receiver's defaults (decode on, payload off) and a 256 MiB ring buffer that holds every record. "+
 		"CPU = the collector's utime+stime (/proc/PID/stat, all threads, 10 ms ticks) from just before the loop until the last "+
 		"record has reached the debug exporter's log or the OTLP sink (in the harness process, not counted); per record = CPU / "+
-		"records delivered. otlp_grpc variants: a `batch` processor and the exporter's defaults but `compression`. "+
+		"records produced (an exporter's retry of a batch the sink was slow to answer costs its CPU again but counts once). otlp_grpc variants: a `batch` processor and the exporter's defaults but `compression`. "+
 		"Binaries and variants alternate; median (min–max) over %d runs.\n\n", comm, r.opts.collCalls, r.opts.collRuns)
 	bins := []string{}
 	seen := map[string]bool{}
@@ -200,7 +202,8 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 	if len(bins) == 2 {
 		w(" ratio |")
 	}
-	w(" records/run |\n|---|")
+	w(" wire B/record |")
+	w(" records/run, arrived (max) |\n|---|---|")
 	for range bins {
 		w("---|")
 	}
@@ -220,12 +223,18 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 		w("| %s |", v)
 		var meds []float64
 		var recs []float64
+		var arrived int64
+		perBin := map[string][]float64{}
 		for _, b := range bins {
 			var xs []float64
 			for _, s := range r.collcpu {
 				if s.Variant == v && s.Binary == b {
 					xs = append(xs, s.usPerRecord())
 					recs = append(recs, float64(s.Records))
+					arrived = max(arrived, s.Delivered)
+					if s.WireBytes > 0 {
+						perBin[b] = append(perBin[b], float64(s.WireBytes)/float64(s.Delivered))
+					}
 				}
 			}
 			lo, hi := minMax(xs)
@@ -235,7 +244,15 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 		if len(bins) == 2 {
 			w(" %.2f |", meds[1]/meds[0])
 		}
-		w(" %.0f |\n", median(recs))
+		wire := "–"
+		if len(perBin) > 0 {
+			var ws []string
+			for _, b := range bins {
+				ws = append(ws, fmt.Sprintf("%.0f", median(perBin[b])))
+			}
+			wire = strings.Join(ws, " / ")
+		}
+		w(" %s | %.0f, %d |\n", wire, median(recs), arrived)
 	}
 	w("\n")
 }

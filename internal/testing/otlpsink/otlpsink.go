@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	_ "go.opentelemetry.io/collector/config/configgrpc" // registers the exporter's other compressions: snappy, zstd
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the OTLP exporter compresses with gzip by default
+	"google.golang.org/grpc/stats"
 )
 
 // Sink is a running OTLP/gRPC logs server. It is safe for concurrent use.
@@ -30,6 +32,7 @@ type Sink struct {
 	records int
 	onLogs  func(plog.Logs)
 	discard bool
+	wire    atomic.Int64 // bytes of request messages as received, compressed
 }
 
 // Option configures a Sink.
@@ -49,7 +52,8 @@ func Start(addr string, opts ...Option) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("otlpsink: listening on %s: %w", addr, err)
 	}
-	s := &Sink{srv: grpc.NewServer(), lis: lis}
+	s := &Sink{lis: lis}
+	s.srv = grpc.NewServer(grpc.StatsHandler(wireCounter{&s.wire}))
 	s.cond = sync.NewCond(&s.mu)
 	for _, o := range opts {
 		o(s)
@@ -153,6 +157,22 @@ func (s *Sink) WaitFor(ctx context.Context, n int) bool {
 		s.cond.Wait()
 	}
 	return s.records >= n
+}
+
+// WireBytes is the size of the requests received so far as they came over the
+// wire: compressed, when the client compressed them.
+func (s *Sink) WireBytes() int64 { return s.wire.Load() }
+
+// wireCounter adds up the wire length of every message the server receives.
+type wireCounter struct{ n *atomic.Int64 }
+
+func (w wireCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (w wireCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (w wireCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+func (w wireCounter) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok {
+		w.n.Add(int64(in.WireLength))
+	}
 }
 
 // Stop closes the listener and ends every call in progress.

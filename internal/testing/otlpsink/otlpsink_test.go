@@ -47,6 +47,7 @@ func TestSinkStoresWhatIsExported(t *testing.T) {
 	assert.Equal(t, 5, s.RecordCount())
 	assert.Len(t, s.Logs(), 2)
 	assert.EqualValues(t, 2, calls.Load())
+	assert.Positive(t, s.WireBytes(), "the sink counts the bytes it received")
 	var got, batches []int64
 	for _, r := range s.Records() {
 		v, _ := r.Attr("i")
@@ -61,4 +62,25 @@ func TestSinkStoresWhatIsExported(t *testing.T) {
 	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancelShort()
 	assert.False(t, s.WaitFor(short, 6), "WaitFor gives up when its context ends")
+}
+
+func TestCountOnlyKeepsNothing(t *testing.T) {
+	s, err := Start("127.0.0.1:0", CountOnly())
+	require.NoError(t, err)
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	logs := plog.NewLogs()
+	lrs := logs.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for range 3 {
+		lrs.AppendEmpty().Body().SetStr("write")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = plogotlp.NewGRPCClient(conn).Export(ctx, plogotlp.NewExportRequestFromLogs(logs))
+	require.NoError(t, err)
+	require.True(t, s.WaitFor(ctx, 3))
+	assert.Empty(t, s.Logs(), "nothing is stored")
+	assert.Empty(t, s.Records())
 }
