@@ -106,8 +106,8 @@ func BenchmarkPdataOnly(b *testing.B) {
 			newBatch := func() plog.LogRecordSlice {
 				logs := plog.NewLogs()
 				rl := logs.ResourceLogs().AppendEmpty()
-				rl.Resource().Attributes().PutInt(attrPID, 4242)
-				rl.Resource().Attributes().PutStr(attrThreadName, "etcd")
+				rl.Resource().Attributes().PutInt(attrProcessPID, 4242)
+				rl.Resource().Attributes().PutStr(attrProcessExecName, "etcd")
 				lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
 				lrs.EnsureCapacity(batchSize)
 				return lrs
@@ -127,14 +127,15 @@ func BenchmarkPdataOnly(b *testing.B) {
 				case !tc.decode:
 					attrs.EnsureCapacity(3)
 				case len(payload) > 0:
-					attrs.EnsureCapacity(11)
+					attrs.EnsureCapacity(12)
 				default:
-					attrs.EnsureCapacity(10)
+					attrs.EnsureCapacity(11)
 				}
 				attrs.PutInt(attrType, 1)
 				attrs.PutEmptyBytes(attrRaw).FromRaw(raw)
 				attrs.PutInt(attrTID, 4251)
 				if tc.decode {
+					attrs.PutStr(attrName, "write")
 					attrs.PutInt(attrFD, 12)
 					attrs.PutStr(attrFDKind, "file")
 					attrs.PutStr(attrFileName, file)

@@ -13,18 +13,17 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 )
 
-// Attribute keys: part of the receiver's contract, documented in the README.
+// Attribute keys: part of the receiver's contract, documented in the README. The
+// Resource of a process's records carries attrProcessPID and attrProcessExecName,
+// as the Resource of its metrics does.
 const (
-	// On the Resource: one ResourceLogs per traced process (and thread name).
-	attrPID        = "process.pid"
-	attrThreadName = "thread.name"
-
 	// On every record.
 	attrType = "etcd.syscall.type"
 	attrRaw  = "etcd.syscall.raw"
 	attrTID  = "thread.id"
 
-	// On every record when decode is on. The syscall's name is the record's body.
+	// On every record when decode is on.
+	attrName       = "etcd.syscall.name"
 	attrFD         = "etcd.syscall.fd"
 	attrFDKind     = "etcd.syscall.fd_kind"
 	attrFileName   = "file.name"
@@ -55,7 +54,8 @@ type logBuilder struct {
 }
 
 // processKey is what identifies a Resource: the process and the task's name.
-// Threads of a process share its name unless one renames itself.
+// A process's threads share its name unless one renames itself; such a thread
+// gets a Resource of its own, so that no record is labelled with another name.
 type processKey struct {
 	pid  uint32
 	comm [16]int8
@@ -99,8 +99,8 @@ func (b *logBuilder) recordsOf(ev *bpf.MonitorEvent) plog.LogRecordSlice {
 		rl := b.logs.ResourceLogs().AppendEmpty()
 		res := rl.Resource().Attributes()
 		res.EnsureCapacity(2)
-		res.PutInt(attrPID, int64(ev.Pid))
-		res.PutStr(attrThreadName, b.strings.get(ev.Comm[:]))
+		res.PutInt(attrProcessPID, int64(ev.Pid))
+		res.PutStr(attrProcessExecName, b.strings.get(ev.Comm[:]))
 		sl := rl.ScopeLogs().AppendEmpty()
 		b.scope.CopyTo(sl.Scope())
 		recs = sl.LogRecords()
@@ -130,7 +130,7 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 		attrs.EnsureCapacity(3)
 	} else {
 		// Exactly the attributes below: the slice is allocated once, at its size.
-		attrs.EnsureCapacity(7 + btoi(ev.FileName[0] != 0) + btoi(ev.Inode != 0) + btoi(takesCount) +
+		attrs.EnsureCapacity(8 + btoi(ev.FileName[0] != 0) + btoi(ev.Inode != 0) + btoi(takesCount) +
 			btoi(ev.Offset >= 0) + btoi(len(payload) > 0))
 	}
 	attrs.PutInt(attrType, int64(ev.Type))
@@ -141,6 +141,7 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 	if !b.decode {
 		return nil
 	}
+	attrs.PutStr(attrName, typ.String())
 	attrs.PutInt(attrFD, int64(ev.Fd))
 	attrs.PutStr(attrFDKind, bpf.MonitorFdKind(ev.FdKind).String())
 	if ev.FileName[0] != 0 {

@@ -59,7 +59,7 @@ func TestAppendDecodedRecord(t *testing.T) {
 	assert.Equal(t, 0, b.len(), "take starts a new batch")
 	require.Equal(t, 1, logs.ResourceLogs().Len())
 	rl := logs.ResourceLogs().At(0)
-	assert.Equal(t, map[string]any{attrPID: int64(100), attrThreadName: "etcd"}, rl.Resource().Attributes().AsRaw(),
+	assert.Equal(t, map[string]any{attrProcessPID: int64(100), attrProcessExecName: "etcd"}, rl.Resource().Attributes().AsRaw(),
 		"the process's identity is on the Resource")
 	sl := rl.ScopeLogs().At(0)
 	assert.Equal(t, "scope", sl.Scope().Name())
@@ -72,6 +72,7 @@ func TestAppendDecodedRecord(t *testing.T) {
 		attrType:       int64(6),
 		attrRaw:        raw,
 		attrTID:        int64(101),
+		attrName:       "fdatasync",
 		attrFD:         int64(9),
 		attrFDKind:     "file",
 		attrFileName:   "0000000000000000-0000000000000000.wal",
@@ -131,7 +132,7 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 	rl := b.take(1).ResourceLogs().At(0)
 	lr := rl.ScopeLogs().At(0).LogRecords().At(0)
 	assert.ElementsMatch(t, []string{attrType, attrRaw, attrTID}, keys(lr.Attributes()), "decode off: the raw bytes, the type and the thread")
-	assert.ElementsMatch(t, []string{attrPID, attrThreadName}, keys(rl.Resource().Attributes()), "decode off: the process's identity")
+	assert.ElementsMatch(t, []string{attrProcessPID, attrProcessExecName}, keys(rl.Resource().Attributes()), "decode off: the process's identity")
 	assert.Equal(t, "pwrite64", lr.Body().Str(), "decode off: the body still names the syscall")
 }
 
@@ -163,8 +164,8 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 	var got []group
 	for i := 0; i < logs.ResourceLogs().Len(); i++ {
 		rl := logs.ResourceLogs().At(i)
-		pid, _ := rl.Resource().Attributes().Get(attrPID)
-		thread, _ := rl.Resource().Attributes().Get(attrThreadName)
+		pid, _ := rl.Resource().Attributes().Get(attrProcessPID)
+		thread, _ := rl.Resource().Attributes().Get(attrProcessExecName)
 		g := group{pid: pid.Int(), thread: thread.Str()}
 		require.Equal(t, 1, rl.ScopeLogs().Len())
 		assert.Equal(t, "scope", rl.ScopeLogs().At(0).Scope().Name(), "every Resource carries the scope")

@@ -58,7 +58,7 @@ func (c *countingConsumer) ConsumeLogs(_ context.Context, logs plog.Logs) error 
 		return errors.New("refused by the test")
 	}
 	for _, lr := range otlpsink.Flatten(logs) {
-		pid, _ := lr.Resource.Attributes().Get(attrPID)
+		pid, _ := lr.Resource.Attributes().Get(attrProcessPID)
 		c.perPID[pid.Int()]++
 	}
 	return nil

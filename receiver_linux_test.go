@@ -89,9 +89,9 @@ func TestEtcdIntegration(t *testing.T) {
 
 	var walSyncs, dbWrites, dbSyncs, socketWrites int
 	for _, lr := range allRecords(sink) {
-		pid := int(num(lr, attrPID))
+		pid := int(num(lr, attrProcessPID))
 		require.NotContains(t, decoys, pid, "record from decoy %s", decoys[pid])
-		require.Equal(t, "etcd", str(lr, attrThreadName), "only processes named exactly etcd are traced")
+		require.Equal(t, "etcd", str(lr, attrProcessExecName), "only processes named exactly etcd are traced")
 		if pid != srv.PID() {
 			continue // another etcd on this host
 		}
@@ -152,7 +152,7 @@ func TestRawMatchesDecodedAttributes(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, bpf.EventSize+64, raw.Bytes().Len(), "the fixed part and a 64-byte payload area")
 		assert.EqualValues(t, ev.Type, num(lr, attrType))
-		assert.EqualValues(t, ev.Pid, num(lr, attrPID))
+		assert.EqualValues(t, ev.Pid, num(lr, attrProcessPID))
 		assert.EqualValues(t, ev.Tid, num(lr, attrTID))
 		assert.EqualValues(t, ev.Fd, num(lr, attrFD))
 		assert.EqualValues(t, ev.Ret, num(lr, attrRet))
@@ -183,7 +183,7 @@ func TestPIDsFilterExcludesOtherEtcd(t *testing.T) {
 	records := allRecords(sink)
 	require.NotEmpty(t, records)
 	for _, lr := range records {
-		require.EqualValues(t, srv.PID(), num(lr, attrPID), "impostor pid is %d", impostor)
+		require.EqualValues(t, srv.PID(), num(lr, attrProcessPID), "impostor pid is %d", impostor)
 	}
 }
 

@@ -162,6 +162,7 @@ func TestAgentGatewayVictoria(t *testing.T) {
 			assert.Equal(t, strconv.FormatInt(want, 10), row[field], "%s of %v", field, row)
 		}
 		assert.Equal(t, "file", row["etcd.syscall.fd_kind"])
+		assert.Equal(t, "fdatasync", row["_msg"], "the body is the syscall's name: VictoriaLogs has a message to list")
 		assert.True(t, strings.HasSuffix(row["file.name"], ".wal"))
 		ts, err := time.Parse(time.RFC3339Nano, row["_time"])
 		require.NoError(t, err, "_time")
