@@ -6,13 +6,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
@@ -46,44 +44,6 @@ func collVariants(list string) ([]collVariant, error) {
 	return out, nil
 }
 
-// collectorCPUConfig is the collector's configuration for one variant: the
-// receiver's defaults but a ring buffer that holds every record of the run, and
-// either the debug exporter or a batch processor and otlp_grpc to endpoint.
-func collectorCPUConfig(v collVariant, endpoint string) string {
-	exporter := `  debug:
-    verbosity: basic`
-	processors, pipeline := "", `receivers: [etcdebpf]
-      exporters: [debug]`
-	if v.compression != "" {
-		exporter = fmt.Sprintf(`  otlp_grpc:
-    endpoint: %s
-    tls:
-      insecure: true
-    compression: %s`, endpoint, v.compression)
-		processors = "processors:\n  batch:\n"
-		pipeline = `receivers: [etcdebpf]
-      processors: [batch]
-      exporters: [otlp_grpc]`
-	}
-	return fmt.Sprintf(`receivers:
-  etcdebpf:
-    comm: %s
-    ring_buffer_size: 268435456
-%sexporters:
-%s
-service:
-  telemetry:
-    logs:
-      sampling:
-        enabled: false
-    metrics:
-      level: none
-  pipelines:
-    logs:
-      %s
-`, comm, processors, exporter, pipeline)
-}
-
 type collSample struct {
 	Binary, Variant string
 	Records         int64 // records the receiver produced: one per call
@@ -93,8 +53,6 @@ type collSample struct {
 }
 
 func (s collSample) usPerRecord() float64 { return s.CPUSecs / float64(s.Records) * 1e6 }
-
-var debugRecordsRe = regexp.MustCompile(`"log records": (\d+)`)
 
 // runCollectorCPU alternates the binaries for every variant, runs times.
 func runCollectorCPU(work, writer string, binaries []string, variants []collVariant, runs, calls int) ([]collSample, error) {
@@ -126,20 +84,21 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int) (collS
 		return s, err
 	}
 	defer os.RemoveAll(dir)
-	conf, logPath := filepath.Join(dir, "collector.yaml"), filepath.Join(dir, "collector.log")
-	if err := os.WriteFile(conf, []byte(collectorCPUConfig(v, sink.Endpoint())), 0o644); err != nil {
-		return s, err
+	// The receiver's defaults but a ring buffer that holds every record of the
+	// run; the debug exporter, or a batch processor and otlp_grpc to the sink.
+	p := collector.Pipeline{Comm: comm, RingBuffer: 256 << 20}
+	if v.compression == "" {
+		p.Debug = "basic"
+	} else {
+		p.OTLPEndpoint, p.Compression, p.Batch = sink.Endpoint(), v.compression, true
 	}
-	col, err := startProc(logPath, bin, "--config", conf)
+	col, err := collector.Run(context.Background(), bin, p, dir, nil)
 	if err != nil {
 		return s, err
 	}
-	defer stopProc(col, syscall.SIGTERM)
-	if err := waitForLog(col, logPath, "Everything is ready", 60*time.Second); err != nil {
-		return s, err
-	}
+	defer func() { _ = col.Stop(10 * time.Second) }()
 	time.Sleep(200 * time.Millisecond) // start-up work done
-	before, err := cpuSeconds(col.Process.Pid)
+	before, err := cpuSeconds(col.PID())
 	if err != nil {
 		return s, err
 	}
@@ -151,10 +110,9 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int) (collS
 		if v.compression != "" {
 			return int64(sink.RecordCount())
 		}
-		b, _ := os.ReadFile(logPath)
 		var n int64
-		for _, m := range debugRecordsRe.FindAllSubmatch(b, -1) {
-			k, _ := strconv.ParseInt(string(m[1]), 10, 64)
+		for _, m := range debugRe.FindAllStringSubmatch(col.Log(), -1) {
+			k, _ := strconv.ParseInt(m[1], 10, 64)
 			n += k
 		}
 		return n
@@ -168,7 +126,7 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int) (collS
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	after, err := cpuSeconds(col.Process.Pid)
+	after, err := cpuSeconds(col.PID())
 	if err != nil {
 		return s, err
 	}

@@ -184,14 +184,16 @@ func runAll(o options) error {
 		if err != nil {
 			return err
 		}
-		binaries := []string{o.collector}
-		if o.collBase != "" {
-			binaries = []string{o.collBase, o.collector}
+		bin, err := collector.Binary(context.Background(), o.collector, os.Stderr)
+		if err != nil {
+			return err
 		}
-		for _, b := range binaries {
-			if _, err := os.Stat(b); err != nil {
-				return fmt.Errorf("collcpu: %w (build it with make collector)", err)
+		binaries := []string{bin}
+		if o.collBase != "" {
+			if _, err := os.Stat(o.collBase); err != nil {
+				return fmt.Errorf("-collcpu-base: %w", err)
 			}
+			binaries = []string{o.collBase, bin}
 		}
 		logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
 		if rep.collcpu, err = runCollectorCPU(work, loop.matchedBin, binaries, variants, o.collRuns, o.collCalls); err != nil {

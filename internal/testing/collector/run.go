@@ -27,6 +27,9 @@ type Pipeline struct {
 	FlushInterval time.Duration // the receiver's flush_interval; 0 for the default
 	PayloadBytes  int           // the receiver's payload_bytes
 	MinDuration   time.Duration // the receiver's min_duration: log records only for calls this long; 0 for all
+	RingBuffer    int           // the receiver's ring_buffer_size in bytes; 0 for the default
+	Compression   string        // the otlp_grpc exporter's compression; "" for its default (gzip)
+	Batch         bool          // a batch processor (its defaults) in the logs pipeline
 
 	// CollectionInterval, when positive, adds a metrics pipeline with the
 	// receiver's histograms, sent this often.
@@ -64,6 +67,14 @@ func (p Pipeline) YAML() string {
 	if p.CollectionInterval > 0 {
 		fmt.Fprintf(&b, "    collection_interval: %s\n", p.CollectionInterval)
 	}
+	if p.RingBuffer > 0 {
+		fmt.Fprintf(&b, "    ring_buffer_size: %d\n", p.RingBuffer)
+	}
+	processors := ""
+	if p.Batch {
+		b.WriteString("processors:\n  batch:\n")
+		processors = "      processors: [batch]\n"
+	}
 	var logs, metrics []string
 	b.WriteString("exporters:\n")
 	if p.Debug != "" {
@@ -76,6 +87,9 @@ func (p Pipeline) YAML() string {
 	}
 	if p.OTLPEndpoint != "" {
 		fmt.Fprintf(&b, "  otlp_grpc:\n    endpoint: %q\n    tls:\n      insecure: true\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPEndpoint)
+		if p.Compression != "" {
+			fmt.Fprintf(&b, "    compression: %s\n", p.Compression)
+		}
 		logs = append(logs, "otlp_grpc")
 		if p.MetricsOverGRPC {
 			metrics = append(metrics, "otlp_grpc")
@@ -95,7 +109,7 @@ func (p Pipeline) YAML() string {
 		b.WriteString("    retry_on_failure:\n      max_elapsed_time: 30s\n")
 	}
 	b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
-	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(logs, ", "))
+	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processors, strings.Join(logs, ", "))
 	if p.CollectionInterval > 0 {
 		fmt.Fprintf(&b, "    metrics:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(metrics, ", "))
 	}
