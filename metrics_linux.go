@@ -5,6 +5,7 @@ package etcdebpfreceiver
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +85,9 @@ func (c *histogramCollector) collect(hists []tracer.Histogram, now pcommon.Times
 			}
 			c.overflow.update(&h.Value)
 			continue
+		}
+		if slices.Contains(byProcess[h.Key.Tgid], h.Key) {
+			continue // a map iterated while the kernel inserts can return a key twice
 		}
 		s := c.series[h.Key]
 		if s == nil {

@@ -66,7 +66,7 @@ func TestHistogramCollector(t *testing.T) {
 	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
 	write.SumNs, write.Bytes = 1000, 4096
 
-	md, gone := c.collect([]tracer.Histogram{{Key: walSync, Value: sync}, {Key: sockWrite, Value: write}}, 200)
+	md, gone := c.collect([]tracer.Histogram{{Key: walSync, Value: sync}, {Key: sockWrite, Value: write}, {Key: walSync, Value: sync}}, 200)
 	assert.Empty(t, gone)
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
@@ -74,6 +74,8 @@ func TestHistogramCollector(t *testing.T) {
 
 	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
+	assert.Equal(t, 2, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().Len(),
+		"a key the map iteration returned twice is one point")
 	assert.EqualValues(t, bpf.HistScale, dp.Scale())
 	assert.Equal(t, bpf.HistFirstIndex+120, dp.Positive().Offset(), "trimmed to the first non-empty bucket")
 	assert.Equal(t, []uint64{5, 0, 0, 1}, dp.Positive().BucketCounts().AsRaw())
