@@ -272,8 +272,8 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 		tput, cpu float64
 	}{{cfgRecv, 0.99, 1.03}, {cfgRecvPay64, 0.98, 1.05}} {
 		a := aggs[t.cfg]
-		if len(a.ratio) == 0 {
-			continue
+		if a == nil || len(a.ratio) == 0 {
+			continue // not among -configs, or no complete round
 		}
 		*targets = append(*targets,
 			fmt.Sprintf("| %s throughput ≥ %.0f%% of baseline | %.1f%% | %s |", configNames[t.cfg], t.tput*100, median(a.ratio)*100, metMissed(median(a.ratio) >= t.tput)),
