@@ -4,43 +4,35 @@ package etcdebpfreceiver
 
 import (
 	"testing"
-	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 )
 
 // benchRecord is a realistic record: etcd's WAL write(2) of 4 KiB, as the kernel
 // side writes it. With a payload, the kernel reserves the whole payload area
 // (bpf.PayloadMax bytes) whatever payload_bytes is, and payloadLen of it is valid.
 func benchRecord(payloadLen int) []byte {
-	size := bpf.EventSize
+	ev := bpf.MonitorEvent{
+		Version: bpf.RecordVersion, Type: uint16(bpf.MonitorSyscallTypeSYSCALL_WRITE),
+		FdKind: uint8(bpf.MonitorFdKindFD_KIND_FILE), PayloadLen: uint16(payloadLen),
+		Pid: 4242, Tid: 4251, Fd: 12, CgroupId: 1234, Inode: 3670031,
+		Count: 4096, Offset: -1, Ret: 4096, StartNs: 123456789012, DurationNs: 14500,
+	}
+	copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
+	copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
+	var payload []byte
 	if payloadLen > 0 {
-		size += bpf.PayloadMax
+		payload = make([]byte, bpf.PayloadMax)
+		for i := range payloadLen {
+			payload[i] = byte(i)
+		}
 	}
-	raw := make([]byte, size)
-	ev := (*bpf.MonitorEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
-	ev.Version = bpf.RecordVersion
-	ev.Type = uint16(bpf.MonitorSyscallTypeSYSCALL_WRITE)
-	ev.FdKind = uint8(bpf.MonitorFdKindFD_KIND_FILE)
-	ev.PayloadLen = uint16(payloadLen)
-	ev.Pid, ev.Tid, ev.Fd = 4242, 4251, 12
-	ev.CgroupId, ev.Inode = 1234, 3670031
-	ev.Count, ev.Offset, ev.Ret = 4096, -1, 4096
-	ev.StartNs, ev.DurationNs = 123456789012, 14500
-	for i, c := range "etcd" {
-		ev.Comm[i] = int8(c)
-	}
-	for i, c := range "0000000000000000-0000000000000000.wal" {
-		ev.FileName[i] = int8(c)
-	}
-	for i := range payloadLen {
-		raw[bpf.EventSize+i] = byte(i)
-	}
-	return raw
+	return recordtest.Encode(ev, payload)
 }
 
 // reportCPU adds the process's CPU time per operation (cpu-ns/op): unlike ns/op,

@@ -4,7 +4,6 @@ package etcdebpfreceiver
 
 import (
 	"strconv"
-	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -192,7 +191,7 @@ const maxCachedStrings = 4096
 type stringCache map[string]string
 
 func (c stringCache) get(name []int8) string {
-	b := cString(name)
+	b := bpf.CString(name)
 	if s, ok := c[string(b)]; ok { // no allocation: the compiler optimizes map lookups by []byte conversion
 		return s
 	}
@@ -218,18 +217,4 @@ func (c inodeCache) get(ino uint64) string {
 	s := strconv.FormatUint(ino, 10)
 	c[ino] = s
 	return s
-}
-
-func cString(name []int8) []byte {
-	b := unsafeBytes(name)
-	for i, c := range b {
-		if c == 0 {
-			return b[:i]
-		}
-	}
-	return b
-}
-
-func unsafeBytes(s []int8) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
 }

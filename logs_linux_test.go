@@ -18,15 +18,8 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 )
-
-func cBytes(s string, n int) []int8 {
-	out := make([]int8, n)
-	for i := range min(len(s), n-1) {
-		out[i] = int8(s[i])
-	}
-	return out
-}
 
 func walSync() bpf.MonitorEvent {
 	ev := bpf.MonitorEvent{
@@ -34,23 +27,15 @@ func walSync() bpf.MonitorEvent {
 		FdKind: uint8(bpf.MonitorFdKindFD_KIND_FILE), Pid: 100, Tid: 101, Fd: 9, Inode: 555,
 		Offset: -1, StartNs: 5_000_000_000, DurationNs: 244_000,
 	}
-	copy(ev.Comm[:], cBytes("etcd", 16))
-	copy(ev.FileName[:], cBytes("0000000000000000-0000000000000000.wal", 48))
+	copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
+	copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
 	return ev
-}
-
-func rawRecord(t testing.TB, ev bpf.MonitorEvent, payload []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	require.NoError(t, binary.Write(&buf, binary.LittleEndian, ev))
-	buf.Write(payload)
-	return buf.Bytes()
 }
 
 func TestAppendDecodedRecord(t *testing.T) {
 	b := newLogBuilder(true, "scope", "v1", 1)
 	b.bootOffset = 1_700_000_000_000_000_000
-	raw := rawRecord(t, walSync(), nil)
+	raw := recordtest.Encode(walSync(), nil)
 	observed := pcommon.Timestamp(42)
 	require.NoError(t, b.append(raw, observed))
 
@@ -99,7 +84,7 @@ func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 			ev := walSync()
 			ev.Type, ev.Count = uint16(tc.typ), 0 // a write of 0 bytes still has a count
 			b := newLogBuilder(true, "scope", "v1", 1)
-			require.NoError(t, b.append(rawRecord(t, ev, nil), 0))
+			require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
 			lr := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
 			assert.Equal(t, tc.typ.String(), lr.Body().Str())
 			count, ok := lr.Attributes().Get(attrCount)
@@ -116,7 +101,7 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 	ev.Type = uint16(bpf.MonitorSyscallTypeSYSCALL_PWRITE64)
 	ev.Offset, ev.Count, ev.Ret, ev.PayloadLen = 4096, 100, 100, 4
 
-	raw := rawRecord(t, ev, []byte("abcd"))
+	raw := recordtest.Encode(ev, []byte("abcd"))
 	b := newLogBuilder(true, "scope", "v1", 1)
 	require.NoError(t, b.append(raw, 0))
 	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
@@ -140,7 +125,7 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 	record := func(pid, tid uint32, comm string) bpf.MonitorEvent {
 		ev := walSync()
 		ev.Pid, ev.Tid = pid, tid
-		copy(ev.Comm[:], cBytes(comm, 16))
+		copy(ev.Comm[:], recordtest.Chars(comm, len(ev.Comm)))
 		return ev
 	}
 	events := []bpf.MonitorEvent{
@@ -150,7 +135,7 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 	}
 	b := newLogBuilder(true, "scope", "v1", 8)
 	for _, ev := range events {
-		require.NoError(t, b.append(rawRecord(t, ev, nil), 0))
+		require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
 	}
 	require.Equal(t, len(events), b.len())
 	logs := b.take(8)
@@ -181,7 +166,7 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 		{100, "renamed", []int64{103}},
 	}, got, "one Resource per process and name, in order of first record; records in arrival order")
 
-	require.NoError(t, b.append(rawRecord(t, events[0], nil), 0))
+	require.NoError(t, b.append(recordtest.Encode(events[0], nil), 0))
 	assert.Equal(t, 1, b.take(8).ResourceLogs().Len(), "a new batch starts without Resources")
 }
 
@@ -191,7 +176,7 @@ func TestAppendOwnsItsBytes(t *testing.T) {
 	b := newLogBuilder(true, "scope", "v1", 4096)
 	ev := walSync()
 	ev.PayloadLen = 8
-	buf := rawRecord(t, ev, []byte("payload0"))
+	buf := recordtest.Encode(ev, []byte("payload0"))
 	want := make([][]byte, 0, 300)
 	for i := range cap(want) {
 		binary.LittleEndian.PutUint64(buf[bpf.EventSize:], uint64(i))
@@ -223,7 +208,7 @@ func keys(m pcommon.Map) []string {
 
 func TestAppendRejectsMalformed(t *testing.T) {
 	b := newLogBuilder(true, "scope", "v1", 1)
-	raw := rawRecord(t, walSync(), nil)
+	raw := recordtest.Encode(walSync(), nil)
 	for _, bad := range [][]byte{nil, raw[:10], raw[:len(raw)-1]} {
 		assert.Error(t, b.append(bad, 0))
 	}
@@ -241,13 +226,13 @@ func TestBootOffsetMatchesWallClock(t *testing.T) {
 
 func TestStringCacheBounded(t *testing.T) {
 	c := stringCache{}
-	assert.Equal(t, "etcd", c.get(cBytes("etcd", 16)))
-	assert.Equal(t, "etcd", c.get(cBytes("etcd", 16)))
+	assert.Equal(t, "etcd", c.get(recordtest.Chars("etcd", 16)))
+	assert.Equal(t, "etcd", c.get(recordtest.Chars("etcd", 16)))
 	unterminated := make([]int8, 4)
-	copy(unterminated, cBytes("abcde", 6)[:4])
+	copy(unterminated, recordtest.Chars("abcde", 6)[:4])
 	assert.Equal(t, "abcd", c.get(unterminated), "a full field has no NUL")
 	for i := range 2 * maxCachedStrings {
-		c.get(cBytes(string(rune('a'+i%26))+string(rune(i)), 16))
+		c.get(recordtest.Chars(string(rune('a'+i%26))+string(rune(i)), 16))
 	}
 	assert.LessOrEqual(t, len(c), maxCachedStrings)
 }
@@ -264,7 +249,7 @@ func TestInodeCacheBounded(t *testing.T) {
 
 // FuzzAppend: whatever the ring buffer hands over, building a log record never panics.
 func FuzzAppend(f *testing.F) {
-	f.Add(rawRecord(f, walSync(), nil))
+	f.Add(recordtest.Encode(walSync(), nil))
 	f.Add([]byte{1, 0})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		b := newLogBuilder(true, "scope", "v1", 1)

@@ -56,17 +56,6 @@ func allRecords(sink *consumertest.LogsSink) []otlpsink.Record {
 	return out
 }
 
-// str and num read an attribute of the record or, for the process's identity, of its Resource.
-func str(lr otlpsink.Record, key string) string {
-	v, _ := lr.Attr(key)
-	return v.AsString()
-}
-
-func num(lr otlpsink.Record, key string) int64 {
-	v, _ := lr.Attr(key)
-	return v.Int()
-}
-
 func TestEtcdIntegration(t *testing.T) {
 	bpftest.RequireBPF(t)
 	srv := startEtcd(t)
@@ -89,19 +78,19 @@ func TestEtcdIntegration(t *testing.T) {
 
 	var walSyncs, dbWrites, dbSyncs, socketWrites int
 	for _, lr := range allRecords(sink) {
-		pid := int(num(lr, attrProcessPID))
+		pid := int(lr.Int(attrProcessPID))
 		require.NotContains(t, decoys, pid, "record from decoy %s", decoys[pid])
-		require.Equal(t, "etcd", str(lr, attrProcessExecName), "only processes named exactly etcd are traced")
+		require.Equal(t, "etcd", lr.Str(attrProcessExecName), "only processes named exactly etcd are traced")
 		if pid != srv.PID() {
 			continue // another etcd on this host
 		}
 		ts := lr.Timestamp().AsTime()
 		require.WithinRange(t, ts, window.Start.Add(-10*time.Second), window.End.Add(time.Second), "timestamp is wall-clock entry time")
-		name, file := lr.Body().Str(), str(lr, attrFileName)
+		name, file := lr.Body().Str(), lr.Str(attrFileName)
 		switch {
 		case name == "fdatasync" && strings.HasSuffix(file, ".wal"):
-			require.Positive(t, num(lr, attrDurationNs))
-			require.Zero(t, num(lr, attrRet))
+			require.Positive(t, lr.Int(attrDurationNs))
+			require.Zero(t, lr.Int(attrRet))
 			raw, _ := lr.Attributes().Get(attrRaw)
 			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
 			require.NoError(t, err)
@@ -111,10 +100,10 @@ func TestEtcdIntegration(t *testing.T) {
 			}
 		case name == "pwrite64" && file == "db":
 			dbWrites++
-			require.Equal(t, num(lr, attrCount), num(lr, attrRet), "bbolt writes whole pages")
+			require.Equal(t, lr.Int(attrCount), lr.Int(attrRet), "bbolt writes whole pages")
 		case name == "fdatasync" && file == "db":
 			dbSyncs++
-		case (name == "write" || name == "writev") && str(lr, attrFDKind) == "socket":
+		case (name == "write" || name == "writev") && lr.Str(attrFDKind) == "socket":
 			socketWrites++
 		}
 	}
@@ -151,17 +140,17 @@ func TestRawMatchesDecodedAttributes(t *testing.T) {
 		ev, payload, err := bpf.Decode(raw.Bytes().AsRaw())
 		require.NoError(t, err)
 		assert.Equal(t, bpf.EventSize+64, raw.Bytes().Len(), "the fixed part and a 64-byte payload area")
-		assert.EqualValues(t, ev.Type, num(lr, attrType))
-		assert.EqualValues(t, ev.Pid, num(lr, attrProcessPID))
-		assert.EqualValues(t, ev.Tid, num(lr, attrTID))
-		assert.EqualValues(t, ev.Fd, num(lr, attrFD))
-		assert.EqualValues(t, ev.Ret, num(lr, attrRet))
-		assert.EqualValues(t, ev.DurationNs, num(lr, attrDurationNs))
+		assert.EqualValues(t, ev.Type, lr.Int(attrType))
+		assert.EqualValues(t, ev.Pid, lr.Int(attrProcessPID))
+		assert.EqualValues(t, ev.Tid, lr.Int(attrTID))
+		assert.EqualValues(t, ev.Fd, lr.Int(attrFD))
+		assert.EqualValues(t, ev.Ret, lr.Int(attrRet))
+		assert.EqualValues(t, ev.DurationNs, lr.Int(attrDurationNs))
 		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), lr.Body().Str())
 		assert.LessOrEqual(t, len(payload), 64)
 		if p, ok := lr.Attributes().Get(attrPayload); ok {
 			assert.Equal(t, payload, p.Bytes().AsRaw())
-			assert.LessOrEqual(t, int64(len(payload)), max(num(lr, attrRet), 0), "never more than was written")
+			assert.LessOrEqual(t, int64(len(payload)), max(lr.Int(attrRet), 0), "never more than was written")
 			sawMarker = sawMarker || strings.Contains(string(payload), "payload-marker")
 		}
 	}
@@ -183,7 +172,7 @@ func TestPIDsFilterExcludesOtherEtcd(t *testing.T) {
 	records := allRecords(sink)
 	require.NotEmpty(t, records)
 	for _, lr := range records {
-		require.EqualValues(t, srv.PID(), num(lr, attrProcessPID), "impostor pid is %d", impostor)
+		require.EqualValues(t, srv.PID(), lr.Int(attrProcessPID), "impostor pid is %d", impostor)
 	}
 }
 

@@ -303,7 +303,7 @@ service:
 	fromDD := func() int {
 		n := 0
 		for _, lr := range allRecords(sinks["good"]) {
-			if num(lr, attrProcessPID) == pid && lr.Body().Str() == "write" {
+			if lr.Int(attrProcessPID) == pid && lr.Body().Str() == "write" {
 				n++
 			}
 		}

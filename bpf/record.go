@@ -32,6 +32,18 @@ func Decode(raw []byte) (*MonitorEvent, []byte, error) {
 	return ev, payload[:ev.PayloadLen], nil
 }
 
+// CString is the NUL-terminated name in name (an event's Comm or FileName),
+// without copying: the bytes alias name.
+func CString(name []int8) []byte {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(name))), len(name))
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
 var syscallNames = [...]string{
 	MonitorSyscallTypeSYSCALL_WRITE:           "write",
 	MonitorSyscallTypeSYSCALL_PWRITE64:        "pwrite64",

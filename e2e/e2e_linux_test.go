@@ -71,17 +71,6 @@ func attr(t *testing.T, attrs pcommon.Map, key string, typ pcommon.ValueType) pc
 	return v
 }
 
-func cString(b []int8) string {
-	s := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		s = append(s, byte(c))
-	}
-	return string(s)
-}
-
 func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 	bpftest.RequireBPF(t)
 	etcdBin := bpftest.RequireEtcd(t)
@@ -159,7 +148,7 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 		assert.EqualValues(t, ev.Type, typ)
 		assert.EqualValues(t, ev.Pid, pid)
 		assert.EqualValues(t, ev.Tid, tid)
-		assert.Equal(t, cString(ev.Comm[:]), execName, "the task's comm")
+		assert.Equal(t, string(bpf.CString(ev.Comm[:])), execName, "the task's comm")
 		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), name)
 		assert.EqualValues(t, ev.Fd, fd)
 		assert.Equal(t, bpf.MonitorFdKind(ev.FdKind).String(), fdKind)
@@ -181,7 +170,7 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 			assert.Equal(t, pcommon.ValueTypeStr, v.Type())
 			fileName = v.Str()
 		}
-		assert.Equal(t, cString(ev.FileName[:]), fileName)
+		assert.Equal(t, string(bpf.CString(ev.FileName[:])), fileName)
 		if v, ok := lr.Attributes().Get("file.inode"); ok {
 			assert.Equal(t, pcommon.ValueTypeStr, v.Type(), "file.inode is a string in the semantic conventions")
 			assert.Equal(t, strconv.FormatUint(ev.Inode, 10), v.Str())

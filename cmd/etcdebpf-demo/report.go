@@ -28,22 +28,14 @@ type record struct {
 }
 
 func fromLog(lr otlpsink.Record) record {
-	str := func(k string) string {
-		v, _ := lr.Attr(k)
-		return v.AsString()
-	}
-	num := func(k string) int64 {
-		v, _ := lr.Attr(k)
-		return v.Int()
-	}
 	return record{
 		ts:       lr.Timestamp().AsTime(),
 		name:     lr.Body().Str(), // the syscall's name
-		fdKind:   str("etcd.syscall.fd_kind"),
-		fd:       num("etcd.syscall.fd"),
-		file:     str("file.name"),
-		ret:      num("etcd.syscall.ret"),
-		duration: time.Duration(num("etcd.syscall.duration_ns")),
+		fdKind:   lr.Str("etcd.syscall.fd_kind"),
+		fd:       lr.Int("etcd.syscall.fd"),
+		file:     lr.Str("file.name"),
+		ret:      lr.Int("etcd.syscall.ret"),
+		duration: time.Duration(lr.Int("etcd.syscall.duration_ns")),
 	}
 }
 

@@ -126,6 +126,18 @@ func (r Record) Attr(key string) (pcommon.Value, bool) {
 	return r.Resource.Attributes().Get(key)
 }
 
+// Str is Attr's value as a string, "" if there is none.
+func (r Record) Str(key string) string {
+	v, _ := r.Attr(key)
+	return v.AsString()
+}
+
+// Int is Attr's integer value, 0 if there is none.
+func (r Record) Int(key string) int64 {
+	v, _ := r.Attr(key)
+	return v.Int()
+}
+
 // Flatten lists the log records of logs.
 func Flatten(logs plog.Logs) []Record {
 	out := make([]Record, 0, logs.LogRecordCount())
