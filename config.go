@@ -12,11 +12,8 @@ import (
 
 // Limits that the kernel side imposes on the configuration.
 const (
-	maxCommLen      = 15 // TASK_COMM_LEN minus the NUL: the kernel truncates longer names
-	maxPayloadBytes = 256
-	maxPIDs         = 4096 // entries of the target_pids map
-	minRingSize     = 64 << 10
-	maxRingSize     = 1 << 30
+	minRingSize = 64 << 10
+	maxRingSize = 1 << 30
 )
 
 // The names the kernel side knows; bpf/record.go maps them to its enums.
@@ -96,18 +93,12 @@ func createDefaultConfig() *Config {
 // Validate checks each field and names the field and the fix in its error.
 func (cfg *Config) Validate() error {
 	var errs []error
-	if len(cfg.Comm) > maxCommLen {
-		errs = append(errs, fmt.Errorf("comm: %q is %d bytes but the kernel keeps only the first %d bytes of a process name; set comm to %q",
-			cfg.Comm, len(cfg.Comm), maxCommLen, cfg.Comm[:maxCommLen]))
-	}
+	errs = append(errs, cfg.validateKernelLimits()...)
 	if cfg.Comm == "" && len(cfg.PIDs) == 0 && cfg.CgroupPath == "" {
 		errs = append(errs, errors.New(`comm: empty with neither pids nor cgroup_path set, which would trace every process on the host; set comm (default "etcd"), pids or cgroup_path`))
 	}
 	if len(cfg.PIDs) > 0 && cfg.CgroupPath != "" {
 		errs = append(errs, errors.New("pids and cgroup_path: both are set; choose one way to select the process (pids for a process on the host, cgroup_path for a container)"))
-	}
-	if len(cfg.PIDs) > maxPIDs {
-		errs = append(errs, fmt.Errorf("pids: %d entries, at most %d are supported; select by cgroup_path or comm instead", len(cfg.PIDs), maxPIDs))
 	}
 	for _, pid := range cfg.PIDs {
 		if pid <= 0 || pid > 1<<22 {
@@ -116,9 +107,6 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.CgroupPath != "" && !filepath.IsAbs(cfg.CgroupPath) {
 		errs = append(errs, fmt.Errorf("cgroup_path: %q is relative; give the absolute path of a cgroup v2 directory, such as /sys/fs/cgroup/kubepods.slice/...", cfg.CgroupPath))
-	}
-	if cfg.PayloadBytes < 0 || cfg.PayloadBytes > maxPayloadBytes {
-		errs = append(errs, fmt.Errorf("payload_bytes: %d is out of range; use 0 (off, the default) to %d", cfg.PayloadBytes, maxPayloadBytes))
 	}
 	if cfg.RingBufferSize < minRingSize || cfg.RingBufferSize > maxRingSize || bits.OnesCount(uint(cfg.RingBufferSize)) != 1 {
 		errs = append(errs, fmt.Errorf("ring_buffer_size: %d is not a power of two between %d (64 KiB) and %d (1 GiB); use, for example, 8388608 (8 MiB, the default)",

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
@@ -110,8 +111,8 @@ func main() {
 }
 
 func runAll(o options) error {
-	if len(comm) == 0 || len(comm) > 15 || strings.ContainsAny(comm, "/\" ") {
-		return fmt.Errorf("-comm %q: use 1 to 15 characters, no slash, quote or space", comm)
+	if len(comm) == 0 || len(comm) > bpf.CommLen-1 || strings.ContainsAny(comm, "/\" ") {
+		return fmt.Errorf("-comm %q: use 1 to %d characters, no slash, quote or space", comm, bpf.CommLen-1)
 	}
 	var picked []string
 	for _, c := range configs {

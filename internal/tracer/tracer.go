@@ -120,7 +120,7 @@ func checkHost() error {
 }
 
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
-	var comm [16]byte
+	var comm [bpf.CommLen]byte
 	copy(comm[:], opts.Comm)
 	kinds, err := fdKindMask(opts.FDKinds)
 	if err != nil {

@@ -149,7 +149,7 @@ func (h Held) WaitGone(timeout time.Duration) error {
 // kernel.bpf_stats_enabled is 1).
 type Program struct {
 	ID       ebpf.ProgramID
-	Name     string
+	Name     string // in full, as in the BPF object (the kernel keeps 15 bytes)
 	RunCount uint64
 	RunTime  time.Duration
 	Maps     []ebpf.MapID
@@ -170,7 +170,8 @@ func ReceiverPrograms(ids []ebpf.ProgramID) ([]Program, error) {
 		} else if err != nil {
 			return nil, err
 		}
-		if names[p.Name] {
+		if full, ok := names[p.Name]; ok {
+			p.Name = full
 			out = append(out, p)
 		}
 	}
@@ -195,17 +196,17 @@ func program(id ebpf.ProgramID) (Program, error) {
 	return Program{ID: id, Name: info.Name, RunCount: stats.RunCount, RunTime: stats.Runtime, Maps: maps}, nil
 }
 
-// receiverProgramNames are the names of the receiver's programs as the kernel
-// keeps them: cut to BPF_OBJ_NAME_LEN-1 bytes.
-func receiverProgramNames() (map[string]bool, error) {
+// receiverProgramNames maps the names of the receiver's programs as the kernel
+// keeps them (cut to BPF_OBJ_NAME_LEN-1 bytes) to their full names.
+func receiverProgramNames() (map[string]string, error) {
 	spec, err := bpf.LoadMonitor()
 	if err != nil {
 		return nil, err
 	}
 	const kernelNameLen = 15
-	names := map[string]bool{}
+	names := map[string]string{}
 	for name := range spec.Programs {
-		names[name[:min(len(name), kernelNameLen)]] = true
+		names[name[:min(len(name), kernelNameLen)]] = name
 	}
 	return names, nil
 }
@@ -246,7 +247,7 @@ func ForeignTracepointPrograms(pids ...int) (int, error) {
 			continue
 		}
 		p, err := program(id)
-		if err == nil && (names[p.Name] || strings.Contains(p.Name, "sys_")) {
+		if _, receiver := names[p.Name]; err == nil && (receiver || strings.Contains(p.Name, "sys_")) {
 			n++
 		}
 	}

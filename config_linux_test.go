@@ -1,0 +1,25 @@
+//go:build linux
+
+package etcdebpfreceiver
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+)
+
+func TestValidatePIDsUpToTheTargetPIDsMap(t *testing.T) {
+	maxPIDs, err := bpf.MaxTargetPIDs()
+	require.NoError(t, err)
+	cfg := createDefaultConfig()
+	for pid := 1; pid <= maxPIDs; pid++ {
+		cfg.PIDs = append(cfg.PIDs, pid)
+	}
+	require.NoError(t, cfg.Validate(), "as many pids as the map holds")
+	cfg.PIDs = append(cfg.PIDs, maxPIDs+1)
+	assert.ErrorContains(t, cfg.Validate(), fmt.Sprintf("pids: %d entries, at most %d are supported", maxPIDs+1, maxPIDs))
+}
