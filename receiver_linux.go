@@ -39,15 +39,16 @@ type etcdReceiver struct {
 	obsrecv  *receiverhelper.ObsReport
 	release  func() // forgets this receiver in the factory's map of shared ones
 
-	mu          sync.Mutex // serializes Start and Shutdown
-	starts      int        // Starts not yet matched by a Shutdown
-	tracer      *tracer.Tracer
-	telemetry   *metadata.TelemetryBuilder
-	cancel      context.CancelFunc // cancels the context the pipeline is called with
-	done        chan struct{}      // closed when the reader goroutine returns; nil without logs
-	stopMetrics chan struct{}      // closed by Shutdown: collect once more and return
-	metricsDone chan struct{}      // closed when the metrics goroutine returns; nil without metrics
-	watcher     sync.WaitGroup     // the goroutine watching for exited pids
+	mu        sync.Mutex // serializes Start and Shutdown
+	starts    int        // Starts not yet matched by a Shutdown
+	tracer    *tracer.Tracer
+	telemetry *metadata.TelemetryBuilder
+	cancel    context.CancelFunc // cancels the context the pipeline is called with
+	// Each goroutine closes its channel when it returns; nil when it was not started.
+	readerDone  chan struct{}
+	metricsDone chan struct{}
+	watcherDone chan struct{} // watching for exited pids
+	stopMetrics chan struct{} // closed by Shutdown: collect once more and return
 }
 
 // targetCheckInterval is how often the receiver looks for exited pids.
@@ -137,16 +138,16 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 	// The goroutines get what they use as arguments: after a Shutdown that timed out,
 	// a reader stuck in the pipeline may outlive the fields of this receiver.
 	if r.next != nil {
-		r.done = make(chan struct{})
-		go r.run(ctx, t.Reader, tb, r.done)
+		r.readerDone = make(chan struct{})
+		go r.run(ctx, t.Reader, tb, r.readerDone)
 	}
 	if r.metrics != nil {
 		r.stopMetrics, r.metricsDone = make(chan struct{}), make(chan struct{})
 		go r.collectMetrics(ctx, t, r.stopMetrics, r.metricsDone)
 	}
 	if len(r.cfg.PIDs) > 0 {
-		r.watcher.Add(1)
-		go r.watchTargets(ctx, t, tb)
+		r.watcherDone = make(chan struct{})
+		go r.watchTargets(ctx, t, tb, r.watcherDone)
 	}
 	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
 		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
@@ -210,11 +211,11 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("etcdebpf: the last collection of metrics did not finish before shutdown's deadline: %w", ctx.Err()))
 		}
 	}
-	if r.done != nil {
+	if r.readerDone != nil {
 		// After Flush the reader returns what is pending, then ErrFlushed: run returns.
 		errs = append(errs, r.tracer.Reader.Flush())
 		select {
-		case <-r.done:
+		case <-r.readerDone:
 		case <-ctx.Done():
 			pending := r.tracer.PendingRecords()
 			r.settings.Logger.Warn("Shutdown's deadline came with the pipeline still busy: records left in the ring buffer are dropped",
@@ -223,77 +224,82 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 		}
 	}
 	r.cancel()
-	r.watcher.Wait()
+	if r.watcherDone != nil {
+		<-r.watcherDone
+	}
 	errs = append(errs, r.tracer.Close())
 	r.telemetry.Shutdown()
-	r.tracer, r.telemetry, r.done, r.metricsDone = nil, nil, nil, nil
+	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.watcherDone = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
-// run drains the ring buffer into batches until the reader is flushed or closed.
-// A batch goes to the pipeline when it is full or FlushInterval after it started,
-// whichever is first; the producer does not wake us for every record.
+// run reads the ring buffer into a batch and sends the batch down the pipeline
+// when it is full or FlushInterval after the last send, whichever comes first:
+// the producer does not wake the reader for every record. It returns once the
+// reader is flushed (Shutdown: what was pending has been read) or closed.
 func (r *etcdReceiver) run(ctx context.Context, rd *ringbuf.Reader, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
 	defer close(done)
 	b := newLogBuilder(r.cfg.Decode, metadata.ScopeName, r.settings.BuildInfo.Version, r.cfg.MaxBatchSize)
 	var (
-		rec             ringbuf.Record
-		read, malformed int64
-		lastErr         error
+		rec ringbuf.Record
+		n   readCounts
 	)
-	send := func() {
-		tb.EtcdebpfRecordsRead.Add(ctx, read)
-		if malformed > 0 {
-			tb.EtcdebpfRecordsMalformed.Add(ctx, malformed)
-			r.settings.Logger.Warn("Dropped malformed records", zap.Int64("records", malformed), zap.Error(lastErr))
-		}
-		read, malformed = 0, 0
-		r.flush(ctx, b)
-	}
 	rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
 	for {
 		err := rd.ReadInto(&rec)
-		switch {
-		case err == nil:
-			read++
+		if err == nil {
+			n.read++
 			if err := b.append(rec.RawSample, pcommon.NewTimestampFromTime(time.Now())); err != nil {
-				malformed, lastErr = malformed+1, err
+				n.malformed, n.lastErr = n.malformed+1, err
 			}
 			if b.len() < r.cfg.MaxBatchSize {
 				continue
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		}
+		r.send(ctx, b, tb, &n)
+		switch {
+		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+			rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
 		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed):
-			send()
 			return
 		default:
 			r.settings.Logger.Error("Reading the ring buffer failed; no more records will be read", zap.Error(err))
-			send()
 			return
 		}
-		send()
-		rd.SetDeadline(time.Now().Add(r.cfg.FlushInterval))
 	}
 }
 
-func (r *etcdReceiver) flush(ctx context.Context, b *logBuilder) {
-	n := b.len()
-	if n == 0 {
+// readCounts are the records read since the last send.
+type readCounts struct {
+	read, malformed int64
+	lastErr         error // why the last malformed record did not decode
+}
+
+// send counts what was read, then hands the batch, if any, to the pipeline.
+func (r *etcdReceiver) send(ctx context.Context, b *logBuilder, tb *metadata.TelemetryBuilder, n *readCounts) {
+	tb.EtcdebpfRecordsRead.Add(ctx, n.read)
+	if n.malformed > 0 {
+		tb.EtcdebpfRecordsMalformed.Add(ctx, n.malformed)
+		r.settings.Logger.Warn("Dropped malformed records", zap.Int64("records", n.malformed), zap.Error(n.lastErr))
+	}
+	*n = readCounts{}
+	records := b.len()
+	if records == 0 {
 		return
 	}
 	logs := b.take(r.cfg.MaxBatchSize)
 	ctx = r.obsrecv.StartLogsOp(ctx)
 	err := r.next.ConsumeLogs(ctx, logs)
-	r.obsrecv.EndLogsOp(ctx, metadata.Type.String(), n, err)
+	r.obsrecv.EndLogsOp(ctx, metadata.Type.String(), records, err)
 	if err != nil {
-		r.settings.Logger.Debug("The pipeline refused records", zap.Int("records", n), zap.Error(err))
+		r.settings.Logger.Debug("The pipeline refused records", zap.Int("records", records), zap.Error(err))
 	}
 }
 
 // watchTargets reports each pid of cfg.PIDs that exits, once, and removes it from
 // the kernel's filter so that a new process reusing the pid is not traced.
-func (r *etcdReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *metadata.TelemetryBuilder) {
-	defer r.watcher.Done()
+func (r *etcdReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
+	defer close(done)
 	alive := slices.Clone(r.cfg.PIDs)
 	tick := time.NewTicker(targetCheckInterval)
 	defer tick.Stop()
