@@ -203,7 +203,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	fmt.Fprintln(out, "\nAll records of etcd while traced (bytes: sum of successful write sizes; latency: entry to exit in the kernel):")
 	writeSyscallTable(out, summarize(records))
 
+	if err := errors.Join(vl.Flush(ctx), vm.Flush(ctx)); err != nil {
+		return err
+	}
 	cmp := walComparison{window: windowEnd.Sub(windowStart), etcdCount: countAfter - countBefore}
+	if cmp.histogram, err = walSyncHistogram(ctx, vm, windowStart); err != nil {
+		return err
+	}
 	for _, r := range records {
 		if r.isWALSync() && r.ts.After(windowStart) && r.ts.Before(windowEnd) {
 			cmp.kernel = append(cmp.kernel, r.duration)
@@ -223,9 +229,6 @@ func Run(ctx context.Context, o Options) (err error) {
 		fmt.Fprintln(out, "\nAfter the collector stopped, none of the receiver's BPF programs is left in the kernel.")
 	}
 
-	if err := errors.Join(vl.Flush(ctx), vm.Flush(ctx)); err != nil {
-		return err
-	}
 	if err := writeNextQueries(ctx, out, vl, vm); err != nil {
 		return err
 	}

@@ -14,6 +14,35 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
 )
 
+// walSyncHistogram is what the receiver's histogram says of the WAL fdatasyncs
+// since start, read back from VictoriaMetrics: count, p50, p99. The collector has
+// stopped, so its last collection is in; the increase is taken from the last
+// collection at or before start (up to collection_interval earlier, with etcd idle).
+func walSyncHistogram(ctx context.Context, vm *victoria.Server, start time.Time) (*histogramFigures, error) {
+	const selector = `{etcd_syscall_name="fdatasync",etcd_syscall_file_class="wal"}`
+	now := time.Now()
+	window := fmt.Sprintf("[%ds]", int(now.Sub(start).Seconds()))
+	h := &histogramFigures{}
+	for _, q := range []struct {
+		query string
+		dst   *float64
+	}{
+		{`sum(increase_pure(etcd_syscall_duration_seconds_count` + selector + window + `))`, &h.count},
+		{`histogram_quantile(0.5, sum by (vmrange) (increase_pure(etcd_syscall_duration_seconds_bucket` + selector + window + `)))`, &h.p50},
+		{`histogram_quantile(0.99, sum by (vmrange) (increase_pure(etcd_syscall_duration_seconds_bucket` + selector + window + `)))`, &h.p99},
+	} {
+		samples, err := vm.PromQL(ctx, q.query, now)
+		if err != nil {
+			return nil, err
+		}
+		if len(samples) != 1 {
+			return nil, nil // no histogram: the row says so
+		}
+		*q.dst = samples[0].Value
+	}
+	return h, nil
+}
+
 // writeNextQueries runs each query against its backend and prints it with its
 // answer: the demo's last screen is where a user's own querying starts.
 func writeNextQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Server) error {

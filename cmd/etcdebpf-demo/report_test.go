@@ -89,9 +89,11 @@ func TestWALComparison(t *testing.T) {
 		kernel:      []time.Duration{300 * time.Microsecond, 400 * time.Microsecond, 1500 * time.Microsecond},
 		etcdCount:   3,
 		etcdBuckets: map[float64]float64{0.001: 2, 0.002: 3, math.Inf(1): 3},
+		histogram:   &histogramFigures{count: 3, p50: 0.0004, p99: 0.0015},
 	}
 	var buf bytes.Buffer
 	c.write(&buf)
+	assert.Contains(t, buf.String(), "kernel, receiver's histogram (scale 3)      3  400µs  1.50ms")
 	assert.Contains(t, buf.String(), "The counts agree")
 	assert.Contains(t, buf.String(), "etcd_disk_wal_fsync_duration_seconds")
 }
