@@ -379,45 +379,50 @@ static __always_inline __u64 ns_to_binary_units(__u64 ns)
 	return (q << 41) + (r << 41) / FIVE_POW_9;
 }
 
-/* Index of the most significant set bit of v > 0, without loops. */
+/*
+ * (t + 2^n - 1) >> n is 1 when 0 < t < 2^n and 0 when t = 0. The bucket index is computed
+ * with such arithmetic instead of comparisons: each branch would split the verifier's
+ * paths, and 2^6 msb steps x 2^7 mantissa comparisons per exit program made loading
+ * take seconds.
+ */
+#define NONZERO(t, n) (((t) + ((1ULL << (n)) - 1)) >> (n))
+/* 1 when f > c, for f and c both in [2^63, 2^64): the sign of c - f. */
+#define ABOVE(f, c) (((c) - (f)) >> 63)
+
+/* Index of the most significant set bit of v > 0: a binary search without branches. */
 static __always_inline __u32 msb64(__u64 v)
 {
-	__u32 r = 0;
-	if (v >> 32) { v >>= 32; r += 32; }
-	if (v >> 16) { v >>= 16; r += 16; }
-	if (v >> 8) { v >>= 8; r += 8; }
-	if (v >> 4) { v >>= 4; r += 4; }
-	if (v >> 2) { v >>= 2; r += 2; }
-	if (v >> 1) r += 1;
-	return r;
+	__u64 r = 0, s;
+	s = NONZERO(v >> 32, 32) << 5; v >>= s; r += s;
+	s = NONZERO(v >> 16, 16) << 4; v >>= s; r += s;
+	s = NONZERO(v >> 8, 8) << 3; v >>= s; r += s;
+	s = NONZERO(v >> 4, 4) << 2; v >>= s; r += s;
+	s = NONZERO(v >> 2, 2) << 1; v >>= s; r += s;
+	return r + (v >> 1);
 }
 
 /*
  * The OpenTelemetry scale-3 bucket index of duration_ns in seconds, counted from the
  * map's first bucket (index -HIST_INDEX_OFFSET) and clamped to the map's buckets. Exact
- * to 2^-50 s (1e-6 ns): with v the duration in 2^-50 s units, v in (2^(e + m/8), 2^(e + (m+1)/8)] is index 8e + m,
- * m found by comparing the mantissa, normalised to 64 bits, with floor(2^(m/8) * 2^63).
- * bpf/hist.go mirrors it.
+ * to 2^-50 s (1e-6 ns): with v the duration in 2^-50 s units, v in
+ * (2^(e + m/8), 2^(e + (m+1)/8)] is index 8e + m, m found by comparing the mantissa,
+ * normalised to 64 bits, with floor(2^(m/8) * 2^63); a power of two, the top of the
+ * bucket below, is 8e - 1. bpf/hist.go mirrors it step by step.
  */
 static __always_inline __u32 hist_bucket(__u64 duration_ns)
 {
 	if (duration_ns > MAX_HIST_NS)
 		duration_ns = MAX_HIST_NS;
-	__u64 v = ns_to_binary_units(duration_ns);
-	if (v == 0)
-		return 0;
-	__u32 e = msb64(v);
+	__u64 v = ns_to_binary_units(duration_ns); /* 0 ends up below bucket 0, then clamped */
+	__u64 e = msb64(v);
 	__u64 f = v << (63 - e);
-	__s32 index;
-	if (f == 1ULL << 63) {
-		index = 8 * e - 1; /* a power of two is the upper bound of the bucket below */
-	} else {
-		index = 8 * e + (f > 0x8b95c1e3ea8bd6e6ULL) + (f > 0x9837f0518db8a96fULL) +
-			(f > 0xa5fed6a9b15138eaULL) + (f > 0xb504f333f9de6484ULL) +
-			(f > 0xc5672a115506daddULL) + (f > 0xd744fccad69d6af4ULL) +
-			(f > 0xeac0c6e7dd24392eULL);
-	}
-	index -= 8 * 50 - HIST_INDEX_OFFSET; /* from 2^-50 s units to seconds, then to the map's first bucket */
+	__u64 m = ABOVE(f, 0x8b95c1e3ea8bd6e6ULL) + ABOVE(f, 0x9837f0518db8a96fULL) +
+		  ABOVE(f, 0xa5fed6a9b15138eaULL) + ABOVE(f, 0xb504f333f9de6484ULL) +
+		  ABOVE(f, 0xc5672a115506daddULL) + ABOVE(f, 0xd744fccad69d6af4ULL) +
+		  ABOVE(f, 0xeac0c6e7dd24392eULL);
+	__u64 above_pow2 = NONZERO(f - (1ULL << 63), 63);
+	/* From 2^-50 s units to seconds (8 * 50), then to the map's first bucket. */
+	__s64 index = (__s64)(8 * e + m + above_pow2) - 1 - 8 * 50 + HIST_INDEX_OFFSET;
 	if (index < 0)
 		return 0;
 	if (index >= HIST_BUCKETS)

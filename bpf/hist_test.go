@@ -5,6 +5,7 @@ package bpf
 import (
 	"math"
 	"math/big"
+	"math/bits"
 	"testing"
 )
 
@@ -36,6 +37,17 @@ func TestHistBucketBoundaries(t *testing.T) {
 		}
 		if got := HistBucket(above); got != slot+1 {
 			t.Errorf("HistBucket(%d) = %d, want %d (upper bound %.3f ns)", above, got, slot+1, b)
+		}
+	}
+}
+
+// msb64 is the position of the highest set bit, as math/bits says.
+func TestMsb64(t *testing.T) {
+	for e := range 64 {
+		for _, v := range []uint64{1 << e, 1<<e | 1, 1<<e | (1<<e - 1)} {
+			if got := msb64(v); got != uint64(63-bits.LeadingZeros64(v)) {
+				t.Errorf("msb64(%#x) = %d, want %d", v, got, 63-bits.LeadingZeros64(v))
+			}
 		}
 	}
 }
