@@ -111,6 +111,52 @@ func main() {
 }
 
 func runAll(o options) error {
+	if err := checkOptions(&o); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "etcdbench-")
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		onCleanup(func() { _ = os.RemoveAll(work) })
+	}
+	logf("work directory %s", work)
+
+	h := &harness{o: o, work: work, loop: &loopEnv{work: work},
+		rep: &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " "), version: codeVersion(cmp.Or(o.collector, collector.BinaryRel))}}
+	if h.has("loop") || h.has("ceiling") || h.has("collcpu") {
+		if err := h.buildWriters(); err != nil {
+			return err
+		}
+	}
+	for _, phase := range []struct {
+		run func() error
+		on  bool
+	}{
+		{h.micro, h.has("micro")},
+		{h.loops, h.has("loop")},
+		{h.ceiling, h.has("ceiling")},
+		{h.collcpu, h.has("collcpu")},
+		{h.etcd, h.has("bpfstats") || h.has("etcd")},
+	} {
+		if phase.on {
+			if err := phase.run(); err != nil {
+				return err
+			}
+		}
+	}
+	h.rep.finished = time.Now()
+	if err := h.rep.write(o.out); err != nil {
+		return err
+	}
+	logf("report written to %s", o.out)
+	return nil
+}
+
+// checkOptions refuses what cannot run, and narrows the etcd phase's
+// configurations to -configs (the baseline always runs).
+func checkOptions(o *options) error {
 	if len(comm) == 0 || len(comm) > bpf.CommLen-1 || strings.ContainsAny(comm, "/\" ") {
 		return fmt.Errorf("-comm %q: use 1 to %d characters, no slash, quote or space", comm, bpf.CommLen-1)
 	}
@@ -127,132 +173,131 @@ func runAll(o options) error {
 	if _, err := os.Stat("go.mod"); err != nil {
 		return fmt.Errorf("run from the module root (where go.mod is)")
 	}
-	has := func(p string) bool { return strings.Contains(","+o.phases+",", ","+p+",") }
+	return nil
+}
 
-	work, err := os.MkdirTemp("", "etcdbench-")
+// harness is one run of the bench: its options, work directory and report.
+type harness struct {
+	o    options
+	work string
+	rep  *report
+	loop *loopEnv
+}
+
+func (h *harness) has(phase string) bool { return strings.Contains(","+h.o.phases+",", ","+phase+",") }
+
+// buildWriters builds the write loop twice: as comm (matched) and as "writeloop" (not).
+func (h *harness) buildWriters() error {
+	logf("building the write loop")
+	var err error
+	if h.loop.matchedBin, err = etcdwriter.Build(h.work, comm); err != nil {
+		return err
+	}
+	h.loop.unmatchedBin, err = etcdwriter.Build(h.work, "writeloop")
+	return err
+}
+
+func (h *harness) micro() error {
+	logf("phase micro: Go benchmarks of the decode-and-build path")
+	out, err := run("go", "test", "-run", "^$", "-bench", "BenchmarkLogBuilderAppend|BenchmarkPdataOnly", "-benchmem", "-count", "5", ".")
+	h.rep.micro = out
+	return err
+}
+
+func (h *harness) loops() error {
+	o := h.o
+	logf("phase loop: %d runs x %d variants x 2 targets of %d writes", o.loopRuns, len(loopVariants), o.loopCalls)
+	var err error
+	if h.rep.loops, err = h.loop.runLoops(o.loopRuns, o.loopCalls); err != nil {
+		return err
+	}
+	logf("phase loop: BPF run-time stats")
+	h.rep.loopStats, err = h.loop.loopBPFStats(o.loopCalls / 2)
+	return err
+}
+
+func (h *harness) ceiling() error {
+	rates, err := parseRates(h.o.ceilingRate)
 	if err != nil {
 		return err
 	}
-	if !o.keep {
-		onCleanup(func() { _ = os.RemoveAll(work) })
-	}
-	logf("work directory %s", work)
+	logf("phase ceiling: rates %v, %.0f s each", rates, h.o.ceilingSecs)
+	h.rep.ceiling, err = h.loop.runCeiling(rates, h.o.ceilingSecs)
+	return err
+}
 
-	rep := &report{opts: o, started: time.Now(), command: strings.Join(os.Args, " "), version: codeVersion(cmp.Or(o.collector, collector.BinaryRel))}
-
-	// The write loop, twice: as "etcd" (matched by comm) and as "writeloop" (not).
-	loop := &loopEnv{work: work}
-	if has("loop") || has("ceiling") || has("collcpu") {
-		logf("building the write loop")
-		if loop.matchedBin, err = etcdwriter.Build(work, comm); err != nil {
-			return err
-		}
-		if loop.unmatchedBin, err = etcdwriter.Build(work, "writeloop"); err != nil {
-			return err
-		}
-	}
-
-	if has("micro") {
-		logf("phase micro: Go benchmarks of the decode-and-build path")
-		out, err := run("go", "test", "-run", "^$", "-bench", "BenchmarkLogBuilderAppend|BenchmarkPdataOnly", "-benchmem", "-count", "5", ".")
-		if err != nil {
-			return err
-		}
-		rep.micro = out
-	}
-	if has("loop") {
-		logf("phase loop: %d runs x %d variants x 2 targets of %d writes", o.loopRuns, len(loopVariants), o.loopCalls)
-		if rep.loops, err = loop.runLoops(o.loopRuns, o.loopCalls); err != nil {
-			return err
-		}
-		logf("phase loop: BPF run-time stats")
-		if rep.loopStats, err = loop.loopBPFStats(o.loopCalls / 2); err != nil {
-			return err
-		}
-	}
-	if has("ceiling") {
-		rates, err := parseRates(o.ceilingRate)
-		if err != nil {
-			return err
-		}
-		logf("phase ceiling: rates %v, %.0f s each", rates, o.ceilingSecs)
-		if rep.ceiling, err = loop.runCeiling(rates, o.ceilingSecs); err != nil {
-			return err
-		}
-	}
-	if has("collcpu") {
-		variants, err := collVariants(o.collExports)
-		if err != nil {
-			return err
-		}
-		bin, err := collector.Binary(context.Background(), o.collector, os.Stderr)
-		if err != nil {
-			return err
-		}
-		binaries := []string{bin}
-		if o.collBase != "" {
-			if _, err := os.Stat(o.collBase); err != nil {
-				return fmt.Errorf("-collcpu-base: %w", err)
-			}
-			binaries = []string{o.collBase, bin}
-		}
-		logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
-		if rep.collcpu, err = runCollectorCPU(work, loop.matchedBin, binaries, variants, o.collRuns, o.collCalls); err != nil {
-			return err
-		}
-	}
-	if has("bpfstats") || has("etcd") {
-		env, err := prepareEtcd(o, work)
-		if err != nil {
-			return err
-		}
-		total := o.total
-		if total == 0 {
-			if total, err = env.calibrate(o.duration); err != nil {
-				return err
-			}
-		}
-		rep.total = total
-		if has("bpfstats") {
-			for _, cfg := range []string{cfgRecv, cfgRecvPay64} {
-				logf("phase bpfstats: etcd benchmark under %s with BPF run-time stats", configNames[cfg])
-				d, maps, s, err := env.bpfStatsUnderEtcd(cfg, total)
-				if err != nil {
-					return err
-				}
-				rep.etcdStats = append(rep.etcdStats, etcdStat{cfg: cfg, progs: d, maps: maps, sample: s})
-			}
-		}
-		if has("etcd") {
-			logf("phase etcd: %d rounds of %s, --total=%d", o.rounds, strings.Join(configs, " "), total)
-			for round := 1; round <= o.rounds; round++ {
-				for _, cfg := range configs {
-					s, err := env.oneRun(round, cfg, total)
-					if err != nil {
-						return fmt.Errorf("round %d, %s: %w", round, cfg, err)
-					}
-					rep.runs = append(rep.runs, s)
-					logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  %.1f s", round, cfg, configNames[cfg],
-						s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.Seconds)
-				}
-				// The calibration run is a fresh etcd's first load and often slower than
-				// the rounds: keep every run at least -duration long.
-				if a, ok := rep.perRound()[strconv.Itoa(round)][cfgBaseline]; ok && o.total == 0 && a.Seconds > 0 && a.Seconds < o.duration.Seconds() {
-					total = int(float64(total)*o.duration.Seconds()/a.Seconds*1.15/1000+1) * 1000
-					logf("  the baseline run lasted %.1f s < %v: --total=%d from round %d", a.Seconds, o.duration, total, round+1)
-				}
-				// A report after every round: an interrupted run still leaves one.
-				if err := rep.write(o.out); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	rep.finished = time.Now()
-	if err := rep.write(o.out); err != nil {
+func (h *harness) collcpu() error {
+	o := h.o
+	variants, err := collVariants(o.collExports)
+	if err != nil {
 		return err
 	}
-	logf("report written to %s", o.out)
+	bin, err := collector.Binary(context.Background(), o.collector, os.Stderr)
+	if err != nil {
+		return err
+	}
+	binaries := []string{bin}
+	if o.collBase != "" {
+		if _, err := os.Stat(o.collBase); err != nil {
+			return fmt.Errorf("-collcpu-base: %w", err)
+		}
+		binaries = []string{o.collBase, bin}
+	}
+	logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
+	h.rep.collcpu, err = runCollectorCPU(h.work, h.loop.matchedBin, binaries, variants, o.collRuns, o.collCalls)
+	return err
+}
+
+// etcd runs the phases against a real etcd: BPF stats under the receiver, and
+// the rounds of configurations.
+func (h *harness) etcd() error {
+	o := h.o
+	env, err := prepareEtcd(o, h.work)
+	if err != nil {
+		return err
+	}
+	total := o.total
+	if total == 0 {
+		if total, err = env.calibrate(o.duration); err != nil {
+			return err
+		}
+	}
+	h.rep.total = total
+	if h.has("bpfstats") {
+		for _, cfg := range []string{cfgRecv, cfgRecvPay64} {
+			logf("phase bpfstats: etcd benchmark under %s with BPF run-time stats", configNames[cfg])
+			d, maps, s, err := env.bpfStatsUnderEtcd(cfg, total)
+			if err != nil {
+				return err
+			}
+			h.rep.etcdStats = append(h.rep.etcdStats, etcdStat{cfg: cfg, progs: d, maps: maps, sample: s})
+		}
+	}
+	if !h.has("etcd") {
+		return nil
+	}
+	logf("phase etcd: %d rounds of %s, --total=%d", o.rounds, strings.Join(configs, " "), total)
+	for round := 1; round <= o.rounds; round++ {
+		for _, cfg := range configs {
+			s, err := env.oneRun(round, cfg, total)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", round, cfg, err)
+			}
+			h.rep.runs = append(h.rep.runs, s)
+			logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  %.1f s", round, cfg, configNames[cfg],
+				s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.Seconds)
+		}
+		// The calibration run is a fresh etcd's first load and often slower than
+		// the rounds: keep every run at least -duration long.
+		if a, ok := h.rep.perRound()[strconv.Itoa(round)][cfgBaseline]; ok && o.total == 0 && a.Seconds > 0 && a.Seconds < o.duration.Seconds() {
+			total = int(float64(total)*o.duration.Seconds()/a.Seconds*1.15/1000+1) * 1000
+			logf("  the baseline run lasted %.1f s < %v: --total=%d from round %d", a.Seconds, o.duration, total, round+1)
+		}
+		// A report after every round: an interrupted run still leaves one.
+		if err := h.rep.write(o.out); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -42,74 +42,124 @@ const walFsyncMetric = "etcd_disk_wal_fsync_duration_seconds"
 
 // Run runs the demo until it is done or ctx is cancelled (Ctrl-C); everything
 // it started is stopped before it returns.
-func Run(ctx context.Context, o Options) (err error) {
-	out := o.Out
+func Run(ctx context.Context, o Options) error {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "etcdebpf demo: a real etcd on loopback, traced by the otelcol-etcd collector, exporting over OTLP to this program, VictoriaLogs and VictoriaMetrics")
-	step := stepper(out, 7)
-
-	// 1. The collector.
-	bin, err := collector.Binary(ctx, o.Collector, indent(out))
+	fmt.Fprintln(o.Out, "etcdebpf demo: a real etcd on loopback, traced by the otelcol-etcd collector, exporting over OTLP to this program, VictoriaLogs and VictoriaMetrics")
+	d := &demo{Options: o, out: o.Out, step: stepper(o.Out, 7)}
+	defer d.stopAll()
+	if err := d.start(ctx); err != nil {
+		return err
+	}
+	w, err := d.measure(ctx)
 	if err != nil {
 		return err
 	}
-	step("collector: %s", bin)
+	if err := d.summarize(ctx, w); err != nil {
+		return err
+	}
+	if err := writeNextQueries(ctx, d.out, d.vl, d.vm); err != nil {
+		return err
+	}
+	if o.Serve {
+		fmt.Fprintf(d.out, "\nVictoriaLogs (%s/select/vmui) and VictoriaMetrics (%s/vmui) keep running with the data; Ctrl-C stops them.\n", d.vl.URL, d.vm.URL)
+		<-ctx.Done()
+	}
+	return nil
+}
 
-	// 2. etcd.
-	etcdBin, err := etcdtest.Find(ctx, o.EtcdBin, indent(out))
+// demo is one run: what it started, and how to stop it.
+type demo struct {
+	Options
+	out  io.Writer
+	step func(format string, args ...any)
+
+	dir    string // etcd's data, the collector's config and log
+	srv    *etcdtest.Server
+	sink   *otlpsink.Sink
+	pr     *printer
+	vl, vm *victoria.Server
+	col    *collector.Collector
+	objs   bpfobjects.Held // what the collector's receiver loaded
+
+	stops []namedStop // in start order
+}
+
+type namedStop struct {
+	name string
+	stop func()
+}
+
+// onStop registers what stopAll stops, last started first.
+func (d *demo) onStop(name string, stop func()) { d.stops = append(d.stops, namedStop{name, stop}) }
+
+func (d *demo) stopAll() {
+	var stopped []string
+	for _, s := range slices.Backward(d.stops) {
+		s.stop()
+		stopped = append(stopped, s.name)
+	}
+	if len(stopped) > 0 {
+		fmt.Fprintf(d.out, "stopped: %s\n", strings.Join(stopped, ", "))
+	}
+	if d.dir == "" {
+		return
+	}
+	if d.Keep {
+		fmt.Fprintf(d.out, "kept %s (etcd data, collector config and log)\n", d.dir)
+	} else {
+		os.RemoveAll(d.dir)
+	}
+}
+
+// start runs steps 1 to 6: the collector binary and etcd found or built, then
+// etcd, the backends and the collector started.
+func (d *demo) start(ctx context.Context) error {
+	bin, err := collector.Binary(ctx, d.Collector, indent(d.out))
 	if err != nil {
 		return err
 	}
-	step("etcd: %s (%s)", etcdBin, etcdtest.Version(etcdBin))
+	d.step("collector: %s", bin)
 
-	dir, err := os.MkdirTemp("", "etcdebpf-demo-")
+	etcdBin, err := etcdtest.Find(ctx, d.EtcdBin, indent(d.out))
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if o.Keep {
-			fmt.Fprintf(out, "kept %s (etcd data, collector config and log)\n", dir)
-		} else {
-			os.RemoveAll(dir)
-		}
-	}()
+	d.step("etcd: %s (%s)", etcdBin, etcdtest.Version(etcdBin))
 
-	// 3. Start etcd.
-	srv, err := etcdtest.Start(etcdBin, dir)
-	if err != nil {
+	if d.dir, err = os.MkdirTemp("", "etcdebpf-demo-"); err != nil {
+		return err
+	}
+	if d.srv, err = etcdtest.Start(etcdBin, d.dir); err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
-	var stopped []string
-	defer func() {
-		srv.Stop()
-		stopped = append(stopped, "etcd")
-		fmt.Fprintf(out, "stopped: %s\n", strings.Join(stopped, ", "))
-	}()
-	step("etcd started: pid %d, client URL %s, data in %s", srv.PID(), srv.ClientURL, srv.DataDir)
+	d.onStop("etcd", d.srv.Stop)
+	d.step("etcd started: pid %d, client URL %s, data in %s", d.srv.PID(), d.srv.ClientURL, d.srv.DataDir)
 
-	// 4. The OTLP backend.
-	pr := &printer{w: out, perSecond: o.Lines}
-	sink, err := otlpsink.Start("127.0.0.1:0", otlpsink.WithCallback(pr.logs))
-	if err != nil {
+	d.pr = &printer{w: d.out, perSecond: d.Lines}
+	if d.sink, err = otlpsink.Start("127.0.0.1:0", otlpsink.WithCallback(d.pr.logs)); err != nil {
 		return err
 	}
-	defer func() {
-		sink.Stop()
-		stopped = append(stopped, "OTLP backend")
-	}()
-	step("OTLP/gRPC backend (plogotlp) listening on %s", sink.Endpoint())
+	d.onStop("OTLP backend", d.sink.Stop)
+	d.step("OTLP/gRPC backend (plogotlp) listening on %s", d.sink.Endpoint())
 
-	// 5. The backends a user would query: VictoriaLogs for the records,
-	// VictoriaMetrics for the histograms.
+	if err := d.startVictoria(ctx); err != nil {
+		return err
+	}
+	return d.startCollector(ctx, bin)
+}
+
+// startVictoria starts the backends a user would query: VictoriaLogs for the
+// records, VictoriaMetrics for the histograms.
+func (d *demo) startVictoria(ctx context.Context) error {
 	backends := map[string]*victoria.Server{}
 	for _, p := range []victoria.Product{victoria.Logs, victoria.Metrics} {
-		bin, err := victoria.Install(ctx, p, indent(out))
+		bin, err := victoria.Install(ctx, p, indent(d.out))
 		if err != nil {
 			return err
 		}
-		data := filepath.Join(dir, p.Name)
+		data := filepath.Join(d.dir, p.Name)
 		if err := os.Mkdir(data, 0o755); err != nil {
 			return err
 		}
@@ -117,85 +167,101 @@ func Run(ctx context.Context, o Options) (err error) {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			srv.Stop()
-			stopped = append(stopped, p.Name)
-		}()
+		d.onStop(p.Name, srv.Stop)
 		backends[p.Name] = srv
 	}
-	vl, vm := backends[victoria.Logs.Name], backends[victoria.Metrics.Name]
-	step("VictoriaLogs %s on %s (OTLP/HTTP in, LogsQL out), VictoriaMetrics %s on %s (OTLP/HTTP in, PromQL out); data in %s",
-		victoria.Logs.Version, vl.URL, victoria.Metrics.Version, vm.URL, dir)
+	d.vl, d.vm = backends[victoria.Logs.Name], backends[victoria.Metrics.Name]
+	d.step("VictoriaLogs %s on %s (OTLP/HTTP in, LogsQL out), VictoriaMetrics %s on %s (OTLP/HTTP in, PromQL out); data in %s",
+		victoria.Logs.Version, d.vl.URL, victoria.Metrics.Version, d.vm.URL, d.dir)
+	return nil
+}
 
-	// 6. The collector, tracing that etcd only.
+// startCollector starts the collector, tracing the demo's etcd only.
+func (d *demo) startCollector(ctx context.Context, bin string) error {
 	pipeline := collector.Pipeline{
-		PIDs:         []int{srv.PID()},
-		OTLPEndpoint: sink.Endpoint(),
-		OTLPHTTPLogs: vl.OTLPLogsEndpoint(),
+		PIDs:         []int{d.srv.PID()},
+		OTLPEndpoint: d.sink.Endpoint(),
+		OTLPHTTPLogs: d.vl.OTLPLogsEndpoint(),
 		// The histograms, every second: the workload lasts seconds.
 		CollectionInterval: time.Second,
-		OTLPHTTPMetrics:    vm.OTLPMetricsEndpoint(),
+		OTLPHTTPMetrics:    d.vm.OTLPMetricsEndpoint(),
 		Debug:              "basic",
 		FlushInterval:      100 * time.Millisecond,
 	}
 	var echo io.Writer
-	if o.Verbose {
-		echo = out
+	if d.Verbose {
+		echo = d.out
 	}
-	col, err := collector.Run(ctx, bin, pipeline, dir, echo)
+	col, err := collector.Run(ctx, bin, pipeline, d.dir, echo)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		_ = col.Stop(15 * time.Second)
-		stopped = append(stopped, "collector")
-	}()
-	// What the collector's receiver loaded, to check that nothing outlives it.
-	objs, err := bpfobjects.HeldBy(col.PID())
-	if err != nil {
+	d.col = col
+	d.onStop("collector", func() { _ = col.Stop(15 * time.Second) })
+	if d.objs, err = bpfobjects.HeldBy(col.PID()); err != nil {
 		return err
 	}
-	step("collector started: pid %d, receiver etcdebpf (pids: [%d]); logs -> debug + otlp_grpc %s + otlp_http %s, metrics -> otlp_http %s; config %s, log %s",
-		col.PID(), srv.PID(), sink.Endpoint(), vl.URL, vm.URL, col.ConfigPath, col.LogPath)
+	d.step("collector started: pid %d, receiver etcdebpf (pids: [%d]); logs -> debug + otlp_grpc %s + otlp_http %s, metrics -> otlp_http %s; config %s, log %s",
+		col.PID(), d.srv.PID(), d.sink.Endpoint(), d.vl.URL, d.vm.URL, col.ConfigPath, col.LogPath)
+	return nil
+}
 
-	// 7. The workload, between two reads of etcd's metrics.
+// window is the workload's time between two reads of etcd's metrics.
+type window struct {
+	start, end                  time.Time
+	puts                        int64
+	countBefore, countAfter     float64
+	bucketsBefore, bucketsAfter map[float64]float64
+	leftover                    int // BPF objects of the receiver left after the collector stopped
+}
+
+// measure runs step 7, the put workload between two reads of etcd's metrics,
+// then stops the collector so that every record is delivered.
+func (d *demo) measure(ctx context.Context) (window, error) {
+	var w window
 	time.Sleep(300 * time.Millisecond) // let start-up writes settle
-	countBefore, err1 := srv.Metric(walFsyncMetric + "_count")
-	bucketsBefore, err2 := srv.Histogram(walFsyncMetric)
+	var err1, err2 error
+	w.countBefore, err1 = d.srv.Metric(walFsyncMetric + "_count")
+	w.bucketsBefore, err2 = d.srv.Histogram(walFsyncMetric)
 	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("reading etcd's metrics: %w", err)
+		return w, fmt.Errorf("reading etcd's metrics: %w", err)
 	}
-	windowStart := time.Now()
-	step("put workload: %d clients, 256-byte values, for %s; records as they arrive:", o.Clients, o.Duration)
-	puts, workErr := workload(ctx, srv, o.Clients, o.Duration, out, sink, pr)
-	windowEnd := time.Now()
-	countAfter, err1 := srv.Metric(walFsyncMetric + "_count")
-	bucketsAfter, err2 := srv.Histogram(walFsyncMetric)
+	w.start = time.Now()
+	d.step("put workload: %d clients, 256-byte values, for %s; records as they arrive:", d.Clients, d.Duration)
+	puts, workErr := workload(ctx, d.srv, d.Clients, d.Duration, d.out, d.sink, d.pr)
+	w.end, w.puts = time.Now(), puts
+	w.countAfter, err1 = d.srv.Metric(walFsyncMetric + "_count")
+	w.bucketsAfter, err2 = d.srv.Histogram(walFsyncMetric)
 	if workErr != nil {
-		return workErr
+		return w, workErr
 	}
 	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("reading etcd's metrics: %w", err)
+		return w, fmt.Errorf("reading etcd's metrics: %w", err)
 	}
 
 	time.Sleep(300 * time.Millisecond) // the syscalls of the last puts reach the ring buffer
-	fmt.Fprintln(out, "stopping the collector (SIGTERM: the receiver detaches and flushes, the exporters drain)...")
-	if err := col.Stop(15 * time.Second); err != nil {
-		return fmt.Errorf("the collector did not stop cleanly: %w; its last lines:\n%s", err, col.Tail())
+	fmt.Fprintln(d.out, "stopping the collector (SIGTERM: the receiver detaches and flushes, the exporters drain)...")
+	if err := d.col.Stop(15 * time.Second); err != nil {
+		return w, fmt.Errorf("the collector did not stop cleanly: %w; its last lines:\n%s", err, d.col.Tail())
 	}
-	if n := pr.takeSkipped(); n > 0 {
-		fmt.Fprintf(out, "-- %d more records arrived after the last progress line, not shown\n", n)
+	if n := d.pr.takeSkipped(); n > 0 {
+		fmt.Fprintf(d.out, "-- %d more records arrived after the last progress line, not shown\n", n)
 	}
-	_ = objs.WaitGone(5 * time.Second) // what is left is counted below
-	leftover := objs.Alive()
+	_ = d.objs.WaitGone(5 * time.Second) // what is left is counted
+	w.leftover = d.objs.Alive()
+	return w, nil
+}
 
-	// Summary.
-	records := pr.records()
-	debugRecords, exportErrors := scanCollectorLog(col.LogPath)
+// summarize prints what arrived, the syscall table and the WAL comparison
+// (the receiver's histogram read back from VictoriaMetrics among it).
+func (d *demo) summarize(ctx context.Context, w window) error {
+	out := d.out
+	records := d.pr.records()
+	debugRecords, exportErrors := scanCollectorLog(d.col.LogPath)
 	fmt.Fprintf(out, "\n== Summary: %d puts in %s (%.0f/s); %d records arrived over OTLP, %d went through the debug exporter\n",
-		puts, windowEnd.Sub(windowStart).Round(time.Millisecond), float64(puts)/windowEnd.Sub(windowStart).Seconds(), len(records), debugRecords)
+		w.puts, w.end.Sub(w.start).Round(time.Millisecond), float64(w.puts)/w.end.Sub(w.start).Seconds(), len(records), debugRecords)
 	if exportErrors > 0 {
-		fmt.Fprintf(out, "!! the collector logged %d export errors: see %s (run with -keep to keep it)\n", exportErrors, col.LogPath)
+		fmt.Fprintf(out, "!! the collector logged %d export errors: see %s (run with -keep to keep it)\n", exportErrors, d.col.LogPath)
 	}
 	if len(records) == 0 {
 		return errors.New("no records arrived at the OTLP backend; run with -v to see the collector's log")
@@ -203,38 +269,31 @@ func Run(ctx context.Context, o Options) (err error) {
 	fmt.Fprintln(out, "\nAll records of etcd while traced (bytes: sum of successful write sizes; latency: entry to exit in the kernel):")
 	writeSyscallTable(out, summarize(records))
 
-	if err := errors.Join(vl.Flush(ctx), vm.Flush(ctx)); err != nil {
+	if err := errors.Join(d.vl.Flush(ctx), d.vm.Flush(ctx)); err != nil {
 		return err
 	}
-	cmp := walComparison{window: windowEnd.Sub(windowStart), etcdCount: countAfter - countBefore}
-	if cmp.histogram, err = walSyncHistogram(ctx, vm, windowStart); err != nil {
+	cmp := walComparison{window: w.end.Sub(w.start), etcdCount: w.countAfter - w.countBefore}
+	var err error
+	if cmp.histogram, err = walSyncHistogram(ctx, d.vm, w.start); err != nil {
 		return err
 	}
 	for _, r := range records {
-		if r.isWALSync() && r.ts.After(windowStart) && r.ts.Before(windowEnd) {
+		if r.isWALSync() && r.ts.After(w.start) && r.ts.Before(w.end) {
 			cmp.kernel = append(cmp.kernel, r.duration)
 		}
 	}
 	slices.Sort(cmp.kernel)
-	if len(bucketsAfter) == 0 {
+	if len(w.bucketsAfter) == 0 {
 		cmp.bucketsMissed = true
 	} else {
-		cmp.etcdBuckets = deltaBuckets(bucketsBefore, bucketsAfter)
+		cmp.etcdBuckets = deltaBuckets(w.bucketsBefore, w.bucketsAfter)
 	}
 	fmt.Fprintf(out, "\nWAL fdatasync during the workload (%s between two reads of etcd's /metrics), kernel vs etcd:\n", cmp.window.Round(time.Millisecond))
 	cmp.write(out)
-	if leftover > 0 {
-		fmt.Fprintf(out, "!! %d BPF objects of the receiver are still loaded after the collector stopped\n", leftover)
+	if w.leftover > 0 {
+		fmt.Fprintf(out, "!! %d BPF objects of the receiver are still loaded after the collector stopped\n", w.leftover)
 	} else {
 		fmt.Fprintln(out, "\nAfter the collector stopped, none of the receiver's BPF programs is left in the kernel.")
-	}
-
-	if err := writeNextQueries(ctx, out, vl, vm); err != nil {
-		return err
-	}
-	if o.Serve {
-		fmt.Fprintf(out, "\nVictoriaLogs (%s/select/vmui) and VictoriaMetrics (%s/vmui) keep running with the data; Ctrl-C stops them.\n", vl.URL, vm.URL)
-		<-ctx.Done()
 	}
 	return nil
 }
