@@ -12,8 +12,9 @@ import (
 
 // Limits that the kernel side imposes on the configuration.
 const (
-	minRingSize = 64 << 10
-	maxRingSize = 1 << 30
+	minRingSize   = 64 << 10
+	maxRingSize   = 1 << 30
+	maxBudgetRate = 1_000_000_000 // one record per nanosecond: the kernel side's resolution
 )
 
 // The names the kernel side knows; bpf/record.go maps them to its enums.
@@ -25,8 +26,8 @@ var (
 // Config selects the processes to trace and how records reach the pipeline.
 //
 // The filters combine: a thread is traced when its process name equals Comm (any
-// name when Comm is empty) and, when set, its process is one of PIDs or lives in
-// the cgroup at CgroupPath.
+// name when Comm is empty), its process runs Executable (when set) and, when set,
+// its process is one of PIDs or lives in the cgroup at CgroupPath.
 type Config struct {
 	// Comm is the exact process name (comm) to trace. Default "etcd".
 	Comm string `mapstructure:"comm"`
@@ -35,6 +36,13 @@ type Config struct {
 	// CgroupPath restricts tracing to one cgroup v2 directory, for example a
 	// static-pod etcd's container cgroup under /sys/fs/cgroup.
 	CgroupPath string `mapstructure:"cgroup_path"`
+	// Executable restricts tracing to processes running this file (absolute path),
+	// matched in the kernel by device and inode: a name cannot fake it. The path is
+	// resolved at Start and watched, so that an upgraded binary is picked up.
+	Executable string `mapstructure:"executable"`
+	// Budget caps the records one process may queue, so that no process can take
+	// the ring buffer from another.
+	Budget BudgetConfig `mapstructure:"budget"`
 	// PayloadBytes is how many leading bytes of each write to capture (0 to 256).
 	// Default 0: the data etcd writes can hold secrets.
 	PayloadBytes int `mapstructure:"payload_bytes"`
@@ -77,10 +85,30 @@ const (
 	ErrorModeIgnore ErrorMode = "ignore"
 )
 
+// BudgetConfig is a token bucket per traced process, enforced in the kernel.
+type BudgetConfig struct {
+	// RecordsPerSecond is the average rate one process may queue; 0: no budget.
+	RecordsPerSecond int `mapstructure:"records_per_second"`
+	// Burst is how many records a process may queue at once above that rate.
+	Burst int `mapstructure:"burst"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// The default budget is ten times the peak rate measured of a real etcd under
+// `benchmark put` (about 22k records/s over 10 ms windows) and far above its
+// largest burst (about 1k records in 100 ms): it never limits etcd.
+const (
+	defaultBudgetRate  = 200_000
+	defaultBudgetBurst = 20_000
+)
+
 func createDefaultConfig() *Config {
 	return &Config{
 		Comm:           "etcd",
 		RingBufferSize: 8 << 20,
+		Budget:         BudgetConfig{RecordsPerSecond: defaultBudgetRate, Burst: defaultBudgetBurst},
 		Decode:         true,
 		MaxBatchSize:   1024,
 		FlushInterval:  100 * time.Millisecond,
@@ -107,6 +135,17 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.CgroupPath != "" && !filepath.IsAbs(cfg.CgroupPath) {
 		errs = append(errs, fmt.Errorf("cgroup_path: %q is relative; give the absolute path of a cgroup v2 directory, such as /sys/fs/cgroup/kubepods.slice/...", cfg.CgroupPath))
+	}
+	if cfg.Executable != "" && !filepath.IsAbs(cfg.Executable) {
+		errs = append(errs, fmt.Errorf("executable: %q is relative; give the absolute path of the etcd binary, such as /usr/local/bin/etcd", cfg.Executable))
+	}
+	if cfg.Budget.RecordsPerSecond < 0 || cfg.Budget.RecordsPerSecond > maxBudgetRate {
+		errs = append(errs, fmt.Errorf("budget.records_per_second: %d is out of range; use 0 (no budget) to %d (default %d)",
+			cfg.Budget.RecordsPerSecond, maxBudgetRate, defaultBudgetRate))
+	}
+	if cfg.Budget.RecordsPerSecond > 0 && (cfg.Budget.Burst < 1 || cfg.Budget.Burst > cfg.Budget.RecordsPerSecond*60) {
+		errs = append(errs, fmt.Errorf("budget.burst: %d is out of range; use 1 to a minute of records_per_second (default %d)",
+			cfg.Budget.Burst, defaultBudgetBurst))
 	}
 	if cfg.RingBufferSize < minRingSize || cfg.RingBufferSize > maxRingSize || bits.OnesCount(uint(cfg.RingBufferSize)) != 1 {
 		errs = append(errs, fmt.Errorf("ring_buffer_size: %d is not a power of two between %d (64 KiB) and %d (1 GiB); use, for example, 8388608 (8 MiB, the default)",

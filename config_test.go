@@ -33,6 +33,8 @@ func TestLoadConfig(t *testing.T) {
 		{id: "", want: createDefaultConfig()},
 		{id: "custom", want: withDefaults(func(c *Config) {
 			c.PIDs = []int{4242, 4243}
+			c.Executable = "/usr/local/bin/etcd"
+			c.Budget = BudgetConfig{RecordsPerSecond: 50_000, Burst: 5_000}
 			c.PayloadBytes = 64
 			c.RingBufferSize = 16 << 20
 			c.Decode = false
@@ -53,6 +55,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: "pids_and_cgroup", wantErr: []string{"pids and cgroup_path: both are set"}},
 		{id: "bad_pid", wantErr: []string{"pids: 0 is not a process id", "pids: -5 is not a process id"}},
 		{id: "relative_cgroup", wantErr: []string{"cgroup_path:", "absolute path"}},
+		{id: "relative_executable", wantErr: []string{"executable:", "absolute path"}},
+		{id: "no_budget", want: withDefaults(func(c *Config) { c.Budget.RecordsPerSecond = 0 })},
+		{id: "negative_budget", wantErr: []string{"budget.records_per_second: -1 is out of range"}},
+		{id: "zero_burst", wantErr: []string{"budget.burst: 0 is out of range"}},
 		{id: "payload_too_large", wantErr: []string{"payload_bytes: 1024 is out of range", "0 (off, the default) to 256"}, kernel: true},
 		{id: "negative_payload", wantErr: []string{"payload_bytes: -1"}, kernel: true},
 		{id: "ring_not_power_of_two", wantErr: []string{"ring_buffer_size: 1000000 is not a power of two"}},

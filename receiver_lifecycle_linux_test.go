@@ -119,19 +119,20 @@ func TestFloodAccountsForEverySyscall(t *testing.T) {
 	w.Release(t, time.Minute)
 	writeRate := float64(writes) / time.Since(start).Seconds()
 
-	var delivered, refused, ringFull, inflightFull, malformed int
+	var delivered, refused, ringFull, inflightFull, overBudget, malformed int
 	accounted := func() bool {
 		delivered = sink.count(w.PID())
 		refused = sumOf(t, tel, "otelcol_receiver_refused_log_records")
 		ringFull = sumOf(t, tel, "otelcol_etcdebpf_records_lost_ringbuf_full")
 		inflightFull = sumOf(t, tel, "otelcol_etcdebpf_records_lost_inflight_full")
+		overBudget = sumOf(t, tel, "otelcol_etcdebpf_records_lost_over_budget")
 		malformed = sumOf(t, tel, "otelcol_etcdebpf_records_malformed")
-		return delivered+refused+ringFull+inflightFull+malformed == writes
+		return delivered+refused+ringFull+inflightFull+overBudget+malformed == writes
 	}
 	ok := assert.Eventually(t, accounted, 20*time.Second, 50*time.Millisecond)
 	t.Logf("writer: %.0f writes/s against a pipeline taking at most %.0f records/s", writeRate, float64(cfg.MaxBatchSize)/sink.delay.Seconds())
-	t.Logf("%d writes: %d delivered, %d refused by the pipeline, %d lost to a full ring buffer, %d to a full inflight map, %d malformed",
-		writes, delivered, refused, ringFull, inflightFull, malformed)
+	t.Logf("%d writes: %d delivered, %d refused by the pipeline, %d lost to a full ring buffer, %d to a full inflight map, %d over budget, %d malformed",
+		writes, delivered, refused, ringFull, inflightFull, overBudget, malformed)
 	require.True(t, ok, "every syscall is delivered or counted as lost, exactly")
 	assert.Positive(t, ringFull, "the flood overflowed the ring buffer")
 	assert.Positive(t, refused, "the pipeline refused some batches")

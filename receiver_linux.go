@@ -48,6 +48,7 @@ type etcdReceiver struct {
 	readerDone  chan struct{}
 	metricsDone chan struct{}
 	watcherDone chan struct{} // watching for exited pids
+	guardDone   chan struct{} // watching the executable and losses
 	stopMetrics chan struct{} // closed by Shutdown: collect once more and return
 }
 
@@ -100,7 +101,7 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 		r.starts--
 		return fmt.Errorf("etcdebpf: creating telemetry: %w", err)
 	}
-	t, err := tracer.Start(tracer.Options{
+	opts := tracer.Options{
 		Comm:           r.cfg.Comm,
 		PIDs:           r.cfg.PIDs,
 		CgroupPath:     r.cfg.CgroupPath,
@@ -111,7 +112,21 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 		NoRecords:      r.next == nil,
 		MinDuration:    r.cfg.MinDuration,
 		Histograms:     r.metrics != nil,
-	})
+		Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
+	}
+	var exe *exeWatch
+	if r.cfg.Executable != "" {
+		exe = &exeWatch{path: r.cfg.Executable, logger: r.settings.Logger}
+		exe.current, err = tracer.ExecutableID(r.cfg.Executable)
+		if err != nil {
+			err = fmt.Errorf("%w; set executable to the path of the etcd binary the traced etcd runs (ls -l /proc/<etcd pid>/exe)", err)
+		}
+		opts.Executables = []tracer.FileID{exe.current}
+	}
+	var t *tracer.Tracer
+	if err == nil {
+		t, err = tracer.Start(opts)
+	}
 	if err == nil {
 		if err = registerKernelCounters(tb, t); err != nil {
 			t.Close()
@@ -149,8 +164,11 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 		r.watcherDone = make(chan struct{})
 		go r.watchTargets(ctx, t, tb, r.watcherDone)
 	}
+	r.guardDone = make(chan struct{})
+	go guard(ctx, t, exe, newLossReporter(r.settings.Logger), r.guardDone)
 	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
 		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
+		zap.String("executable", r.cfg.Executable), zap.Int("budget_records_per_second", r.cfg.Budget.RecordsPerSecond),
 		zap.Int("payload_bytes", r.cfg.PayloadBytes), zap.Int("ring_buffer_size", r.ringBufferSize()),
 		zap.Strings("syscalls", r.cfg.Syscalls), zap.Strings("fd_kinds", r.cfg.FDKinds), zap.Duration("min_duration", r.cfg.MinDuration),
 		zap.Bool("logs", r.next != nil), zap.Bool("metrics", r.metrics != nil))
@@ -180,6 +198,8 @@ func registerKernelCounters(tb *metadata.TelemetryBuilder, t *tracer.Tracer) err
 		tb.RegisterEtcdebpfCallsTracedCallback(observe(func(c tracer.Counters) uint64 { return c.Calls })),
 		tb.RegisterEtcdebpfRecordsLostRingbufFullCallback(observe(func(c tracer.Counters) uint64 { return c.RingbufFull })),
 		tb.RegisterEtcdebpfRecordsLostInflightFullCallback(observe(func(c tracer.Counters) uint64 { return c.InflightFull })),
+		tb.RegisterEtcdebpfRecordsLostOverBudgetCallback(observe(func(c tracer.Counters) uint64 { return c.OverBudget })),
+		tb.RegisterEtcdebpfRecordsLostUnattributedCallback(observe(func(c tracer.Counters) uint64 { return c.Unattributed })),
 	)
 }
 
@@ -227,9 +247,10 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 	if r.watcherDone != nil {
 		<-r.watcherDone
 	}
+	<-r.guardDone
 	errs = append(errs, r.tracer.Close())
 	r.telemetry.Shutdown()
-	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.watcherDone = nil, nil, nil, nil, nil
+	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.watcherDone, r.guardDone = nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -293,6 +314,26 @@ func (r *etcdReceiver) send(ctx context.Context, b *logBuilder, tb *metadata.Tel
 	r.obsrecv.EndLogsOp(ctx, metadata.Type.String(), records, err)
 	if err != nil {
 		r.settings.Logger.Debug("The pipeline refused records", zap.Int("records", records), zap.Error(err))
+	}
+}
+
+// guard keeps the executable filter in step with the file (when exe is set) and
+// reports which processes lost records, once a targetCheckInterval.
+func guard(ctx context.Context, t *tracer.Tracer, exe *exeWatch, losses *lossReporter, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(targetCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			losses.check(t, time.Now()) // the last word on what was lost
+			return
+		case now := <-tick.C:
+			if exe != nil {
+				exe.check(t)
+			}
+			losses.check(t, now)
+		}
 	}
 }
 

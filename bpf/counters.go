@@ -13,6 +13,8 @@ type Counters struct {
 	Calls        uint64 // completed traced syscalls, whether they became records or not
 	RingbufFull  uint64 // completed syscalls whose record found no room
 	InflightFull uint64 // enters that could not be parked, so no record
+	OverBudget   uint64 // selected calls dropped because their process was over its budget
+	Unattributed uint64 // losses above that the per-process table had no room for
 }
 
 // ReadCounters sums the per-CPU counters of m, the object's counters map: the
@@ -23,6 +25,8 @@ func ReadCounters(m *ebpf.Map) (Counters, error) {
 		MonitorCounterCOUNTER_CALLS:         &c.Calls,
 		MonitorCounterCOUNTER_RINGBUF_FULL:  &c.RingbufFull,
 		MonitorCounterCOUNTER_INFLIGHT_FULL: &c.InflightFull,
+		MonitorCounterCOUNTER_OVER_BUDGET:   &c.OverBudget,
+		MonitorCounterCOUNTER_UNATTRIBUTED:  &c.Unattributed,
 	} {
 		var perCPU []uint64
 		if err := m.Lookup(key, &perCPU); err != nil {

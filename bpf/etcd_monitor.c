@@ -5,12 +5,13 @@
  * One record per completed write or sync syscall of the traced process, and latency
  * histograms of every such call.
  *
- * Enter programs filter first (cgroup, then PID set, then process name) and park the
+ * Enter programs filter first (cgroup, PID set, process name, executable) and park the
  * arguments in `inflight`, keyed by thread id: Go runs syscalls on many threads, so a
  * process id would pair one thread's enter with another's exit. Exit programs look the
  * call up, resolve the fd to its kind (and, for files, a class from the name), count the
  * call in a histogram, and emit a fixed-size record for the calls the selection keeps.
- * Nothing is lost silently: a full ring buffer and a full inflight map are counted per CPU.
+ * Nothing is lost silently: a full ring buffer, a full inflight map and a process over its
+ * budget are counted per CPU, and per process in `losses`.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -59,7 +60,28 @@ enum counter {
 	COUNTER_RINGBUF_FULL = 0,  /* a completed syscall whose record found no room */
 	COUNTER_INFLIGHT_FULL = 1, /* an enter that could not be parked, so no record */
 	COUNTER_CALLS = 2,         /* completed traced syscalls, whether they became records or not */
-	COUNTER_MAX = 3,
+	COUNTER_OVER_BUDGET = 3,   /* a selected call dropped because its process was over budget */
+	COUNTER_UNATTRIBUTED = 4,  /* a loss counted above that found no room in `losses` */
+	COUNTER_MAX = 5,
+};
+
+/* A process's losses by reason. */
+struct loss {
+	__u64 over_budget;
+	__u64 ringbuf_full;
+};
+
+/* A process's budget: when (CLOCK_MONOTONIC ns) it will have paid for its records. */
+struct budget {
+	__u64 paid_until;       /* at budget_interval_ns a record */
+	__u64 share_paid_until; /* at PRESSURE_SHARE times that */
+};
+
+/* An executable file as the kernel names it: inode number and its file system's s_dev. */
+struct exe_id {
+	__u64 ino;
+	__u32 dev; /* MAJOR << 20 | MINOR */
+	__u32 reserved;
 };
 
 /* Naturally aligned, no implicit padding: every byte is written before submit. */
@@ -133,6 +155,10 @@ const volatile __u64 wakeup_bytes = 1;          /* wake the reader once per this
 const volatile bool histograms = false;         /* count every traced call in `hists` */
 const volatile __u64 min_duration_ns = 0;       /* records only for calls at least this slow */
 const volatile __u32 fd_kinds = 0xff;           /* records only for fds of these kinds (bit 1 << kind) */
+const volatile bool filter_exe = false;         /* true: only tasks running a file in target_exes */
+const volatile __u64 budget_interval_ns = 0;    /* budget one record costs, 1e9 / rate; 0: no budget */
+const volatile __u64 budget_burst_ns = 0;       /* burst * budget_interval_ns */
+const volatile __u64 pressure_bytes = 0;        /* queued data above which the ring is under pressure */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -145,6 +171,33 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } target_pids SEC(".maps");
+
+/* The allowed executables: more than one while an upgraded binary replaces a running one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, struct exe_id);
+	__type(value, __u8);
+} target_exes SEC(".maps");
+
+/*
+ * Each traced process's buckets (see within_budget). An LRU: evicting a process's
+ * entry forgives its debt, it never loses a record.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct budget);
+} budgets SEC(".maps");
+
+/* Losses per process (tgid); user space reads them and deletes exited processes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct loss);
+} losses SEC(".maps");
 
 /*
  * A plain hash, not an LRU: an LRU would evict a parked call silently when full, and the
@@ -219,6 +272,20 @@ static __always_inline bool comm_matches(void)
 	return true;
 }
 
+/* A name can be chosen by anyone; the executable's inode cannot. */
+static __always_inline bool exe_matches(void)
+{
+	if (!filter_exe)
+		return true;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	struct exe_id id = {
+		.ino = BPF_CORE_READ(inode, i_ino), /* 0 for a kernel thread: never allowed */
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	return bpf_map_lookup_elem(&target_exes, &id) != NULL;
+}
+
 static __always_inline bool traced(__u64 pid_tgid)
 {
 	if (target_cgroup_id && bpf_get_current_cgroup_id() != target_cgroup_id)
@@ -228,7 +295,77 @@ static __always_inline bool traced(__u64 pid_tgid)
 		if (!bpf_map_lookup_elem(&target_pids, &tgid))
 			return false;
 	}
-	return comm_matches();
+	return comm_matches() && exe_matches();
+}
+
+/* Counts a lost record in total (c) and against its process. */
+static __always_inline void count_loss(__u32 tgid, enum counter c)
+{
+	count(c);
+	struct loss *l = bpf_map_lookup_elem(&losses, &tgid);
+	if (!l) {
+		struct loss zero = {};
+		bpf_map_update_elem(&losses, &tgid, &zero, BPF_NOEXIST);
+		l = bpf_map_lookup_elem(&losses, &tgid);
+		if (!l) {
+			count(COUNTER_UNATTRIBUTED);
+			return;
+		}
+	}
+	if (c == COUNTER_OVER_BUDGET)
+		__sync_fetch_and_add(&l->over_budget, 1);
+	else
+		__sync_fetch_and_add(&l->ringbuf_full, 1);
+}
+
+/* Under pressure a process gets this fraction of its budget (see within_budget). */
+#define PRESSURE_SHARE 10
+
+/*
+ * Charges one record to a token bucket kept as the time its debt runs out (GCRA): a
+ * record costs interval ns, and the bucket runs at most burst ns ahead of the clock.
+ * Returns how far ahead it was before this record. The charge is an atomic add, so
+ * threads of one process on several CPUs cannot overspend together; only resetting an
+ * idle bucket is a plain store, which can forget another CPU's concurrent charge while
+ * the process is within its budget.
+ */
+static __always_inline __u64 charge(__u64 *paid_until, __u64 now, __u64 interval, __u64 burst)
+{
+	__u64 until = *paid_until;
+	if (until <= now) {
+		*paid_until = now + interval;
+		return 0;
+	}
+	__u64 ahead = until - now;
+	if (ahead + interval <= burst)
+		__sync_fetch_and_add(paid_until, interval);
+	return ahead;
+}
+
+/*
+ * Two buckets per process. The budget: a record beyond it is dropped. The share, a
+ * tenth of the budget: while the ring is more than half full, a process that has spent
+ * over half of its share's burst loses its records, so that the heaviest producer, not
+ * the ring, decides who loses, even when every process is within its budget.
+ */
+static __always_inline bool within_budget(__u32 tgid, __u64 now)
+{
+	if (!budget_interval_ns)
+		return true;
+	struct budget *b = bpf_map_lookup_elem(&budgets, &tgid);
+	if (!b) {
+		struct budget fresh = {
+			.paid_until = now + budget_interval_ns,
+			.share_paid_until = now + budget_interval_ns * PRESSURE_SHARE,
+		};
+		bpf_map_update_elem(&budgets, &tgid, &fresh, BPF_ANY);
+		return true;
+	}
+	if (charge(&b->paid_until, now, budget_interval_ns, budget_burst_ns) + budget_interval_ns > budget_burst_ns)
+		return false;
+	__u64 share_burst = budget_burst_ns * PRESSURE_SHARE;
+	return charge(&b->share_paid_until, now, budget_interval_ns * PRESSURE_SHARE, share_burst) <= share_burst / 2 ||
+	       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) <= pressure_bytes;
 }
 
 static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf, __u64 count_arg,
@@ -517,17 +654,22 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	if (!slow_enough || !(fd_kinds & (1U << fd.kind)))
 		return 0;
 
+	__u32 tgid = pid_tgid >> 32;
+	if (!within_budget(tgid, now)) {
+		count_loss(tgid, COUNTER_OVER_BUDGET);
+		return 0;
+	}
 	/* payload_room is a load-time constant: the verifier sees a constant size. */
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event) + payload_room, 0);
 	if (!e) {
-		count(COUNTER_RINGBUF_FULL);
+		count_loss(tgid, COUNTER_RINGBUF_FULL);
 		return 0;
 	}
 
 	__builtin_memset(e, 0, sizeof(*e));
 	e->version = RECORD_VERSION;
 	e->type = call.type;
-	e->pid = pid_tgid >> 32;
+	e->pid = tgid;
 	e->tid = tid;
 	e->fd = call.fd;
 	e->cgroup_id = bpf_get_current_cgroup_id();

@@ -28,6 +28,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -75,8 +76,15 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+struct file;
+
+struct mm_struct {
+	struct file *exe_file;
+};
+
 struct task_struct {
 	struct files_struct *files;
+	struct mm_struct *mm;
 };
 
 /* hash_len: the name's hash in the low half and its length in the high half (little endian). */

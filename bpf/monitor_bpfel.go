@@ -13,13 +13,21 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type MonitorBudget struct {
+	_              structs.HostLayout
+	PaidUntil      uint64
+	SharePaidUntil uint64
+}
+
 type MonitorCounter uint32
 
 const (
 	MonitorCounterCOUNTER_RINGBUF_FULL  MonitorCounter = 0
 	MonitorCounterCOUNTER_INFLIGHT_FULL MonitorCounter = 1
 	MonitorCounterCOUNTER_CALLS         MonitorCounter = 2
-	MonitorCounterCOUNTER_MAX           MonitorCounter = 3
+	MonitorCounterCOUNTER_OVER_BUDGET   MonitorCounter = 3
+	MonitorCounterCOUNTER_UNATTRIBUTED  MonitorCounter = 4
+	MonitorCounterCOUNTER_MAX           MonitorCounter = 5
 )
 
 type MonitorEvent struct {
@@ -42,6 +50,13 @@ type MonitorEvent struct {
 	DurationNs uint64
 	Comm       [16]int8
 	FileName   [48]int8
+}
+
+type MonitorExeId struct {
+	_        structs.HostLayout
+	Ino      uint64
+	Dev      uint32
+	Reserved uint32
 }
 
 type MonitorFdKind uint32
@@ -100,6 +115,12 @@ type MonitorInflight struct {
 	Fd       int32
 	Type     uint16
 	Reserved uint16
+}
+
+type MonitorLoss struct {
+	_           structs.HostLayout
+	OverBudget  uint64
+	RingbufFull uint64
 }
 
 type MonitorRecordLayout uint32
@@ -183,11 +204,14 @@ type MonitorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type MonitorMapSpecs struct {
+	Budgets      *ebpf.MapSpec `ebpf:"budgets"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	HistOverflow *ebpf.MapSpec `ebpf:"hist_overflow"`
 	Hists        *ebpf.MapSpec `ebpf:"hists"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	Losses       *ebpf.MapSpec `ebpf:"losses"`
+	TargetExes   *ebpf.MapSpec `ebpf:"target_exes"`
 	TargetPids   *ebpf.MapSpec `ebpf:"target_pids"`
 }
 
@@ -195,13 +219,17 @@ type MonitorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type MonitorVariableSpecs struct {
+	BudgetBurstNs      *ebpf.VariableSpec `ebpf:"budget_burst_ns"`
+	BudgetIntervalNs   *ebpf.VariableSpec `ebpf:"budget_interval_ns"`
 	EmptyHist          *ebpf.VariableSpec `ebpf:"empty_hist"`
 	FdKinds            *ebpf.VariableSpec `ebpf:"fd_kinds"`
+	FilterExe          *ebpf.VariableSpec `ebpf:"filter_exe"`
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
 	Histograms         *ebpf.VariableSpec `ebpf:"histograms"`
 	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	PayloadBytes       *ebpf.VariableSpec `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.VariableSpec `ebpf:"payload_room"`
+	PressureBytes      *ebpf.VariableSpec `ebpf:"pressure_bytes"`
 	RecordSpace        *ebpf.VariableSpec `ebpf:"record_space"`
 	TargetCgroupId     *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.VariableSpec `ebpf:"target_comm"`
@@ -234,21 +262,27 @@ func (o *MonitorObjects) Close() error {
 //
 // It can be passed to LoadMonitorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type MonitorMaps struct {
+	Budgets      *ebpf.Map `ebpf:"budgets"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
 	HistOverflow *ebpf.Map `ebpf:"hist_overflow"`
 	Hists        *ebpf.Map `ebpf:"hists"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
+	Losses       *ebpf.Map `ebpf:"losses"`
+	TargetExes   *ebpf.Map `ebpf:"target_exes"`
 	TargetPids   *ebpf.Map `ebpf:"target_pids"`
 }
 
 func (m *MonitorMaps) Close() error {
 	return _MonitorClose(
+		m.Budgets,
 		m.Counters,
 		m.Events,
 		m.HistOverflow,
 		m.Hists,
 		m.Inflight,
+		m.Losses,
+		m.TargetExes,
 		m.TargetPids,
 	)
 }
@@ -257,13 +291,17 @@ func (m *MonitorMaps) Close() error {
 //
 // It can be passed to LoadMonitorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type MonitorVariables struct {
+	BudgetBurstNs      *ebpf.Variable `ebpf:"budget_burst_ns"`
+	BudgetIntervalNs   *ebpf.Variable `ebpf:"budget_interval_ns"`
 	EmptyHist          *ebpf.Variable `ebpf:"empty_hist"`
 	FdKinds            *ebpf.Variable `ebpf:"fd_kinds"`
+	FilterExe          *ebpf.Variable `ebpf:"filter_exe"`
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
 	Histograms         *ebpf.Variable `ebpf:"histograms"`
 	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
 	PayloadBytes       *ebpf.Variable `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.Variable `ebpf:"payload_room"`
+	PressureBytes      *ebpf.Variable `ebpf:"pressure_bytes"`
 	RecordSpace        *ebpf.Variable `ebpf:"record_space"`
 	TargetCgroupId     *ebpf.Variable `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.Variable `ebpf:"target_comm"`

@@ -31,13 +31,22 @@ type inproc struct {
 	records atomic.Int64
 }
 
+// The loop and ceiling phases measure what tracing costs, not what the budget
+// drops: chargedBudget charges every record but never limits a writer (one ns a
+// record, a second of burst); noBudget turns the check off in the kernel.
+var (
+	chargedBudget = etcdebpf.BudgetConfig{RecordsPerSecond: 1_000_000_000, Burst: 1_000_000_000}
+	noBudget      = etcdebpf.BudgetConfig{}
+)
+
 // startInproc starts the receiver in a logs pipeline, and with histograms in a
 // metrics pipeline too (one receiver for both, as in the collector).
-func startInproc(payload int, histograms bool) (*inproc, error) {
+func startInproc(payload int, histograms bool, budget etcdebpf.BudgetConfig) (*inproc, error) {
 	f := etcdebpf.NewFactory()
 	cfg := f.CreateDefaultConfig().(*etcdebpf.Config)
 	cfg.Comm = comm
 	cfg.PayloadBytes = payload
+	cfg.Budget = budget
 	cfg.Decode = true
 	r := &inproc{}
 	next, err := consumer.NewLogs(func(_ context.Context, ld plog.Logs) error {
@@ -112,12 +121,13 @@ const (
 	loopUntraced  = "untraced"
 	loopUnmatched = "attached, not matched"
 	loopMatched   = "matched, payload off"
+	loopNoBudget  = "matched, budget off"
 	loopMatched64 = "matched, payload 64"
 	// Logs of every call and the histograms: the histograms' own cost per call.
 	loopMatchedHist = "matched, payload off, + histograms"
 )
 
-var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopMatched64, loopMatchedHist}
+var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopNoBudget, loopMatched64, loopMatchedHist}
 
 type loopSample struct {
 	Target, Variant string
@@ -162,13 +172,15 @@ func (l *loopEnv) loopOnce(path, variant string, calls int) (loopSample, error) 
 	switch variant {
 	case loopUnmatched:
 		bin = l.unmatchedBin
-		r, err = startInproc(0, false)
+		r, err = startInproc(0, false, chargedBudget)
 	case loopMatched:
-		r, err = startInproc(0, false)
+		r, err = startInproc(0, false, chargedBudget)
+	case loopNoBudget:
+		r, err = startInproc(0, false, noBudget)
 	case loopMatched64:
-		r, err = startInproc(64, false)
+		r, err = startInproc(64, false, chargedBudget)
 	case loopMatchedHist:
-		r, err = startInproc(0, true)
+		r, err = startInproc(0, true, chargedBudget)
 	}
 	if err != nil {
 		return s, err
@@ -202,8 +214,11 @@ func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
 	}
 	defer undo()
 	out := map[string][]progDelta{}
-	for _, v := range []string{loopUnmatched, loopMatched, loopMatched64, loopMatchedHist} {
-		payload := 0
+	for _, v := range []string{loopUnmatched, loopMatched, loopNoBudget, loopMatched64, loopMatchedHist} {
+		payload, budget := 0, chargedBudget
+		if v == loopNoBudget {
+			budget = noBudget
+		}
 		bin := l.matchedBin
 		if v == loopMatched64 {
 			payload = 64
@@ -211,7 +226,7 @@ func (l *loopEnv) loopBPFStats(calls int) (map[string][]progDelta, error) {
 		if v == loopUnmatched {
 			bin = l.unmatchedBin
 		}
-		r, err := startInproc(payload, v == loopMatchedHist)
+		r, err := startInproc(payload, v == loopMatchedHist, budget)
 		if err != nil {
 			return nil, err
 		}
@@ -258,7 +273,7 @@ func (l *loopEnv) runCeiling(rates []float64, secs float64) ([]ceilingSample, er
 	steps = append(steps, step{1, 0}, step{2, 0})
 	var out []ceilingSample
 	for _, st := range steps {
-		r, err := startInproc(0, false)
+		r, err := startInproc(0, false, chargedBudget)
 		if err != nil {
 			return out, err
 		}

@@ -30,7 +30,9 @@ type TelemetryBuilder struct {
 	registrations                   []metric.Registration
 	EtcdebpfCallsTraced             metric.Int64ObservableCounter
 	EtcdebpfRecordsLostInflightFull metric.Int64ObservableCounter
+	EtcdebpfRecordsLostOverBudget   metric.Int64ObservableCounter
 	EtcdebpfRecordsLostRingbufFull  metric.Int64ObservableCounter
+	EtcdebpfRecordsLostUnattributed metric.Int64ObservableCounter
 	EtcdebpfRecordsMalformed        metric.Int64Counter
 	EtcdebpfRecordsRead             metric.Int64Counter
 	EtcdebpfTargetsExited           metric.Int64Counter
@@ -77,12 +79,42 @@ func (builder *TelemetryBuilder) RegisterEtcdebpfRecordsLostInflightFullCallback
 	return nil
 }
 
+// RegisterEtcdebpfRecordsLostOverBudgetCallback sets callback for observable EtcdebpfRecordsLostOverBudget metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfRecordsLostOverBudgetCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfRecordsLostOverBudget, obs: o})
+		return nil
+	}, builder.EtcdebpfRecordsLostOverBudget)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
 // RegisterEtcdebpfRecordsLostRingbufFullCallback sets callback for observable EtcdebpfRecordsLostRingbufFull metric.
 func (builder *TelemetryBuilder) RegisterEtcdebpfRecordsLostRingbufFullCallback(cb metric.Int64Callback) error {
 	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		cb(ctx, &observerInt64{inst: builder.EtcdebpfRecordsLostRingbufFull, obs: o})
 		return nil
 	}, builder.EtcdebpfRecordsLostRingbufFull)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterEtcdebpfRecordsLostUnattributedCallback sets callback for observable EtcdebpfRecordsLostUnattributed metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfRecordsLostUnattributedCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfRecordsLostUnattributed, obs: o})
+		return nil
+	}, builder.EtcdebpfRecordsLostUnattributed)
 	if err != nil {
 		return err
 	}
@@ -132,9 +164,21 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
+	builder.EtcdebpfRecordsLostOverBudget, err = builder.meter.Int64ObservableCounter(
+		"otelcol_etcdebpf_records_lost_over_budget",
+		metric.WithDescription("Completed syscalls dropped because their process had spent its budget (budget.records_per_second and burst). [Development]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.EtcdebpfRecordsLostRingbufFull, err = builder.meter.Int64ObservableCounter(
 		"otelcol_etcdebpf_records_lost_ringbuf_full",
 		metric.WithDescription("Completed syscalls whose record the kernel could not queue because the ring buffer was full. [Development]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EtcdebpfRecordsLostUnattributed, err = builder.meter.Int64ObservableCounter(
+		"otelcol_etcdebpf_records_lost_unattributed",
+		metric.WithDescription("Lost records, counted in the other lost metrics, that the per-process loss table (1024 processes) had no room for. [Development]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -35,10 +35,29 @@ type Options struct {
 	NoRecords   bool          // no call becomes a record, whatever FDKinds says (metrics alone)
 	MinDuration time.Duration // records only for calls at least this slow
 	Histograms  bool          // count every traced call in the latency histograms
+	// Executables, when not empty, are the only executables traced; AllowExecutable
+	// and ForbidExecutable change the set while running.
+	Executables []FileID
+	Budget      Budget
+}
+
+// Budget is how many records one process may queue: RecordsPerSecond on average,
+// up to Burst at once. While the ring buffer is more than half full, a process that
+// queued more than a tenth of RecordsPerSecond (beyond half of Burst) also loses its
+// records. Zero RecordsPerSecond: no budget.
+type Budget struct {
+	RecordsPerSecond int
+	Burst            int
 }
 
 // Counters are the kernel's per-CPU counters, summed over CPUs.
 type Counters = bpf.Counters
+
+// Loss is one process's lost records by reason.
+type Loss struct {
+	OverBudget  uint64
+	RingbufFull uint64
+}
 
 // Tracer owns the loaded BPF objects and their tracepoint links.
 type Tracer struct {
@@ -85,6 +104,11 @@ func Start(opts Options) (_ *Tracer, err error) {
 	}()
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		return nil, explainLoadError(err)
+	}
+	for _, exe := range opts.Executables {
+		if err := t.AllowExecutable(exe); err != nil {
+			return nil, err
+		}
 	}
 	for _, pid := range opts.PIDs {
 		if err := t.objs.TargetPids.Put(uint32(pid), uint8(1)); err != nil {
@@ -140,6 +164,10 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		}
 		cgroup = id
 	}
+	var interval uint64 // ns of budget a record costs
+	if opts.Budget.RecordsPerSecond > 0 {
+		interval = max(uint64(time.Second)/uint64(opts.Budget.RecordsPerSecond), 1)
+	}
 	vars := []struct {
 		name  string
 		value any
@@ -154,6 +182,10 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"histograms", opts.Histograms},
 		{"min_duration_ns", uint64(max(opts.MinDuration, 0))},
 		{"fd_kinds", kinds},
+		{"filter_exe", len(opts.Executables) > 0},
+		{"budget_interval_ns", interval},
+		{"budget_burst_ns", interval * uint64(opts.Budget.Burst)},
+		{"pressure_bytes", uint64(opts.RingBufferSize / 2)},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -364,6 +396,51 @@ func (t *Tracer) Histograms() ([]Histogram, error) {
 // DeleteHistogram frees a histogram's slot, for a process that exited.
 func (t *Tracer) DeleteHistogram(key bpf.MonitorHistKey) error {
 	err := t.objs.Hists.Delete(key)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
+// AllowExecutable adds exe to the executables traced (when Options.Executables
+// was not empty at Start).
+func (t *Tracer) AllowExecutable(exe FileID) error {
+	if err := t.objs.TargetExes.Put(bpf.MonitorExeId{Ino: exe.Ino, Dev: exe.Dev}, uint8(1)); err != nil {
+		return fmt.Errorf("adding executable %+v to the target_exes map (at most %d): %w", exe, t.objs.TargetExes.MaxEntries(), err)
+	}
+	return nil
+}
+
+// ForbidExecutable removes exe from the executables traced.
+func (t *Tracer) ForbidExecutable(exe FileID) error {
+	err := t.objs.TargetExes.Delete(bpf.MonitorExeId{Ino: exe.Ino, Dev: exe.Dev})
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Losses reads the lost records of each process that lost any, by pid.
+func (t *Tracer) Losses() (map[int]Loss, error) {
+	out := map[int]Loss{}
+	var (
+		pid  uint32
+		loss bpf.MonitorLoss
+	)
+	iter := t.objs.Losses.Iterate()
+	for iter.Next(&pid, &loss) {
+		out[int(pid)] = Loss{OverBudget: loss.OverBudget, RingbufFull: loss.RingbufFull}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("reading the losses map: %w", err)
+	}
+	return out, nil
+}
+
+// ForgetLosses deletes pid's entry in the losses table, making room for another
+// process: call it once pid has exited and its last losses were read.
+func (t *Tracer) ForgetLosses(pid int) error {
+	err := t.objs.Losses.Delete(uint32(pid))
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
 	}

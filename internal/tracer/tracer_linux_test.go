@@ -159,7 +159,7 @@ func TestStartDefaults(t *testing.T) {
 	})
 	require.NotNil(t, tr.Reader)
 	assert.Len(t, objs.Programs, 14)
-	assert.Len(t, objs.Maps, 6)
+	assert.Len(t, objs.Maps, 9)
 	if len(objs.Links) > 0 { // none before Linux 5.15: tracepoints attach through perf events there
 		assert.Len(t, objs.Links, 14)
 	}

@@ -6,6 +6,7 @@
 package bpftest
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"os/exec"
@@ -197,4 +198,25 @@ func (w *Writer) Release(t testing.TB, timeout time.Duration) {
 	case <-time.After(timeout):
 		t.Fatalf("the writer did not finish within %v: was it blocked?", timeout)
 	}
+}
+
+// StartImpostor starts an unprivileged process (uid and gid 65534) named etcd
+// that floods write(2) to /dev/null until the test ends, and returns its pid: what
+// any local user can run against a receiver that selects etcd by name.
+func StartImpostor(t testing.TB) int {
+	t.Helper()
+	bin := BuildWriter(t)
+	// nobody must reach the binary: open the temporary directories on its path.
+	for dir := filepath.Dir(bin); dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-n", "1000000000000", "-size", "64")
+	cmd.Stdin = bytes.NewReader([]byte{1}) // start at once
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the impostor with setpriv: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd.Process.Pid
 }

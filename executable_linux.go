@@ -1,0 +1,100 @@
+//go:build linux
+
+package etcdebpfreceiver
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// maxOldExecutables is how many replaced executables stay allowed while processes
+// still run them: the kernel's target_exes map holds the current one and these.
+const maxOldExecutables = 7
+
+// exeWatch keeps the kernel's allowed executables in step with the file at path:
+// an upgrade replaces the file, and the new one must be traced from its first
+// exec, while an etcd still running the old one stays traced until it exits.
+type exeWatch struct {
+	path    string
+	current tracer.FileID
+	old     []tracer.FileID // replaced, allowed while a process runs them
+	missing bool            // the path was missing at the last check (logged once)
+	logger  *zap.Logger
+}
+
+// check picks up a changed file at path and retires replaced files nothing runs.
+func (w *exeWatch) check(t *tracer.Tracer) {
+	id, err := tracer.ExecutableID(w.path)
+	switch {
+	case err != nil && !w.missing:
+		w.missing = true
+		w.logger.Warn("The executable is gone (an upgrade in progress?); the files already allowed stay allowed",
+			zap.String("executable", w.path), zap.Error(err))
+	case err == nil && id != w.current:
+		w.missing = false
+		if err := t.AllowExecutable(id); err != nil {
+			w.logger.Error("Cannot trace the new executable", zap.String("executable", w.path), zap.Error(err))
+			return
+		}
+		w.logger.Info("The executable changed: tracing the new file, and the old one while processes run it",
+			zap.String("executable", w.path), zap.Uint64("inode", id.Ino), zap.Uint64("old_inode", w.current.Ino))
+		w.old = append(w.old, w.current)
+		w.current = id
+	case err == nil:
+		w.missing = false
+	}
+	if len(w.old) == 0 {
+		return
+	}
+	running := runningExecutables(w.old)
+	kept := w.old[:0]
+	for i, old := range w.old {
+		// An inode nothing runs may be freed and its number reused by another file.
+		if running[old] && len(w.old)-i <= maxOldExecutables {
+			kept = append(kept, old)
+			continue
+		}
+		if err := t.ForbidExecutable(old); err != nil {
+			w.logger.Warn("Removing a replaced executable from the kernel filter failed", zap.Error(err))
+		}
+	}
+	w.old = kept
+}
+
+// runningExecutables reports which of ids some process on the host runs.
+func runningExecutables(ids []tracer.FileID) map[tracer.FileID]bool {
+	running := map[tracer.FileID]bool{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return running
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		exe := filepath.Join("/proc", e.Name(), "exe")
+		var st unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, exe, 0, unix.STATX_INO, &st); err != nil {
+			continue // exited, or a kernel thread
+		}
+		for _, id := range ids {
+			if st.Ino != id.Ino {
+				continue
+			}
+			// A process whose mount this namespace cannot see counts as running it:
+			// better an old file allowed a little longer than an etcd untraced.
+			full, err := tracer.ExecutableID(exe)
+			if full == id || err != nil && !errors.Is(err, os.ErrNotExist) {
+				running[id] = true
+			}
+		}
+	}
+	return running
+}

@@ -1,0 +1,82 @@
+//go:build linux
+
+package etcdebpfreceiver
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// lossLogInterval is the least time between two log lines about one process.
+const lossLogInterval = time.Minute
+
+// lossReporter says which processes lost records: a warning per process at most
+// once a lossLogInterval, and a last one when it exits. It also frees the kernel's
+// per-process entries of processes that exited.
+type lossReporter struct {
+	logger   *zap.Logger
+	reported map[int]tracer.Loss // what the last line per pid covered
+	lastLog  map[int]time.Time
+	names    map[int]string // "comm (executable)", read while the process runs
+}
+
+func newLossReporter(logger *zap.Logger) *lossReporter {
+	return &lossReporter{logger: logger, reported: map[int]tracer.Loss{}, lastLog: map[int]time.Time{}, names: map[int]string{}}
+}
+
+func (l *lossReporter) check(t *tracer.Tracer, now time.Time) {
+	losses, err := t.Losses()
+	if err != nil {
+		l.logger.Warn("Reading the per-process losses failed", zap.Error(err))
+		return
+	}
+	for pid, loss := range losses {
+		exited := unix.Kill(pid, 0) == unix.ESRCH
+		if _, ok := l.names[pid]; !ok && !exited {
+			l.names[pid] = processName(pid)
+		}
+		prev := l.reported[pid]
+		if loss != prev && (exited || now.Sub(l.lastLog[pid]) >= lossLogInterval) {
+			l.logger.Warn("A traced process lost records",
+				zap.Int("pid", pid), zap.String("process", l.names[pid]), zap.Bool("exited", exited),
+				zap.Uint64("over_budget", loss.OverBudget-prev.OverBudget),
+				zap.Uint64("ringbuf_full", loss.RingbufFull-prev.RingbufFull),
+				zap.Duration("since", since(l.lastLog[pid], now)))
+			l.reported[pid], l.lastLog[pid] = loss, now
+		}
+		if exited {
+			if err := t.ForgetLosses(pid); err != nil {
+				l.logger.Warn("Freeing an exited process's loss entry failed", zap.Int("pid", pid), zap.Error(err))
+			}
+			delete(l.reported, pid)
+			delete(l.lastLog, pid)
+			delete(l.names, pid)
+		}
+	}
+}
+
+// since is how long the counts of a log line cover: zero for the first line.
+func since(last, now time.Time) time.Duration {
+	if last.IsZero() {
+		return 0
+	}
+	return now.Sub(last).Round(time.Second)
+}
+
+// processName is "comm (executable)" of a running process, what a name in a log
+// line needs to be told from an impostor: the comm alone can be faked.
+func processName(pid int) string {
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		exe = "unknown"
+	}
+	return fmt.Sprintf("%s (%s)", strings.TrimSpace(string(comm)), exe)
+}
