@@ -12,10 +12,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // BinaryRel is where `make collector` puts the collector, relative to the module root.
@@ -96,18 +96,11 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 	if err := os.MkdirAll(filepath.Join(root, "_build"), 0o755); err != nil {
 		return "", err
 	}
-	lock, err := os.OpenFile(filepath.Join(root, "_build", ".collector.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := subprocess.Lock(filepath.Join(root, "_build", ".collector.lock"), progress, "==> waiting for another build of the collector to finish")
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		fmt.Fprintln(progress, "==> waiting for another build of the collector to finish")
-		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-			return "", err
-		}
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	defer unlock()
 
 	why, err := Stale(ctx, root, bin)
 	if err != nil {
@@ -120,31 +113,14 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 	cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "collector")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(checkout.GoTool())+string(os.PathListSeparator)+os.Getenv("PATH"))
-	cmd.Stdout, cmd.Stderr = progress, progress
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("running make collector: %w (is make installed?)", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(15 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			if ctx.Err() != nil {
-				return "", fmt.Errorf("interrupted while building the collector: %w", context.Cause(ctx))
-			}
-			if err != nil {
-				return "", fmt.Errorf("make collector failed after %s: %w (its output is above)", time.Since(start).Round(time.Second), err)
-			}
-			fmt.Fprintf(progress, "==> collector built in %s\n", time.Since(start).Round(time.Second))
-			return bin, nil
-		case <-tick.C:
-			fmt.Fprintf(progress, "    ... still building (%s)\n", time.Since(start).Round(time.Second))
+	if err := subprocess.RunLong(ctx, cmd, progress, ""); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("interrupted while building the collector: %w", err)
 		}
+		return "", fmt.Errorf("make collector failed after %s: %w (its output is above; is make installed?)", time.Since(start).Round(time.Second), err)
 	}
+	fmt.Fprintf(progress, "==> collector built in %s\n", time.Since(start).Round(time.Second))
+	return bin, nil
 }
 
 // Binary is the collector to run: bin when given (it must exist), else the one

@@ -9,10 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // Product is a backend that `go install` builds from the module proxy.
@@ -80,18 +80,12 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", fmt.Errorf("creating the cache %s: %w (run as root, or set ETCDEBPF_CACHE to a writable directory)", cache, err)
 	}
-	lock, err := os.OpenFile(filepath.Join(cache, "."+p.Name+"-"+p.Version+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := subprocess.Lock(filepath.Join(cache, "."+p.Name+"-"+p.Version+".lock"), progress,
+		fmt.Sprintf("==> waiting for another build of %s %s to finish", p.Name, p.Version))
 	if err != nil {
 		return "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		fmt.Fprintf(progress, "==> waiting for another build of %s %s to finish\n", p.Name, p.Version)
-		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-			return "", err
-		}
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	defer unlock()
 	if isExecutable(bin) {
 		return bin, nil
 	}
@@ -108,29 +102,11 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 	cmd := exec.CommandContext(ctx, checkout.GoTool(), "install", "-trimpath", p.Package+"@"+p.Version)
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(work, "bin"), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false", "GOWORK=off")
-	cmd.Stdout, cmd.Stderr = progress, progress
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("running go install: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(15 * time.Second)
-	defer tick.Stop()
-	for waiting := true; waiting; {
-		select {
-		case err := <-done:
-			if ctx.Err() != nil {
-				return "", fmt.Errorf("building %s %s: stopped after %s: %w", p.Name, p.Version, time.Since(start).Round(time.Second), context.Cause(ctx))
-			}
-			if err != nil {
-				return "", fmt.Errorf("go install %s@%s failed: %w (its output is above; check that the Go module proxy is reachable: go env GOPROXY)", p.Package, p.Version, err)
-			}
-			waiting = false
-		case <-tick.C:
-			fmt.Fprintf(progress, "    ... still building %s (%s)\n", p.Name, time.Since(start).Round(time.Second))
+	if err := subprocess.RunLong(ctx, cmd, progress, p.Name+" "); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("building %s %s: %w", p.Name, p.Version, err)
 		}
+		return "", fmt.Errorf("go install %s@%s failed: %w (its output is above; check that the Go module proxy is reachable: go env GOPROXY)", p.Package, p.Version, err)
 	}
 	if err := os.RemoveAll(installDir); err != nil {
 		return "", err
