@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // DefaultCache is where scripts/install-etcd.sh installs etcd.
@@ -54,7 +55,7 @@ type Server struct {
 
 // Start runs etcd with its data in dataDir and waits until it serves requests.
 func Start(binary, dataDir string) (*Server, error) {
-	ports, err := freePorts(2)
+	ports, err := subprocess.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -192,25 +193,6 @@ func (s *Server) Histogram(name string) (map[float64]float64, error) {
 		buckets[bound] = n
 	}
 	return buckets, sc.Err()
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // PutN puts n keys named prefix-0 ... prefix-(n-1), each with a value of valueSize bytes.

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -32,11 +31,11 @@ type Server struct {
 // Start runs the backend at bin with its data and log in dataDir, on a free
 // loopback port, and waits until it answers its health check.
 func Start(ctx context.Context, p Product, bin, dataDir string) (*Server, error) {
-	port, err := freePort()
+	ports, err := subprocess.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
 	args := []string{
 		"-httpListenAddr=" + addr,
 		"-storageDataPath=" + filepath.Join(dataDir, "data"),
@@ -191,15 +190,4 @@ func (s *Server) PromQL(ctx context.Context, query string, at time.Time) ([]Samp
 		samples = append(samples, Sample{Labels: r.Metric, Value: v})
 	}
 	return samples, nil
-}
-
-// ------------------------------------------------------------------------
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
