@@ -211,17 +211,6 @@ func receiverProgramNames() (map[string]string, error) {
 	return names, nil
 }
 
-// CountReceiverPrograms counts the receiver's programs loaded in the kernel,
-// by whichever process.
-func CountReceiverPrograms() (int, error) {
-	var ids []ebpf.ProgramID
-	for id, err := ebpf.ProgramGetNextID(0); err == nil; id, err = ebpf.ProgramGetNextID(id) {
-		ids = append(ids, id)
-	}
-	progs, err := ReceiverPrograms(ids)
-	return len(progs), err
-}
-
 // ForeignTracepointPrograms counts the syscall tracepoint programs loaded in
 // the kernel that no process of pids holds: another tracer's, which taxes every
 // process's syscalls. The count goes by name (the receiver's, or one with
