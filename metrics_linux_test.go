@@ -4,15 +4,18 @@ package etcdebpfreceiver
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -146,12 +149,76 @@ func startShared(t *testing.T, cfg *Config) (*consumertest.LogsSink, *consumerte
 		}
 		stopped = true
 		require.NoError(t, mr.Shutdown(context.Background()))
-		require.NotNil(t, r.tracer, "the logs pipeline still uses the receiver")
+		require.NotNil(t, r.tracer, "the programs stay loaded until the last Shutdown")
 		require.NoError(t, lr.Shutdown(context.Background()))
 		require.Nil(t, r.tracer, "the last Shutdown unloads")
 	}
 	t.Cleanup(stop)
 	return logs, metrics, r, stop
+}
+
+// Whichever of its pipelines the collector stops first, the first Shutdown
+// delivers to both: the collector may stop that pipeline's exporters before the
+// receiver's second Shutdown.
+func TestFirstShutdownDeliversToBothPipelines(t *testing.T) {
+	bpftest.RequireBPF(t)
+	const n, size = 500, 64
+	bin := bpftest.BuildWriter(t)
+	for _, logsFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("logs_first=%v", logsFirst), func(t *testing.T) {
+			w := bpftest.StartWriter(t, bin, n, size)
+			cfg := createDefaultConfig()
+			cfg.PIDs = []int{w.PID()}
+			cfg.CollectionInterval = time.Hour // only the collection at Shutdown sends metrics
+			cfg.FlushInterval = time.Hour      // only the flush at Shutdown sends records
+			cfg.MaxBatchSize = 1 << 16
+			logs, metrics := new(consumertest.LogsSink), new(consumertest.MetricsSink)
+			set := receivertest.NewNopSettings(metadata.Type)
+			lr, err := NewFactory().CreateLogs(context.Background(), set, cfg, logs)
+			require.NoError(t, err)
+			mr, err := NewFactory().CreateMetrics(context.Background(), set, cfg, metrics)
+			require.NoError(t, err)
+			host := componenttest.NewNopHost()
+			require.NoError(t, lr.Start(context.Background(), host))
+			require.NoError(t, mr.Start(context.Background(), host))
+			w.Release(t, time.Minute)
+
+			first, second := component.Component(mr), component.Component(lr)
+			if logsFirst {
+				first, second = lr, mr
+			}
+			require.NoError(t, first.Shutdown(context.Background()))
+			writes := 0
+			for _, ld := range logs.AllLogs() {
+				writes += countRecords(ld, w.PID(), "write")
+			}
+			assert.Equal(t, n, writes, "every write's record delivered by the first Shutdown")
+			dp := lastDurationPoint(t, metrics, w.PID(), "write", "other", "")
+			assert.EqualValues(t, n, dp.Count(), "the histograms' last counts delivered by the first Shutdown")
+			require.NoError(t, second.Shutdown(context.Background()))
+			assert.Nil(t, lr.(*etcdReceiver).tracer, "the last Shutdown unloads")
+		})
+	}
+}
+
+// countRecords counts the records of pid's syscall name in ld.
+func countRecords(ld plog.Logs, pid int, name string) int {
+	n := 0
+	for i := 0; i < ld.ResourceLogs().Len(); i++ {
+		rl := ld.ResourceLogs().At(i)
+		if v, ok := rl.Resource().Attributes().Get(attrProcessPID); !ok || v.Int() != int64(pid) {
+			continue
+		}
+		for j := 0; j < rl.ScopeLogs().Len(); j++ {
+			lrs := rl.ScopeLogs().At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				if v, ok := lrs.At(k).Attributes().Get(attrName); ok && v.Str() == name {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
 
 // lastDurationPoint is pid's data point in the last metrics the sink got.

@@ -41,6 +41,7 @@ type etcdReceiver struct {
 
 	mu        sync.Mutex // serializes Start and Shutdown
 	starts    int        // Starts not yet matched by a Shutdown
+	drained   bool       // the first Shutdown delivered what was left
 	tracer    *tracer.Tracer
 	telemetry *metadata.TelemetryBuilder
 	cancel    context.CancelFunc // cancels the context the pipeline is called with
@@ -203,25 +204,50 @@ func registerKernelCounters(tb *metadata.TelemetryBuilder, t *tracer.Tracer) err
 	)
 }
 
-// Shutdown, by the last pipeline using the receiver, detaches the programs,
-// delivers what is left in the ring buffer and the histograms' last counts, and
-// frees everything. It is a no-op on a receiver that is not running. If ctx ends
-// first, the pipeline call in progress is cancelled and the remaining records
-// are dropped.
+// Shutdown delivers, at the first call, what every pipeline of the receiver is
+// owed: it detaches the programs, sends the histograms' last counts and what is
+// left in the ring buffer. The last call frees everything. It is a no-op on a
+// receiver that is not running. If ctx ends first, the pipeline call in progress
+// is cancelled and the remaining records are dropped.
+//
+// Why the first: the collector stops components in topological order, so when
+// the first of this receiver's pipelines stops, the exporters of every pipeline
+// still run; by the last, the other pipeline's exporters may have stopped, and
+// what it was sent then would be refused.
 func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.starts == 0 {
 		return nil
 	}
+	var errs []error
+	if r.tracer != nil && !r.drained {
+		errs = r.drain(ctx)
+		r.drained = true
+	}
 	r.starts--
 	if r.starts > 0 {
-		return nil // the other pipeline still uses it
+		return errors.Join(errs...) // the last pipeline's Shutdown frees the programs
 	}
 	defer r.release()
 	if r.tracer == nil {
-		return nil // Start could not trace
+		return errors.Join(errs...) // Start could not trace
 	}
+	r.cancel()
+	if r.watcherDone != nil {
+		<-r.watcherDone
+	}
+	<-r.guardDone
+	errs = append(errs, r.tracer.Close())
+	r.telemetry.Shutdown()
+	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.watcherDone, r.guardDone = nil, nil, nil, nil, nil, nil
+	r.drained = false
+	return errors.Join(errs...)
+}
+
+// drain detaches the programs and delivers the histograms' last counts and the
+// records left in the ring buffer.
+func (r *etcdReceiver) drain(ctx context.Context) []error {
 	errs := []error{r.tracer.Detach()}
 	if r.metricsDone != nil {
 		close(r.stopMetrics)
@@ -243,15 +269,7 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("etcdebpf: %d records still in the ring buffer at shutdown: %w", pending, ctx.Err()))
 		}
 	}
-	r.cancel()
-	if r.watcherDone != nil {
-		<-r.watcherDone
-	}
-	<-r.guardDone
-	errs = append(errs, r.tracer.Close())
-	r.telemetry.Shutdown()
-	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.watcherDone, r.guardDone = nil, nil, nil, nil, nil, nil
-	return errors.Join(errs...)
+	return errs
 }
 
 // run reads the ring buffer into a batch and sends the batch down the pipeline

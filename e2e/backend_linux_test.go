@@ -120,9 +120,7 @@ func TestAgentGatewayVictoria(t *testing.T) {
 
 	// Metrics: the receiver's histogram of WAL fdatasync, as a user queries it.
 	// The agent sends the histograms every second; wait for the count to catch up
-	// with etcd's while both collectors run. (Not from the collection at shutdown:
-	// with one receiver in two pipelines, the collector may stop the metrics
-	// pipeline's exporter before the receiver's last Shutdown collects.)
+	// with etcd's while both collectors run, as a dashboard would see it.
 	// increase_pure counts a series' first sample from zero: the collector sends a
 	// bucket only once it holds something, and this run is shorter than a scrape
 	// history.
