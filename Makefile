@@ -9,7 +9,7 @@ COLLECTOR   := _build/otelcol-etcd/otelcol-etcd
 export BPF2GO_CC    ?= clang-14
 export BPF2GO_STRIP ?= llvm-strip-14
 
-.PHONY: test race generate check-generated collector ocb demo etcd vet
+.PHONY: test race generate check-generated collector ocb demo etcd vet kernels
 
 ## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end)
 test: etcd collector
@@ -39,6 +39,13 @@ generate:
 check-generated: generate
 	@git diff --exit-code --stat -- bpf internal/metadata internal/metadatatest generated_*.go documentation.md \
 		|| { echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
+
+## kernels: the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU and on this machine's
+##          kernel, one verdict line each (needs root, qemu-system-x86, busybox-static, cpio; ~6 min, kernels
+##          fetched once into /var/cache/etcdebpf/kernels). Choose with KERNELS="5.10 6.1"
+KERNELS ?= 5.10 6.1 6.12 host
+kernels: etcd collector
+	@KERNELS="$(KERNELS)" GO="$(GO)" scripts/kernels.sh
 
 ## etcd: build etcd 3.6 from the Go module proxy into /var/cache/etcdebpf (once)
 etcd:

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,7 +126,15 @@ func Start(opts Options) (_ *Tracer, err error) {
 	return t, nil
 }
 
+// minKernel is the oldest kernel the receiver is tested on (make kernels).
+// Its features arrived earlier (ring buffer, CAP_BPF and CAP_PERFMON: 5.8), but
+// nothing older is tested, and vendors' backports vary.
+var minKernel = [2]int{5, 10}
+
 func checkHost() error {
+	if err := checkKernelVersion(kernelRelease()); err != nil {
+		return err
+	}
 	if _, err := os.Stat(btfPath); err != nil {
 		return fmt.Errorf("kernel BTF not found at %s (%w): the BPF program is compiled once and relocated with CO-RE, "+
 			"which needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)", btfPath, err)
@@ -141,6 +151,19 @@ func checkHost() error {
 		return explainLoadError(fmt.Errorf("probing for BPF ring buffer support: %w", err))
 	}
 	return ensureTracefs()
+}
+
+func checkKernelVersion(release string) error {
+	var major, minor int
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return fmt.Errorf("cannot read the kernel version from uname's release %q: %w", release, err)
+	}
+	if major < minKernel[0] || major == minKernel[0] && minor < minKernel[1] {
+		return fmt.Errorf("this kernel is Linux %s: the receiver needs Linux %d.%d or newer "+
+			"(the oldest kernel it is tested on; it needs BTF, the BPF ring buffer, CAP_BPF and CAP_PERFMON)",
+			release, minKernel[0], minKernel[1])
+	}
+	return nil
 }
 
 func configure(spec *ebpf.CollectionSpec, opts Options) error {
@@ -253,16 +276,62 @@ func cgroupID(dir string) (uint64, error) {
 	return st.Ino, nil
 }
 
+// verifierLogLines is how much of the verifier's log an error carries: its
+// verdict is at the end, after the instructions it walked.
+const verifierLogLines = 12
+
 func explainLoadError(err error) error {
+	// The verifier refuses with EACCES too: a log means it was the verifier,
+	// which no privilege would change.
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) && len(ve.Log) > 0 {
+		return fmt.Errorf("the kernel's verifier rejected the BPF program on Linux %s: this build of the receiver "+
+			"does not support this kernel; please report it with this message: %w; last lines of the verifier log: %s",
+			kernelRelease(), err, strings.Join(lastLines(ve.Log, verifierLogLines), " | "))
+	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 		return fmt.Errorf("loading BPF programs was refused: run the collector as root, or grant it CAP_BPF, CAP_PERFMON "+
 			"and CAP_SYS_RESOURCE (and CAP_SYS_ADMIN on kernels before 5.8): %w", err)
 	}
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		return fmt.Errorf("the kernel's verifier rejected the BPF program (please report this with your kernel version): %+v", ve)
-	}
 	return fmt.Errorf("loading BPF programs: %w", err)
+}
+
+func lastLines(lines []string, n int) []string {
+	return lines[max(0, len(lines)-n):]
+}
+
+// kernelRelease is uname -r, a variable so that tests can stand in for another kernel.
+var kernelRelease = func() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "(unknown release)"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// perfEventParanoid is kernel.perf_event_paranoid, or 0 where it cannot be read.
+var perfEventParanoid = func() int {
+	data, err := os.ReadFile("/proc/sys/kernel/perf_event_paranoid")
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return n
+}
+
+// explainAttachError names what a refused tracepoint perf event needs on this host.
+func explainAttachError(tracepoint string, err error) error {
+	if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", tracepoint, err)
+	}
+	if level := perfEventParanoid(); level > 2 {
+		// Debian's and Ubuntu's kernels add level 3: no perf event without CAP_SYS_ADMIN.
+		return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: kernel.perf_event_paranoid is %d, which lets "+
+			"only CAP_SYS_ADMIN open perf events: run the collector as root or with CAP_SYS_ADMIN, or lower the setting "+
+			"to 2 (sysctl kernel.perf_event_paranoid=2), where CAP_PERFMON is enough: %w", tracepoint, level, err)
+	}
+	return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: run the collector as root, or grant it CAP_PERFMON "+
+		"(CAP_SYS_ADMIN on kernels before 5.8): %w", tracepoint, err)
 }
 
 // tracepoint pairs a traced syscall with its enter and exit programs.
@@ -309,7 +378,7 @@ func (t *Tracer) attach() error {
 func attachTo(tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
 	l, err := link.Tracepoint("syscalls", tracepoint, prog, nil)
 	if err != nil {
-		return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", tracepoint, err)
+		return explainAttachError(tracepoint, err)
 	}
 	*links = append(*links, l)
 	return nil

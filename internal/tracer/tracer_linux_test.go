@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -64,6 +66,16 @@ func TestStartHostileHosts(t *testing.T) {
 			name:  "no kernel BTF",
 			setup: func(t *testing.T) { replace(t, &btfPath, missingBTF) },
 			want:  []string{"BTF", missingBTF, "CONFIG_DEBUG_INFO_BTF=y"},
+		},
+		{
+			name:  "kernel older than the oldest tested",
+			setup: func(t *testing.T) { replace(t, &kernelRelease, func() string { return "5.4.0-150-generic" }) },
+			want:  []string{"Linux 5.4.0-150-generic", "needs Linux 5.10 or newer"},
+		},
+		{
+			name:  "kernel release unreadable",
+			setup: func(t *testing.T) { replace(t, &kernelRelease, func() string { return "(unknown release)" }) },
+			want:  []string{"cannot read the kernel version", "(unknown release)"},
 		},
 		{
 			name:      "no ring buffer",
@@ -248,11 +260,118 @@ func TestStartUnprivileged(t *testing.T) {
 		assert.Contains(t, msg, "CAP_DAC_READ_SEARCH")
 	})
 
-	t.Run("CAP_BPF CAP_PERFMON and CAP_DAC_READ_SEARCH", func(t *testing.T) {
-		// Enough to trace without root: reading tracefs's event ids is the third need.
-		msg := run(t, unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_DAC_READ_SEARCH)
+	// Reading tracefs's event ids is the third need. Before 5.11 BPF maps are
+	// charged to RLIMIT_MEMLOCK, which only CAP_SYS_RESOURCE may raise.
+	enough := []uintptr{unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_DAC_READ_SEARCH}
+	if !kernelAtLeast(t, 5, 11) {
+		t.Run("CAP_BPF CAP_PERFMON and CAP_DAC_READ_SEARCH before 5.11", func(t *testing.T) {
+			msg := run(t, enough...)
+			require.True(t, strings.HasPrefix(msg, "START-ERROR: "), "RLIMIT_MEMLOCK cannot be raised: %s", msg)
+			assert.Contains(t, msg, "RLIMIT_MEMLOCK")
+			assert.Contains(t, msg, "CAP_SYS_RESOURCE")
+		})
+		enough = append(enough, unix.CAP_SYS_RESOURCE)
+	}
+
+	// Debian's and Ubuntu's kernels add perf_event_paranoid level 3 (their default):
+	// no perf event, so no tracepoint, without CAP_SYS_ADMIN.
+	if paranoid := perfEventParanoid(); paranoid > 2 {
+		t.Run(fmt.Sprintf("without CAP_SYS_ADMIN at perf_event_paranoid %d", paranoid), func(t *testing.T) {
+			msg := run(t, enough...)
+			require.True(t, strings.HasPrefix(msg, "START-ERROR: "), "perf_event_paranoid %d: %s", paranoid, msg)
+			assert.Contains(t, msg, fmt.Sprintf("kernel.perf_event_paranoid is %d", paranoid))
+			assert.Contains(t, msg, "CAP_SYS_ADMIN")
+			assert.Contains(t, msg, "sysctl kernel.perf_event_paranoid=2")
+			assert.Contains(t, msg, "permission denied", "the kernel's refusal is kept")
+		})
+		setPerfEventParanoid(t, 2)
+	}
+
+	t.Run("enough capabilities", func(t *testing.T) {
+		msg := run(t, enough...)
 		require.Equal(t, "START-OK", msg)
 	})
+}
+
+// setPerfEventParanoid sets kernel.perf_event_paranoid for the rest of the test.
+func setPerfEventParanoid(t *testing.T, level int) {
+	const path = "/proc/sys/kernel/perf_event_paranoid"
+	old, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(strconv.Itoa(level)), 0))
+	t.Cleanup(func() { require.NoError(t, os.WriteFile(path, old, 0)) })
+}
+
+// kernelAtLeast reports whether the running kernel is major.minor or newer.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	var have [2]int
+	_, err := fmt.Sscanf(kernelRelease(), "%d.%d", &have[0], &have[1])
+	require.NoError(t, err)
+	return have[0] > major || have[0] == major && have[1] >= minor
+}
+
+// A verifier rejection names the verifier and its log, never a privilege: the
+// verifier refuses with EACCES too.
+func TestExplainLoadError(t *testing.T) {
+	bpftest.RequireBPF(t)
+	_, rejected := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.TracePoint,
+		Instructions: asm.Instructions{asm.Mov.Reg(asm.R0, asm.R2), asm.Return()}, // R2 is never set
+		License:      "GPL",
+	})
+	require.Error(t, rejected)
+	tests := []struct {
+		name    string
+		err     error
+		want    []string
+		notWant string
+	}{
+		{
+			name:    "verifier",
+			err:     fmt.Errorf("field ExitWrite: program exit_write: %w", rejected),
+			want:    []string{"verifier rejected", "Linux " + kernelRelease(), "program exit_write", "last lines of the verifier log", "R2 !read_ok"},
+			notWant: "as root",
+		},
+		{
+			name: "privilege",
+			err:  fmt.Errorf("field ExitWrite: program exit_write: load program: %w", unix.EPERM),
+			want: []string{"refused", "run the collector as root", "CAP_BPF", "operation not permitted"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := explainLoadError(tt.err).Error()
+			for _, w := range tt.want {
+				assert.Contains(t, msg, w)
+			}
+			if tt.notWant != "" {
+				assert.NotContains(t, msg, tt.notWant)
+			}
+		})
+	}
+}
+
+func TestExplainAttachError(t *testing.T) {
+	refused := fmt.Errorf("opening tracepoint perf event: %w", unix.EACCES)
+	tests := []struct {
+		name     string
+		paranoid int
+		err      error
+		want     []string
+	}{
+		{"paranoid 3", 3, refused, []string{"sys_exit_write was refused", "perf_event_paranoid is 3", "CAP_SYS_ADMIN", "sysctl kernel.perf_event_paranoid=2", "permission denied"}},
+		{"paranoid 2", 2, refused, []string{"sys_exit_write was refused", "CAP_PERFMON", "permission denied"}},
+		{"not a privilege", 3, fmt.Errorf("opening tracepoint perf event: %w", unix.ENOENT), []string{"attaching to tracepoint syscalls:sys_exit_write: opening"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			replace(t, &perfEventParanoid, func() int { return tt.paranoid })
+			msg := explainAttachError("sys_exit_write", tt.err).Error()
+			for _, w := range tt.want {
+				assert.Contains(t, msg, w)
+			}
+		})
+	}
 }
 
 // The payload area's size is a load-time constant the verifier must accept for

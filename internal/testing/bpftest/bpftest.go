@@ -164,6 +164,15 @@ func BuildWriter(t testing.TB) string {
 	return bin
 }
 
+// WriterData is the data of each of etcdwriter's writes of size bytes.
+func WriterData(size int) []byte {
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = 'a' + byte(i%26)
+	}
+	return data
+}
+
 // StartWriter starts bin, which waits for Release before making n writes of size bytes.
 func StartWriter(t testing.TB, bin string, n, size int) *Writer {
 	t.Helper()

@@ -81,11 +81,18 @@ func Stale(ctx context.Context, root, bin string) (string, error) {
 	return "", nil
 }
 
+// PrebuiltEnv names a collector binary to use as it is, where there is no
+// checkout to build from (make kernels' virtual machines).
+const PrebuiltEnv = "ETCDEBPF_COLLECTOR"
+
 // Ensure returns the path of a collector binary built from the checkout at
 // root, building it with `make collector` (ocb) first when it is stale. Build
 // output and progress go to progress. Concurrent callers (a demo and a test)
 // take turns on a lock file, and the second finds the binary fresh.
 func Ensure(ctx context.Context, root string, progress io.Writer) (string, error) {
+	if bin := os.Getenv(PrebuiltEnv); bin != "" {
+		return bin, nil
+	}
 	bin := filepath.Join(root, BinaryRel)
 	if why, err := Stale(ctx, root, bin); err != nil {
 		return "", err

@@ -7,6 +7,7 @@ package etcdwriter
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -16,10 +17,21 @@ import (
 
 const importPath = "github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter/cmd/etcdwriter"
 
+// PrebuiltEnv names a prebuilt writer that Build copies instead of compiling,
+// for hosts without a Go toolchain (make kernels' virtual machines).
+const PrebuiltEnv = "ETCDEBPF_ETCDWRITER"
+
 // Build compiles the writer into dir under name, which becomes its process
 // name (comm): "etcd" to be traced by default.
 func Build(dir, name string) (string, error) {
 	bin := filepath.Join(dir, name)
+	if prebuilt := os.Getenv(PrebuiltEnv); prebuilt != "" {
+		data, err := os.ReadFile(prebuilt)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", PrebuiltEnv, err)
+		}
+		return bin, os.WriteFile(bin, data, 0o755)
+	}
 	out, err := exec.Command("go", "build", "-o", bin, importPath).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("building etcdwriter: %w\n%s", err, out)

@@ -75,8 +75,8 @@ func main() {
 // rate > 0. The writes are raw syscalls: nothing of the Go runtime in between.
 func writeLoop(fd int, n int64, size int, regular bool, rate float64) {
 	buf := make([]byte, size)
-	for i := range buf {
-		buf[i] = 'x'
+	for i := range buf { // the alphabet, repeated (bpftest.WriterData): a captured payload can be checked
+		buf[i] = 'a' + byte(i%26)
 	}
 	start := time.Now()
 	for i := range n {
