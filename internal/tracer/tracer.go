@@ -325,7 +325,7 @@ func explainAttachError(tracepoint string, err error) error {
 		return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", tracepoint, err)
 	}
 	if level := perfEventParanoid(); level > 2 {
-		// Debian's and Ubuntu's kernels add level 3: no perf event without CAP_SYS_ADMIN.
+		// Debian's kernels add level 3 (their default): no perf event without CAP_SYS_ADMIN.
 		return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: kernel.perf_event_paranoid is %d, which lets "+
 			"only CAP_SYS_ADMIN open perf events: run the collector as root or with CAP_SYS_ADMIN, or lower the setting "+
 			"to 2 (sysctl kernel.perf_event_paranoid=2), where CAP_PERFMON is enough: %w", tracepoint, level, err)
