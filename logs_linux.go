@@ -3,6 +3,7 @@
 package etcdebpfreceiver
 
 import (
+	"math"
 	"strconv"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -172,11 +173,22 @@ func btoi(b bool) int {
 
 // bootOffset is wall-clock time minus CLOCK_MONOTONIC, read now: monotonic
 // stamps plus this offset line up with the timestamps in etcd's own logs.
+// The wall clock is read between two monotonic reads, and the narrowest of a
+// few brackets is kept: a preemption between two plain reads (milliseconds on
+// a busy or emulated CPU) would shift every record's timestamp by its length,
+// some past the moment the record was observed.
 func bootOffset() int64 {
-	var mono, wall unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
-	_ = unix.ClockGettime(unix.CLOCK_REALTIME, &wall)
-	return wall.Nano() - mono.Nano()
+	var offset, narrowest int64 = 0, math.MaxInt64
+	for range 5 {
+		var before, wall, after unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &before)
+		_ = unix.ClockGettime(unix.CLOCK_REALTIME, &wall)
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &after)
+		if width := after.Nano() - before.Nano(); width < narrowest {
+			offset, narrowest = wall.Nano()-(before.Nano()+width/2), width
+		}
+	}
+	return offset
 }
 
 func monotonicToWall(monoNs uint64, offset int64) pcommon.Timestamp {
