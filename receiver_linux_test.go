@@ -182,9 +182,7 @@ func TestShutdownLeavesNothingInKernel(t *testing.T) {
 	require.NoError(t, err)
 	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
 	require.Len(t, objs.Programs, 14, "an enter and an exit program for each of the 7 syscalls")
-	if len(objs.Links) > 0 { // none before Linux 5.15: tracepoints attach through perf events there
-		require.Len(t, objs.Links, 14)
-	}
+	bpftest.RequireLinks(t, objs, 14)
 	bpftest.RequireAlive(t, objs)
 
 	require.NoError(t, rcv.Shutdown(context.Background()))

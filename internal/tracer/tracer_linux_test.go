@@ -178,9 +178,7 @@ func TestStartDefaults(t *testing.T) {
 	require.NotNil(t, tr.Reader)
 	assert.Len(t, objs.Programs, 14)
 	assert.Len(t, objs.Maps, 9)
-	if len(objs.Links) > 0 { // none before Linux 5.15: tracepoints attach through perf events there
-		assert.Len(t, objs.Links, 14)
-	}
+	bpftest.RequireLinks(t, objs, 14)
 	_, err = tr.Counters()
 	require.NoError(t, err)
 	require.NoError(t, tr.Close())
@@ -252,7 +250,7 @@ func TestStartUnprivileged(t *testing.T) {
 	// Before 5.11 BPF maps are charged to RLIMIT_MEMLOCK, which only
 	// CAP_SYS_RESOURCE may raise.
 	bpfCaps := []uintptr{unix.CAP_BPF, unix.CAP_PERFMON}
-	if !kernelAtLeast(t, 5, 11) {
+	if !bpftest.KernelAtLeast(t, 5, 11) {
 		t.Run("without CAP_SYS_RESOURCE before 5.11", func(t *testing.T) {
 			msg := run(t, unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_DAC_READ_SEARCH)
 			require.True(t, strings.HasPrefix(msg, "START-ERROR: "), "RLIMIT_MEMLOCK cannot be raised: %s", msg)
@@ -309,14 +307,6 @@ func setPerfEventParanoid(t *testing.T, level int) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, []byte(strconv.Itoa(level)), 0))
 	t.Cleanup(func() { require.NoError(t, os.WriteFile(path, old, 0)) })
-}
-
-// kernelAtLeast reports whether the running kernel is major.minor or newer.
-func kernelAtLeast(t *testing.T, major, minor int) bool {
-	var have [2]int
-	_, err := fmt.Sscanf(kernelRelease(), "%d.%d", &have[0], &have[1])
-	require.NoError(t, err)
-	return have[0] > major || have[0] == major && have[1] >= minor
 }
 
 // A verifier rejection names the verifier and its log, never a privilege: the

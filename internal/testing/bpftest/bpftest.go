@@ -7,12 +7,15 @@ package bpftest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
@@ -25,6 +28,36 @@ func skipOrFail(t testing.TB, reason string) {
 		t.Fatalf("%s (ETCDEBPF_REQUIRE_ALL=1 forbids skipping)", reason)
 	}
 	t.Skip(reason)
+}
+
+// KernelAtLeast reports whether the running kernel is major.minor or newer.
+func KernelAtLeast(t testing.TB, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var have [2]int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &have[0], &have[1]); err != nil {
+		t.Fatalf("kernel release %q: %v", u.Release, err)
+	}
+	return have[0] > major || have[0] == major && have[1] >= minor
+}
+
+// RequireLinks checks the BPF links a started tracer holds: one per program,
+// where there are BPF links for tracepoints at all.
+func RequireLinks(t testing.TB, objs bpfobjects.Held, programs int) {
+	t.Helper()
+	if KernelAtLeast(t, 5, 15) {
+		if len(objs.Links) != programs {
+			t.Fatalf("%d BPF links, want one per program (%d)", len(objs.Links), programs)
+		}
+		return
+	}
+	if len(objs.Links) != 0 {
+		t.Fatalf("%d BPF links before Linux 5.15, where tracepoints attach through perf events, which are no BPF links", len(objs.Links))
+	}
+	t.Logf("no BPF links to check before Linux 5.15: tracepoints attach through perf events; their programs and maps are checked")
 }
 
 // RequireBPF skips the test unless it can load BPF programs: it needs root.
