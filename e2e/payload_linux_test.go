@@ -37,6 +37,9 @@ func TestCollectorDeliversEveryWriteWithPayload(t *testing.T) {
 				PayloadBytes:  payloadBytes,
 			})
 			w.Release(t, time.Minute)
+			// Every record arrives before the collector is stopped: it logs that it
+			// is ready before it handles SIGTERM, so an early SIGTERM kills it.
+			assert.Eventually(t, func() bool { return len(sink.Records()) >= writes }, time.Minute, 20*time.Millisecond)
 			require.NoError(t, col.Stop(15*time.Second), "collector log:\n%s", col.Tail())
 
 			records := sink.Records()
