@@ -55,9 +55,6 @@ func (p Pipeline) YAML() string {
 		}
 		fmt.Fprintf(&b, "    pids: [%s]\n", strings.Join(pids, ", "))
 	}
-	if p.PayloadBytes > 0 {
-		fmt.Fprintf(&b, "    payload_bytes: %d\n", p.PayloadBytes)
-	}
 	if p.FlushInterval > 0 {
 		fmt.Fprintf(&b, "    flush_interval: %s\n", p.FlushInterval)
 	}
