@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
@@ -373,13 +375,33 @@ func TestExplainAttachError(t *testing.T) {
 	}
 }
 
-// The payload area's size is a load-time constant the verifier must accept for
-// every configurable payload_bytes.
-func TestStartAcceptsEveryPayloadSize(t *testing.T) {
+// Every configurable payload_bytes loads and copies exactly the start of each
+// write. The payload area's size is a load-time constant; the verifiers of 5.10
+// and 6.1 rejected every size but 0 and 256 until the copy's size was bounded in
+// the register the helper receives (make kernels runs this on them).
+func TestPayloadCaptureAtEverySize(t *testing.T) {
 	bpftest.RequireBPF(t)
+	writer := bpftest.BuildWriter(t)
+	const writes, size = 3, 300 // more than PayloadMax: every size is copied whole
 	for _, n := range []int{0, 1, 7, 8, 63, 64, 255, 256} {
-		tr, err := Start(Options{Comm: "etcd", RingBufferSize: 1 << 20, PayloadBytes: n})
-		require.NoError(t, err, "payload_bytes %d", n)
-		require.NoError(t, tr.Close())
+		t.Run(fmt.Sprintf("payload_bytes %d", n), func(t *testing.T) {
+			w := bpftest.StartWriter(t, writer, writes, size)
+			tr, err := Start(Options{Comm: "etcd", PIDs: []int{w.PID()}, RingBufferSize: 1 << 20, PayloadBytes: n})
+			require.NoError(t, err)
+			defer tr.Close()
+			w.Release(t, time.Minute)
+			// Three records are too few to wake the reader: read what is pending.
+			require.NoError(t, tr.Reader.Flush())
+			tr.Reader.SetDeadline(time.Now().Add(10 * time.Second))
+			for i := range writes {
+				rec, err := tr.Reader.Read()
+				require.NoError(t, err, "record %d of %d", i+1, writes)
+				ev, payload, err := bpf.Decode(rec.RawSample)
+				require.NoError(t, err)
+				require.EqualValues(t, w.PID(), ev.Pid)
+				require.EqualValues(t, size, ev.Ret)
+				require.Equal(t, bpftest.WriterData(size)[:n], payload, "the first %d bytes of the write", n)
+			}
+		})
 	}
 }
