@@ -297,7 +297,7 @@ func (r *report) writeEtcdStats(w func(string, ...any)) {
 	}
 	w("## In-kernel cost per program under the etcd load\n\n")
 	w("`kernel.bpf_stats_enabled=1` for one benchmark run per configuration (stats on add ~20 ns per run); deltas of " +
-		"`run_time_ns`/`run_cnt` from `bpftool prog show` over the run. Enter programs run for **every** process's " +
+		"`run_time_ns`/`run_cnt` from the kernel's program info (what `bpftool prog show` prints) over the run. Enter programs run for **every** process's " +
 		"syscalls (the benchmark client's too) and return early when the process does not match; exit programs do a " +
 		"hash lookup for every process and build a record only for etcd's calls.\n\n")
 	w("| program |")
