@@ -504,22 +504,10 @@ static __always_inline __u8 file_class(const struct fd_desc *d)
 	return FILE_CLASS_OTHER;
 }
 
-/* Durations in units of 2^-50 s, so that octaves of the unit are octaves of a second:
- * ns * 2^50 / 1e9 = ns * 2^41 / 5^9. */
-#define FIVE_POW_9 1953125ULL
-#define MAX_HIST_NS ((1ULL << 43) - 1) /* keeps the result below 2^64 */
-
-static __always_inline __u64 ns_to_binary_units(__u64 ns)
-{
-	/* In two parts so that nothing overflows: r * 2^41 < 2^62. Floor, exact to 2^-50 s. */
-	__u64 q = ns / FIVE_POW_9, r = ns % FIVE_POW_9;
-	return (q << 41) + (r << 41) / FIVE_POW_9;
-}
-
 /*
  * (t + 2^n - 1) >> n is 1 when 0 < t < 2^n and 0 when t = 0. The bucket index is computed
  * with such arithmetic instead of comparisons: each branch would split the verifier's
- * paths, and 2^6 msb steps x 2^7 mantissa comparisons per exit program made loading
+ * paths, and 2^6 msb steps x 2^8 mantissa comparisons per exit program made loading
  * take seconds.
  */
 #define NONZERO(t, n) (((t) + ((1ULL << (n)) - 1)) >> (n))
@@ -540,26 +528,24 @@ static __always_inline __u32 msb64(__u64 v)
 
 /*
  * The OpenTelemetry scale-3 bucket index of duration_ns in seconds, counted from the
- * map's first bucket (index -HIST_INDEX_OFFSET) and clamped to the map's buckets. Exact
- * to 2^-50 s (1e-6 ns): with v the duration in 2^-50 s units, v in
- * (2^(e + m/8), 2^(e + (m+1)/8)] is index 8e + m, m found by comparing the mantissa,
- * normalised to 64 bits, with floor(2^(m/8) * 2^63); a power of two, the top of the
- * bucket below, is 8e - 1. bpf/hist.go mirrors it step by step.
+ * map's first bucket (index -HIST_INDEX_OFFSET) and clamped to the map's buckets. Exact:
+ * bucket k holds (1e9 * 2^(k/8), 1e9 * 2^((k+1)/8)] ns, so each octave [2^e, 2^(e+1)) ns
+ * holds 8 bucket bounds, at the same fractions of the octave (log2(1e9) + j/8, mod 1).
+ * The index is 8e - 240 (8 * log2(1e9) = 239.18) plus the number of those bounds below
+ * the duration, found by comparing its mantissa, normalised to 64 bits, with
+ * floor(2^(63 + fraction)); the last is 1e9 * 2^34 exactly: whole-second multiples
+ * such as 1 s are the top of their bucket. bpf/hist.go mirrors it step by step.
  */
 static __always_inline __u32 hist_bucket(__u64 duration_ns)
 {
-	if (duration_ns > MAX_HIST_NS)
-		duration_ns = MAX_HIST_NS;
-	__u64 v = ns_to_binary_units(duration_ns); /* 0 ends up below bucket 0, then clamped */
-	__u64 e = msb64(v);
-	__u64 f = v << (63 - e);
-	__u64 m = ABOVE(f, 0x8b95c1e3ea8bd6e6ULL) + ABOVE(f, 0x9837f0518db8a96fULL) +
-		  ABOVE(f, 0xa5fed6a9b15138eaULL) + ABOVE(f, 0xb504f333f9de6484ULL) +
-		  ABOVE(f, 0xc5672a115506daddULL) + ABOVE(f, 0xd744fccad69d6af4ULL) +
-		  ABOVE(f, 0xeac0c6e7dd24392eULL);
-	__u64 above_pow2 = NONZERO(f - (1ULL << 63), 63);
-	/* From 2^-50 s units to seconds (8 * 50), then to the map's first bucket. */
-	__s64 index = (__s64)(8 * e + m + above_pow2) - 1 - 8 * 50 + HIST_INDEX_OFFSET;
+	__u64 e = msb64(duration_ns);
+	__u64 f = duration_ns << (63 - e);
+	__u64 m = ABOVE(f, 0x81ffa7a9549ca6e3ULL) + ABOVE(f, 0x8dc3b8960164a7d9ULL) +
+		  ABOVE(f, 0x9a9867054d512391ULL) + ABOVE(f, 0xa8965f74bf065071ULL) +
+		  ABOVE(f, 0xb7d88a12d0dd9ea0ULL) + ABOVE(f, 0xc87c3e7d03cdbec3ULL) +
+		  ABOVE(f, 0xdaa17c2cd19555dbULL) + ABOVE(f, 0xee6b280000000000ULL);
+	/* 0 ns, with no set bit, lands below bucket 0 (m = 8) and is clamped to it. */
+	__s64 index = (__s64)(8 * e + m) - 240 + HIST_INDEX_OFFSET;
 	if (index < 0)
 		return 0;
 	if (index >= HIST_BUCKETS)

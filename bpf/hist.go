@@ -11,32 +11,24 @@ const (
 	HistMaxEntries = int(MonitorHistLayoutHIST_MAX_ENTRIES)
 )
 
-// The mirror of hist_bucket in etcd_monitor.c: the same integer steps.
-const (
-	fivePow9  = 1953125 // ns * 2^50 / 1e9 = ns * 2^41 / 5^9
-	maxHistNs = 1<<43 - 1
-)
-
-// mantissaThresholds[m-1] is floor(2^(m/8) * 2^63).
-var mantissaThresholds = [7]uint64{
-	0x8b95c1e3ea8bd6e6, 0x9837f0518db8a96f, 0xa5fed6a9b15138ea, 0xb504f333f9de6484,
-	0xc5672a115506dadd, 0xd744fccad69d6af4, 0xeac0c6e7dd24392e,
+// boundThresholds[j] is floor(2^(63 + p)) for the 8 fractions p of an octave
+// where bucket bounds 1e9 * 2^(k/8) ns fall (log2(1e9) + k/8, mod 1), ascending;
+// the last is 1e9 * 2^34 exactly.
+var boundThresholds = [8]uint64{
+	0x81ffa7a9549ca6e3, 0x8dc3b8960164a7d9, 0x9a9867054d512391, 0xa8965f74bf065071,
+	0xb7d88a12d0dd9ea0, 0xc87c3e7d03cdbec3, 0xdaa17c2cd19555db, 0xee6b280000000000,
 }
 
 // HistBucket is the map bucket the kernel counts a call of durationNs in: the
 // same integer steps as hist_bucket in etcd_monitor.c.
 func HistBucket(durationNs uint64) int {
-	durationNs = min(durationNs, maxHistNs)
-	q, r := durationNs/fivePow9, durationNs%fivePow9
-	v := q<<41 + r<<41/fivePow9 // the duration in 2^-50 s
-	e := msb64(v)
-	f := v << (63 - e)
+	e := msb64(durationNs)
+	f := durationNs << (63 - e)
 	var m uint64
-	for _, t := range mantissaThresholds {
+	for _, t := range boundThresholds {
 		m += above(f, t)
 	}
-	abovePow2 := nonzero(f-1<<63, 63)
-	index := int64(8*e+m+abovePow2) - 1 - 8*50 - int64(HistFirstIndex)
+	index := int64(8*e+m) - 240 - int64(HistFirstIndex)
 	return int(max(0, min(index, int64(HistBuckets-1))))
 }
 
