@@ -6,12 +6,13 @@
 package bpftest
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -254,10 +255,13 @@ func StartImpostor(t testing.TB) int {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "-n", "1000000000000", "-size", "64")
-	cmd.Stdin = bytes.NewReader([]byte{1}) // start at once
+	cmd := exec.Command(bin, etcdwriter.Options{Calls: 1 << 40, Size: 64}.Args()...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the impostor with setpriv: %v", err)
+		t.Fatalf("starting the impostor as uid 65534: %v", err)
+	}
+	if status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)); err != nil || !strings.Contains(string(status), "\nUid:\t65534\t") {
+		t.Fatalf("the impostor does not run as uid 65534 (%v)", err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd.Process.Pid
