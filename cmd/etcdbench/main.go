@@ -244,7 +244,9 @@ func (h *harness) collcpu() error {
 		binaries = []string{o.collBase, bin}
 	}
 	logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
-	h.rep.collcpu, err = runCollectorCPU(h.work, h.loop.matchedBin, binaries, variants, o.collRuns, o.collCalls)
+	if h.rep.collcpu, err = runCollectorCPU(h.work, h.loop.matchedBin, binaries, variants, o.collRuns, o.collCalls); err != nil {
+		_ = h.rep.write(o.out) // the runs that finished
+	}
 	return err
 }
 

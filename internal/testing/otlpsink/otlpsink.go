@@ -53,7 +53,9 @@ func Start(addr string, opts ...Option) (*Sink, error) {
 		return nil, fmt.Errorf("otlpsink: listening on %s: %w", addr, err)
 	}
 	s := &Sink{lis: lis}
-	s.srv = grpc.NewServer(grpc.StatsHandler(wireCounter{&s.wire}))
+	// gRPC's default limit, 4 MiB, is smaller than an uncompressed batch of 8192
+	// records (the batch processor's default size): a backend must not refuse it.
+	s.srv = grpc.NewServer(grpc.StatsHandler(wireCounter{&s.wire}), grpc.MaxRecvMsgSize(256<<20))
 	s.cond = sync.NewCond(&s.mu)
 	for _, o := range opts {
 		o(s)
