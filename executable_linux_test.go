@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // Only processes running the configured file are traced: a copy of the same
@@ -48,4 +49,14 @@ func TestExecutableFilter(t *testing.T) {
 		sink.count(before.PID()), sink.count(after.PID()), writes)
 	time.Sleep(2 * cfg.FlushInterval)
 	assert.Zero(t, sink.count(fake.PID()), "a process named etcd running another file is not traced")
+
+	// Nothing runs the old file any more: its inode may be freed and reused by
+	// another file, so the filter must stop allowing it.
+	tr := rcv.(*etcdReceiver).tracer
+	current, err := tracer.ExecutableID(exe)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		allowed, err := tr.Executables()
+		return err == nil && len(allowed) == 1 && allowed[0] == current
+	}, 5*time.Second, 50*time.Millisecond, "only the current file stays allowed once no process runs the old one")
 }

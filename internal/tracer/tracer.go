@@ -515,3 +515,17 @@ func (t *Tracer) ForgetLosses(pid int) error {
 	}
 	return err
 }
+
+// Executables lists the executables the kernel filter allows.
+func (t *Tracer) Executables() ([]FileID, error) {
+	var (
+		out []FileID
+		key bpf.MonitorExeId
+		val uint8
+	)
+	iter := t.objs.TargetExes.Iterate()
+	for iter.Next(&key, &val) {
+		out = append(out, FileID{Dev: key.Dev, Ino: key.Ino})
+	}
+	return out, iter.Err()
+}
