@@ -3,13 +3,11 @@
 package etcdebpfreceiver
 
 import (
-	"fmt"
 	"os"
-	"strings"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
@@ -38,7 +36,7 @@ func (l *lossReporter) check(t *tracer.Tracer, now time.Time) {
 		return
 	}
 	for pid, loss := range losses {
-		exited := unix.Kill(pid, 0) == unix.ESRCH
+		exited := processExited(pid)
 		if _, ok := l.names[pid]; !ok && !exited {
 			l.names[pid] = processName(pid)
 		}
@@ -73,10 +71,9 @@ func since(last, now time.Time) time.Duration {
 // processName is "comm (executable)" of a running process, what a name in a log
 // line needs to be told from an impostor: the comm alone can be faked.
 func processName(pid int) string {
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
 	if err != nil {
 		exe = "unknown"
 	}
-	return fmt.Sprintf("%s (%s)", strings.TrimSpace(string(comm)), exe)
+	return processComm(pid) + " (" + exe + ")"
 }

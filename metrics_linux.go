@@ -4,19 +4,15 @@ package etcdebpfreceiver
 
 import (
 	"context"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
-
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -65,7 +61,7 @@ func newHistogramCollector(scopeName, version string, start pcommon.Timestamp) *
 		start:  start,
 		series: map[bpf.MonitorHistKey]*series{},
 		comms:  map[uint32]string{},
-		exited: processExited,
+		exited: func(tgid uint32) bool { return processExited(int(tgid)) },
 	}
 	c.scope.SetName(scopeName)
 	c.scope.SetVersion(version)
@@ -212,18 +208,11 @@ func (c *histogramCollector) comm(tgid uint32) string {
 	if name, ok := c.comms[tgid]; ok {
 		return name
 	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tgid), 10) + "/comm")
-	if err != nil {
-		return ""
+	name := processComm(int(tgid))
+	if name != "" {
+		c.comms[tgid] = name
 	}
-	name := strings.TrimSuffix(string(b), "\n")
-	c.comms[tgid] = name
 	return name
-}
-
-func processExited(tgid uint32) bool {
-	_, err := os.Stat("/proc/" + strconv.FormatUint(uint64(tgid), 10))
-	return os.IsNotExist(err)
 }
 
 // collectMetrics sends the histograms to the metrics pipeline every

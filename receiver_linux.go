@@ -21,7 +21,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
@@ -369,7 +368,7 @@ func (r *etcdReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *m
 		case <-tick.C:
 		}
 		alive = slices.DeleteFunc(alive, func(pid int) bool {
-			if unix.Kill(pid, 0) != unix.ESRCH {
+			if !processExited(pid) {
 				return false
 			}
 			tb.EtcdebpfTargetsExited.Add(ctx, 1)
