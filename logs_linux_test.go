@@ -4,20 +4,16 @@ package etcdebpfreceiver
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 )
 
@@ -257,11 +253,4 @@ func FuzzAppend(f *testing.F) {
 			t.Fatal("accepted record not added")
 		}
 	})
-}
-
-func TestLifecycleWithoutStart(t *testing.T) {
-	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
-	require.NoError(t, err)
-	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown without Start")
-	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown twice")
 }

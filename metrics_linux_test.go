@@ -307,17 +307,3 @@ func TestMetricsWALSyncsMatchEtcd(t *testing.T) {
 	assert.GreaterOrEqual(t, dp.Count(), kernelAfter, "the pipeline got the kernel's count")
 	assert.Zero(t, logs.LogRecordCount(), "no call took 10s")
 }
-
-// Validate's names are the kernel side's names.
-func TestConfigNamesMatchTheKernel(t *testing.T) {
-	for _, name := range syscallNames {
-		_, ok := bpf.ParseSyscallType(name)
-		assert.True(t, ok, "syscall %q", name)
-	}
-	for _, name := range fdKindNames {
-		_, ok := bpf.ParseFdKind(name)
-		assert.True(t, ok, "fd kind %q", name)
-	}
-	assert.Len(t, syscallNames, int(bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE))
-	assert.Len(t, fdKindNames, int(bpf.MonitorFdKindFD_KIND_OTHER)+1)
-}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
@@ -324,4 +325,11 @@ func TestProducerWakesReaderEvery256Records(t *testing.T) {
 	require.Eventually(t, func() bool { return sink.count(w.PID()) >= 768 }, 3*time.Second, 10*time.Millisecond,
 		"three wake-ups for 1000 records: three full batches long before the 10 s timer")
 	assert.Less(t, sink.count(w.PID()), 1000, "the last 232 records wait for the timer: no wake-up per record")
+}
+
+func TestLifecycleWithoutStart(t *testing.T) {
+	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown without Start")
+	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown twice")
 }
