@@ -23,5 +23,5 @@ func (*etcdReceiver) Start(context.Context, component.Host) error { return nil }
 func (*etcdReceiver) Shutdown(context.Context) error              { return nil }
 
 func newReceiver(receiver.Settings, *Config) (*etcdReceiver, error) {
-	return nil, errors.New("the etcdebpf receiver needs Linux with eBPF (kernel 5.8 or newer with BTF); this collector runs on " + runtime.GOOS)
+	return nil, errors.New("etcdebpf: this collector runs on " + runtime.GOOS + ", and the receiver needs Linux 5.10 or newer with BTF: run the collector on Linux, or remove the etcdebpf receiver from its pipelines")
 }
