@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
@@ -127,9 +128,9 @@ func TestHistogramCollector(t *testing.T) {
 	assert.EqualValues(t, 3, dp.Count())
 }
 
-// startShared starts one receiver for a logs and a metrics pipeline on the same
-// configuration, as the collector does for one component ID in both.
-func startShared(t *testing.T, cfg *Config) (*consumertest.LogsSink, *consumertest.MetricsSink, *etcdReceiver, func()) {
+// startBoth creates and starts a logs and a metrics pipeline's receiver on the
+// same configuration, as the collector does for one component ID in both.
+func startBoth(t *testing.T, cfg *Config) (*consumertest.LogsSink, *consumertest.MetricsSink, receiver.Logs, receiver.Metrics) {
 	t.Helper()
 	logs, metrics := new(consumertest.LogsSink), new(consumertest.MetricsSink)
 	set := receivertest.NewNopSettings(metadata.Type)
@@ -141,6 +142,14 @@ func startShared(t *testing.T, cfg *Config) (*consumertest.LogsSink, *consumerte
 	host := componenttest.NewNopHost()
 	require.NoError(t, lr.Start(context.Background(), host))
 	require.NoError(t, mr.Start(context.Background(), host))
+	return logs, metrics, lr, mr
+}
+
+// startShared is startBoth with a stop that shuts both down (at cleanup at the
+// latest), checking that only the last Shutdown unloads.
+func startShared(t *testing.T, cfg *Config) (*consumertest.LogsSink, *consumertest.MetricsSink, *etcdReceiver, func()) {
+	t.Helper()
+	logs, metrics, lr, mr := startBoth(t, cfg)
 	r := lr.(*etcdReceiver)
 	stopped := false
 	stop := func() {
@@ -172,15 +181,7 @@ func TestFirstShutdownDeliversToBothPipelines(t *testing.T) {
 			cfg.CollectionInterval = time.Hour // only the collection at Shutdown sends metrics
 			cfg.FlushInterval = time.Hour      // only the flush at Shutdown sends records
 			cfg.MaxBatchSize = 1 << 16
-			logs, metrics := new(consumertest.LogsSink), new(consumertest.MetricsSink)
-			set := receivertest.NewNopSettings(metadata.Type)
-			lr, err := NewFactory().CreateLogs(context.Background(), set, cfg, logs)
-			require.NoError(t, err)
-			mr, err := NewFactory().CreateMetrics(context.Background(), set, cfg, metrics)
-			require.NoError(t, err)
-			host := componenttest.NewNopHost()
-			require.NoError(t, lr.Start(context.Background(), host))
-			require.NoError(t, mr.Start(context.Background(), host))
+			logs, metrics, lr, mr := startBoth(t, cfg)
 			w.Release(t, time.Minute)
 
 			first, second := component.Component(mr), component.Component(lr)
