@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
 )
 
@@ -33,18 +33,10 @@ func installBackend(t *testing.T, p victoria.Product) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	bin, err := victoria.Install(ctx, p, testLog{t})
+	bin, err := victoria.Install(ctx, p, bpftest.Log(t))
 	require.NoError(t, err)
 	t.Logf("%s %s ready in %s", p.Name, p.Version, time.Since(start).Round(time.Millisecond))
 	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startGateway runs bin with examples/kubernetes/gateway.yaml as shipped: OTLP/gRPC
@@ -53,7 +45,9 @@ func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector,
 	t.Helper()
 	root, err := checkout.Root()
 	require.NoError(t, err)
-	addr := freeAddr(t)
+	ports, err := subprocess.FreePorts(1)
+	require.NoError(t, err)
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	dir := t.TempDir()
 	// Several collectors side by side: none serves its own metrics on :8888. A
 	// second --config is merged over the first.

@@ -24,24 +24,11 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
-// testLog writes build progress to the test log.
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // collectorBinary is the collector built from this checkout: the existing
-// _build binary when it is newer than its sources, else a fresh ocb build.
+// _build binary when it is newer than its sources, else a fresh ocb build
+// (or the one collector.PrebuiltEnv names).
 func collectorBinary(t *testing.T) string {
 	t.Helper()
-	if bin := os.Getenv(collector.PrebuiltEnv); bin != "" {
-		return bin
-	}
-	root, err := checkout.Root()
-	require.NoError(t, err)
 	// A cold ocb build takes minutes: stop it in time to report, before go test's own timeout.
 	deadline := time.Now().Add(8 * time.Minute)
 	if d, ok := t.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
@@ -50,7 +37,7 @@ func collectorBinary(t *testing.T) string {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	start := time.Now()
-	bin, err := collector.Ensure(ctx, root, testLog{t})
+	bin, err := collector.Binary(ctx, "", bpftest.Log(t))
 	require.NoError(t, err)
 	t.Logf("collector %s ready in %s", bin, time.Since(start).Round(time.Millisecond))
 	return bin

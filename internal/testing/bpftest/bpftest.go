@@ -23,12 +23,25 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
-func skipOrFail(t testing.TB, reason string) {
+// SkipOrFail skips the test for reason, a need the host does not meet, or fails
+// it under ETCDEBPF_REQUIRE_ALL=1.
+func SkipOrFail(t testing.TB, reason string) {
 	t.Helper()
 	if os.Getenv("ETCDEBPF_REQUIRE_ALL") == "1" {
 		t.Fatalf("%s (ETCDEBPF_REQUIRE_ALL=1 forbids skipping)", reason)
 	}
 	t.Skip(reason)
+}
+
+// Log is a writer into t's log, a line a Write: for the progress of a build.
+func Log(t testing.TB) io.Writer { return testLog{t} }
+
+type testLog struct{ t testing.TB }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // KernelAtLeast reports whether the running kernel is major.minor or newer.
@@ -65,7 +78,7 @@ func RequireLinks(t testing.TB, objs bpfobjects.Held, programs int) {
 func RequireBPF(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root (CAP_BPF, CAP_PERFMON) to load BPF programs: run the tests with sudo")
+		SkipOrFail(t, "needs root (CAP_BPF, CAP_PERFMON) to load BPF programs: run the tests with sudo")
 	}
 }
 
@@ -74,7 +87,7 @@ func RequireEtcd(t testing.TB) string {
 	t.Helper()
 	bin, err := etcdtest.Binary()
 	if err != nil {
-		skipOrFail(t, err.Error())
+		SkipOrFail(t, err.Error())
 	}
 	return bin
 }

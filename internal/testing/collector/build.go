@@ -21,10 +21,10 @@ import (
 // BinaryRel is where `make collector` puts the collector, relative to the module root.
 const BinaryRel = "_build/otelcol-etcd/otelcol-etcd"
 
-// Inputs lists the files the collector binary is built from in this checkout:
+// inputs lists the files the collector binary is built from in this checkout:
 // the Go and embedded files of every package of the module that the receiver
 // imports, go.mod, go.sum and the ocb manifest.
-func Inputs(ctx context.Context, root string) ([]string, error) {
+func inputs(ctx context.Context, root string) ([]string, error) {
 	files := []string{"go.mod", "go.sum", "builder-config.yaml"}
 	for i, f := range files {
 		files[i] = filepath.Join(root, f)
@@ -49,10 +49,10 @@ func Inputs(ctx context.Context, root string) ([]string, error) {
 	return files, nil
 }
 
-// Stale reports why the binary at bin must be rebuilt from the checkout at
+// stale reports why the binary at bin must be rebuilt from the checkout at
 // root, or "" when it is up to date: `make collector` dates bin+".stamp" from
 // the start of its last successful build, and every input must be older.
-func Stale(ctx context.Context, root, bin string) (string, error) {
+func stale(ctx context.Context, root, bin string) (string, error) {
 	if _, err := os.Stat(bin); errors.Is(err, os.ErrNotExist) {
 		return bin + " does not exist", nil
 	} else if err != nil {
@@ -64,11 +64,11 @@ func Stale(ctx context.Context, root, bin string) (string, error) {
 	} else if err != nil {
 		return "", err
 	}
-	inputs, err := Inputs(ctx, root)
+	files, err := inputs(ctx, root)
 	if err != nil {
 		return "", err
 	}
-	for _, f := range inputs {
+	for _, f := range files {
 		in, err := os.Stat(f)
 		if err != nil {
 			return "", err
@@ -85,16 +85,13 @@ func Stale(ctx context.Context, root, bin string) (string, error) {
 // checkout to build from (make kernels' virtual machines).
 const PrebuiltEnv = "ETCDEBPF_COLLECTOR"
 
-// Ensure returns the path of a collector binary built from the checkout at
+// ensure returns the path of a collector binary built from the checkout at
 // root, building it with `make collector` (ocb) first when it is stale. Build
 // output and progress go to progress. Concurrent callers (a demo and a test)
 // take turns on a lock file, and the second finds the binary fresh.
-func Ensure(ctx context.Context, root string, progress io.Writer) (string, error) {
-	if bin := os.Getenv(PrebuiltEnv); bin != "" {
-		return bin, nil
-	}
+func ensure(ctx context.Context, root string, progress io.Writer) (string, error) {
 	bin := filepath.Join(root, BinaryRel)
-	if why, err := Stale(ctx, root, bin); err != nil {
+	if why, err := stale(ctx, root, bin); err != nil {
 		return "", err
 	} else if why == "" {
 		return bin, nil
@@ -109,7 +106,7 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 	}
 	defer unlock()
 
-	why, err := Stale(ctx, root, bin)
+	why, err := stale(ctx, root, bin)
 	if err != nil {
 		return "", err
 	} else if why == "" {
@@ -131,7 +128,8 @@ func Ensure(ctx context.Context, root string, progress io.Writer) (string, error
 }
 
 // Binary is the collector to run: bin when given (it must exist), else the one
-// built from the checkout, rebuilt first when stale (Ensure).
+// PrebuiltEnv names, else the one built from the checkout, rebuilt first when
+// stale (ensure).
 func Binary(ctx context.Context, bin string, progress io.Writer) (string, error) {
 	if bin != "" {
 		if _, err := os.Stat(bin); err != nil {
@@ -139,9 +137,12 @@ func Binary(ctx context.Context, bin string, progress io.Writer) (string, error)
 		}
 		return bin, nil
 	}
+	if bin := os.Getenv(PrebuiltEnv); bin != "" {
+		return bin, nil
+	}
 	root, err := checkout.Root()
 	if err != nil {
 		return "", fmt.Errorf("%w, or give a built collector", err)
 	}
-	return Ensure(ctx, root, progress)
+	return ensure(ctx, root, progress)
 }

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,27 +19,19 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
-
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // install builds p into the cache (once), or skips where that is impossible.
 func install(t *testing.T, p Product) string {
 	t.Helper()
 	if os.Geteuid() != 0 && os.Getenv("ETCDEBPF_CACHE") == "" {
-		if os.Getenv("ETCDEBPF_REQUIRE_ALL") == "1" {
-			t.Fatal("needs root to write the cache " + DefaultCache + " (or ETCDEBPF_CACHE)")
-		}
-		t.Skip("needs root to write the cache " + DefaultCache + " (or ETCDEBPF_CACHE)")
+		bpftest.SkipOrFail(t, "needs root to write the cache "+DefaultCache+" (or ETCDEBPF_CACHE)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	bin, err := Install(ctx, p, testLog{t})
+	bin, err := Install(ctx, p, bpftest.Log(t))
 	require.NoError(t, err)
 	return bin
 }
