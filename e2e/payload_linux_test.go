@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func TestCollectorDeliversEveryWriteWithPayload(t *testing.T) {
 			w.Release(t, time.Minute)
 			// Every record arrives before the collector is stopped: it logs that it
 			// is ready before it handles SIGTERM, so an early SIGTERM kills it.
-			assert.Eventually(t, func() bool { return len(sink.Records()) >= writes }, time.Minute, 20*time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			assert.True(t, sink.WaitFor(ctx, writes), "every record within a minute")
 			require.NoError(t, col.Stop(15*time.Second), "collector log:\n%s", col.Tail())
 
 			records := sink.Records()
