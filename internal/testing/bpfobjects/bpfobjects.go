@@ -272,8 +272,8 @@ func MapsOf(progs []Program) (map[string]Map, error) {
 	return out, nil
 }
 
-// OpenMap opens the map called name among the maps of h.
-func (h Held) OpenMap(name string) (*ebpf.Map, error) {
+// openMap opens the map called name among the maps of h.
+func (h Held) openMap(name string) (*ebpf.Map, error) {
 	for _, id := range h.Maps {
 		m, err := ebpf.NewMapFromID(id)
 		if err != nil {
@@ -290,7 +290,7 @@ func (h Held) OpenMap(name string) (*ebpf.Map, error) {
 // Counters reads the loss counters of the receiver whose maps h holds, as the
 // receiver itself reads them.
 func (h Held) Counters() (bpf.Counters, error) {
-	m, err := h.OpenMap("counters")
+	m, err := h.openMap("counters")
 	if err != nil {
 		return bpf.Counters{}, err
 	}
@@ -300,7 +300,7 @@ func (h Held) Counters() (bpf.Counters, error) {
 
 // Entries counts the entries of the map called name among the maps of h.
 func (h Held) Entries(name string) (int, error) {
-	m, err := h.OpenMap(name)
+	m, err := h.openMap(name)
 	if err != nil {
 		return 0, err
 	}

@@ -62,8 +62,8 @@ func cacheRoot() string {
 	return DefaultCache
 }
 
-// BinaryPath is where Install puts p's binary.
-func (p Product) BinaryPath() string {
+// binaryPath is where Install puts p's binary.
+func (p Product) binaryPath() string {
 	return filepath.Join(cacheRoot(), p.Name+"-"+p.Version, "bin", p.Name)
 }
 
@@ -71,7 +71,7 @@ func (p Product) BinaryPath() string {
 // the Go module proxy first when the cache lacks it. Progress lines go to
 // progress; ctx bounds the build. Concurrent callers take turns on a lock file.
 func Install(ctx context.Context, p Product, progress io.Writer) (string, error) {
-	bin := p.BinaryPath()
+	bin := p.binaryPath()
 	if isExecutable(bin) {
 		return bin, nil
 	}
