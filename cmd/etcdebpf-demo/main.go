@@ -25,7 +25,7 @@ func main() {
 	flag.BoolVar(&o.Verbose, "v", false, "also print the collector's log (debug exporter included)")
 	flag.IntVar(&o.Lines, "lines", 15, "print at most this many records a second")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the temporary directory with etcd's data and the collector's config and log")
-	flag.BoolVar(&o.Serve, "serve", false, "after the summary, keep VictoriaLogs running (with the records) until Ctrl-C, to try queries")
+	flag.BoolVar(&o.Serve, "serve", false, "after the summary, keep VictoriaLogs and VictoriaMetrics running (with the data) until Ctrl-C, to try queries")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: sudo %s [flags]\n\n", os.Args[0])
 		fmt.Fprintln(flag.CommandLine.Output(), "Traces a local etcd with the otelcol-etcd collector and prints what reaches an OTLP backend.")
