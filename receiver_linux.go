@@ -101,37 +101,7 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 		r.starts--
 		return fmt.Errorf("etcdebpf: creating telemetry: %w", err)
 	}
-	opts := tracer.Options{
-		Comm:           r.cfg.Comm,
-		PIDs:           r.cfg.PIDs,
-		CgroupPath:     r.cfg.CgroupPath,
-		PayloadBytes:   r.cfg.PayloadBytes,
-		RingBufferSize: r.ringBufferSize(),
-		Syscalls:       r.cfg.Syscalls,
-		FDKinds:        r.cfg.FDKinds,
-		NoRecords:      r.next == nil,
-		MinDuration:    r.cfg.MinDuration,
-		Histograms:     r.metrics != nil,
-		Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
-	}
-	var exe *exeWatch
-	if r.cfg.Executable != "" {
-		exe = &exeWatch{path: r.cfg.Executable, logger: r.settings.Logger}
-		exe.current, err = tracer.ExecutableID(r.cfg.Executable)
-		if err != nil {
-			err = fmt.Errorf("%w; set executable to the path of the etcd binary the traced etcd runs (ls -l /proc/<etcd pid>/exe)", err)
-		}
-		opts.Executables = []tracer.FileID{exe.current}
-	}
-	var t *tracer.Tracer
-	if err == nil {
-		t, err = tracer.Start(opts)
-	}
-	if err == nil {
-		if err = registerKernelCounters(tb, t); err != nil {
-			t.Close()
-		}
-	}
+	t, exe, err := r.startTracer(tb)
 	if err != nil {
 		tb.Shutdown()
 		if r.cfg.ErrorMode == ErrorModeIgnore {
@@ -173,6 +143,42 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 		zap.Strings("syscalls", r.cfg.Syscalls), zap.Strings("fd_kinds", r.cfg.FDKinds), zap.Duration("min_duration", r.cfg.MinDuration),
 		zap.Bool("logs", r.next != nil), zap.Bool("metrics", r.metrics != nil))
 	return nil
+}
+
+// startTracer loads and attaches the programs the configuration asks for and
+// registers the kernel's counters with tb; on error nothing stays loaded.
+func (r *etcdReceiver) startTracer(tb *metadata.TelemetryBuilder) (*tracer.Tracer, *exeWatch, error) {
+	opts := tracer.Options{
+		Comm:           r.cfg.Comm,
+		PIDs:           r.cfg.PIDs,
+		CgroupPath:     r.cfg.CgroupPath,
+		PayloadBytes:   r.cfg.PayloadBytes,
+		RingBufferSize: r.ringBufferSize(),
+		Syscalls:       r.cfg.Syscalls,
+		FDKinds:        r.cfg.FDKinds,
+		NoRecords:      r.next == nil,
+		MinDuration:    r.cfg.MinDuration,
+		Histograms:     r.metrics != nil,
+		Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
+	}
+	var exe *exeWatch
+	if r.cfg.Executable != "" {
+		id, err := tracer.ExecutableID(r.cfg.Executable)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w; set executable to the path of the etcd binary the traced etcd runs (ls -l /proc/<etcd pid>/exe)", err)
+		}
+		exe = &exeWatch{path: r.cfg.Executable, current: id, logger: r.settings.Logger}
+		opts.Executables = []tracer.FileID{id}
+	}
+	t, err := tracer.Start(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := registerKernelCounters(tb, t); err != nil {
+		t.Close()
+		return nil, nil, err
+	}
+	return t, exe, nil
 }
 
 // ringBufferSize is the configured size, or the smallest for metrics alone: no record is sent then.
