@@ -19,14 +19,19 @@ const lossLogInterval = time.Minute
 // once a lossLogInterval, and a last one when it exits. It also frees the kernel's
 // per-process entries of processes that exited.
 type lossReporter struct {
-	logger   *zap.Logger
-	reported map[int]tracer.Loss // what the last line per pid covered
-	lastLog  map[int]time.Time
-	names    map[int]string // "comm (executable)", read while the process runs
+	logger    *zap.Logger
+	processes map[int]*lossLog // by pid: the processes that lost records
+}
+
+// lossLog is what the log said last of one process.
+type lossLog struct {
+	name     string      // "comm (executable)", read while the process runs
+	reported tracer.Loss // what the last line covered
+	at       time.Time   // when it was logged; zero before the first line
 }
 
 func newLossReporter(logger *zap.Logger) *lossReporter {
-	return &lossReporter{logger: logger, reported: map[int]tracer.Loss{}, lastLog: map[int]time.Time{}, names: map[int]string{}}
+	return &lossReporter{logger: logger, processes: map[int]*lossLog{}}
 }
 
 func (l *lossReporter) check(t *tracer.Tracer, now time.Time) {
@@ -37,25 +42,27 @@ func (l *lossReporter) check(t *tracer.Tracer, now time.Time) {
 	}
 	for pid, loss := range losses {
 		exited := processExited(pid)
-		if _, ok := l.names[pid]; !ok && !exited {
-			l.names[pid] = processName(pid)
+		p := l.processes[pid]
+		if p == nil {
+			p = &lossLog{}
+			if !exited {
+				p.name = processName(pid)
+			}
+			l.processes[pid] = p
 		}
-		prev := l.reported[pid]
-		if loss != prev && (exited || now.Sub(l.lastLog[pid]) >= lossLogInterval) {
+		if loss != p.reported && (exited || now.Sub(p.at) >= lossLogInterval) {
 			l.logger.Warn("A traced process lost records",
-				zap.Int("pid", pid), zap.String("process", l.names[pid]), zap.Bool("exited", exited),
-				zap.Uint64("over_budget", loss.OverBudget-prev.OverBudget),
-				zap.Uint64("ringbuf_full", loss.RingbufFull-prev.RingbufFull),
-				zap.Duration("since", since(l.lastLog[pid], now)))
-			l.reported[pid], l.lastLog[pid] = loss, now
+				zap.Int("pid", pid), zap.String("process", p.name), zap.Bool("exited", exited),
+				zap.Uint64("over_budget", loss.OverBudget-p.reported.OverBudget),
+				zap.Uint64("ringbuf_full", loss.RingbufFull-p.reported.RingbufFull),
+				zap.Duration("since", since(p.at, now)))
+			p.reported, p.at = loss, now
 		}
 		if exited {
 			if err := t.ForgetLosses(pid); err != nil {
 				l.logger.Warn("Freeing an exited process's loss entry failed", zap.Int("pid", pid), zap.Error(err))
 			}
-			delete(l.reported, pid)
-			delete(l.lastLog, pid)
-			delete(l.names, pid)
+			delete(l.processes, pid)
 		}
 	}
 }
