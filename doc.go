@@ -1,8 +1,8 @@
 // Package etcdebpfreceiver is the etcdebpf receiver of the OpenTelemetry
 // Collector: it loads BPF programs (internal/tracer, bpf) onto the syscall
 // tracepoints of write, pwrite64, writev, pwritev, fsync, fdatasync and
-// sync_file_range, selects an etcd process in the kernel by name, pid or
-// cgroup, and turns each completed call into a log record carrying the kernel's
+// sync_file_range, selects an etcd process in the kernel by name, pid, cgroup
+// or executable file, and turns each completed call into a log record carrying the kernel's
 // raw record and its decoded fields; with a metrics pipeline, it also exports the
 // kernel's latency histograms. It measures and never interprets: no WAL parsing.
 //
