@@ -23,8 +23,9 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
-// install builds p into the cache (once), or skips where that is impossible.
-func install(t *testing.T, p Product) string {
+// startServer builds p into the cache (once), or skips where that is
+// impossible, and runs it until the test ends.
+func startServer(t *testing.T, p Product) *Server {
 	t.Helper()
 	if os.Geteuid() != 0 && os.Getenv("ETCDEBPF_CACHE") == "" {
 		bpftest.SkipOrFail(t, "needs root to write the cache "+DefaultCache+" (or ETCDEBPF_CACHE)")
@@ -33,17 +34,17 @@ func install(t *testing.T, p Product) string {
 	defer cancel()
 	bin, err := Install(ctx, p, bpftest.Log(t))
 	require.NoError(t, err)
-	return bin
+	srv, err := Start(ctx, p, bin, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+	return srv
 }
 
 // What goes in over OTLP/HTTP comes back from LogsQL, with every type of
 // attribute value as VictoriaLogs spells it.
 func TestLogsRoundTrip(t *testing.T) {
-	bin := install(t, Logs)
+	srv := startServer(t, Logs)
 	ctx := context.Background()
-	srv, err := Start(ctx, Logs, bin, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Stop)
 
 	logs := plog.NewLogs()
 	rl := logs.ResourceLogs().AppendEmpty()
@@ -83,11 +84,8 @@ func TestLogsRoundTrip(t *testing.T) {
 // An OTLP exponential histogram (scale 3, as the receiver's kernel histograms)
 // goes in over OTLP/HTTP and its p99 comes back from PromQL within a bucket.
 func TestMetricsRoundTrip(t *testing.T) {
-	bin := install(t, Metrics)
+	srv := startServer(t, Metrics)
 	ctx := context.Background()
-	srv, err := Start(ctx, Metrics, bin, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Stop)
 
 	// 1000 observations: 990 in the bucket holding 1 ms, 10 in the one holding 16 ms.
 	const scale = 3
