@@ -23,6 +23,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -205,18 +206,9 @@ func TestFirstShutdownDeliversToBothPipelines(t *testing.T) {
 // countRecords counts the records of pid's syscall name in ld.
 func countRecords(ld plog.Logs, pid int, name string) int {
 	n := 0
-	for i := 0; i < ld.ResourceLogs().Len(); i++ {
-		rl := ld.ResourceLogs().At(i)
-		if v, ok := rl.Resource().Attributes().Get(attrProcessPID); !ok || v.Int() != int64(pid) {
-			continue
-		}
-		for j := 0; j < rl.ScopeLogs().Len(); j++ {
-			lrs := rl.ScopeLogs().At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				if v, ok := lrs.At(k).Attributes().Get(attrName); ok && v.Str() == name {
-					n++
-				}
-			}
+	for _, r := range otlpsink.Flatten(ld) {
+		if r.Int(attrProcessPID) == int64(pid) && r.Str(attrName) == name {
+			n++
 		}
 	}
 	return n
