@@ -333,3 +333,29 @@ func TestLifecycleWithoutStart(t *testing.T) {
 	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown without Start")
 	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown twice")
 }
+
+func TestShutdownLeavesNothingInKernel(t *testing.T) {
+	bpftest.RequireBPF(t)
+	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
+	require.Len(t, objs.Programs, 14, "an enter and an exit program for each of the 7 syscalls")
+	bpftest.RequireLinks(t, objs, 14)
+	bpftest.RequireAlive(t, objs)
+
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	bpftest.RequireGone(t, objs)
+}
+
+func TestLifecycleRestartAndDoubleStart(t *testing.T) {
+	bpftest.RequireBPF(t)
+	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+	require.NoError(t, err)
+	host := componenttest.NewNopHost()
+	require.NoError(t, rcv.Start(context.Background(), host))
+	require.ErrorContains(t, rcv.Start(context.Background(), host), "already started")
+	require.NoError(t, rcv.Shutdown(context.Background()))
+	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown twice")
+	require.NoError(t, rcv.Start(context.Background(), host), "Start after Shutdown")
+	require.NoError(t, rcv.Shutdown(context.Background()))
+}
