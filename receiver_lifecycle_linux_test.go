@@ -328,10 +328,14 @@ func TestProducerWakesReaderEvery256Records(t *testing.T) {
 }
 
 func TestLifecycleWithoutStart(t *testing.T) {
-	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
+	cfg := createDefaultConfig()
+	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, consumertest.NewNop())
 	require.NoError(t, err)
 	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown without Start")
 	require.NoError(t, rcv.Shutdown(context.Background()), "Shutdown twice")
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	assert.NotContains(t, shared.byConfig, cfg, "the factory forgets a receiver shut down without a Start")
 }
 
 func TestShutdownLeavesNothingInKernel(t *testing.T) {

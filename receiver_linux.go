@@ -211,8 +211,8 @@ func registerKernelCounters(tb *metadata.TelemetryBuilder, t *tracer.Tracer) err
 
 // Shutdown delivers, at the first call, what every pipeline of the receiver is
 // owed: it detaches the programs, sends the histograms' last counts and what is
-// left in the ring buffer. The last call frees everything. It is a no-op on a
-// receiver that is not running. If ctx ends first, the pipeline call in progress
+// left in the ring buffer. The last call frees everything. On a receiver that is
+// not running it only drops the factory's reference to it. If ctx ends first, the pipeline call in progress
 // is cancelled and the remaining records are dropped.
 //
 // Why the first: the collector stops components in topological order, so when
@@ -223,6 +223,7 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.starts == 0 {
+		r.release() // created and never started: the factory need not keep it
 		return nil
 	}
 	var errs []error
