@@ -47,12 +47,11 @@ type etcdReceiver struct {
 	// Each goroutine closes its channel when it returns; nil when it was not started.
 	readerDone  chan struct{}
 	metricsDone chan struct{}
-	watcherDone chan struct{} // watching for exited pids
-	guardDone   chan struct{} // watching the executable and losses
+	guardDone   chan struct{} // watching the executable, the pids and losses
 	stopMetrics chan struct{} // closed by Shutdown: collect once more and return
 }
 
-// targetCheckInterval is how often the receiver looks for exited pids.
+// targetCheckInterval is how often guard checks the executable, the pids and the losses.
 const targetCheckInterval = time.Second
 
 func newReceiver(set receiver.Settings, cfg *Config) (*etcdReceiver, error) {
@@ -130,12 +129,12 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 		r.stopMetrics, r.metricsDone = make(chan struct{}), make(chan struct{})
 		go r.collectMetrics(ctx, t, r.stopMetrics, r.metricsDone)
 	}
+	var pids *pidWatch
 	if len(r.cfg.PIDs) > 0 {
-		r.watcherDone = make(chan struct{})
-		go r.watchTargets(ctx, t, tb, r.watcherDone)
+		pids = &pidWatch{alive: slices.Clone(r.cfg.PIDs), exited: tb.EtcdebpfTargetsExited, logger: r.settings.Logger}
 	}
 	r.guardDone = make(chan struct{})
-	go guard(ctx, t, exe, newLossReporter(r.settings.Logger), r.guardDone)
+	go guard(ctx, t, exe, pids, newLossReporter(r.settings.Logger), r.guardDone)
 	r.settings.Logger.Info("Tracing etcd write and sync syscalls",
 		zap.String("comm", r.cfg.Comm), zap.Ints("pids", r.cfg.PIDs), zap.String("cgroup_path", r.cfg.CgroupPath),
 		zap.String("executable", r.cfg.Executable), zap.Int("budget_records_per_second", r.cfg.Budget.RecordsPerSecond),
@@ -240,13 +239,10 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 		return errors.Join(errs...) // Start could not trace
 	}
 	r.cancel()
-	if r.watcherDone != nil {
-		<-r.watcherDone
-	}
 	<-r.guardDone
 	errs = append(errs, r.tracer.Close())
 	r.telemetry.Shutdown()
-	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.watcherDone, r.guardDone = nil, nil, nil, nil, nil, nil
+	r.tracer, r.telemetry, r.readerDone, r.metricsDone, r.guardDone = nil, nil, nil, nil, nil
 	r.drained = false
 	return errors.Join(errs...)
 }
@@ -341,9 +337,10 @@ func (r *etcdReceiver) send(ctx context.Context, b *logBuilder, tb *metadata.Tel
 	}
 }
 
-// guard keeps the executable filter in step with the file (when exe is set) and
-// reports which processes lost records, once a targetCheckInterval.
-func guard(ctx context.Context, t *tracer.Tracer, exe *exeWatch, losses *lossReporter, done chan<- struct{}) {
+// guard keeps the executable filter in step with the file (when exe is set),
+// the pid filter with the processes (when pids is set), and reports which
+// processes lost records, once a targetCheckInterval.
+func guard(ctx context.Context, t *tracer.Tracer, exe *exeWatch, pids *pidWatch, losses *lossReporter, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(targetCheckInterval)
 	defer tick.Stop()
@@ -356,35 +353,37 @@ func guard(ctx context.Context, t *tracer.Tracer, exe *exeWatch, losses *lossRep
 			if exe != nil {
 				exe.check(t)
 			}
+			if pids != nil {
+				pids.check(ctx, t)
+			}
 			losses.check(t, now)
 		}
 	}
 }
 
-// watchTargets reports each pid of cfg.PIDs that exits, once, and removes it from
+// pidWatch reports each pid of cfg.PIDs that exits, once, and removes it from
 // the kernel's filter so that a new process reusing the pid is not traced.
-func (r *etcdReceiver) watchTargets(ctx context.Context, t *tracer.Tracer, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
-	defer close(done)
-	alive := slices.Clone(r.cfg.PIDs)
-	tick := time.NewTicker(targetCheckInterval)
-	defer tick.Stop()
-	for len(alive) > 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		alive = slices.DeleteFunc(alive, func(pid int) bool {
-			if !processExited(pid) {
-				return false
-			}
-			tb.EtcdebpfTargetsExited.Add(ctx, 1)
-			if err := t.RemovePID(pid); err != nil {
-				r.settings.Logger.Warn("Removing an exited pid from the kernel filter failed", zap.Int("pid", pid), zap.Error(err))
-			}
-			r.settings.Logger.Warn("A traced process exited; if etcd restarted, update pids or select it by comm or cgroup_path",
-				zap.Int("pid", pid), zap.Int("pids_left", len(alive)-1))
+type pidWatch struct {
+	alive  []int
+	exited metric.Int64Counter // otelcol_etcdebpf_targets_exited
+	logger *zap.Logger
+}
+
+func (w *pidWatch) check(ctx context.Context, t *tracer.Tracer) {
+	var gone []int
+	w.alive = slices.DeleteFunc(w.alive, func(pid int) bool {
+		if processExited(pid) {
+			gone = append(gone, pid)
 			return true
-		})
+		}
+		return false
+	})
+	for _, pid := range gone {
+		w.exited.Add(ctx, 1)
+		if err := t.RemovePID(pid); err != nil {
+			w.logger.Warn("Removing an exited pid from the kernel filter failed", zap.Int("pid", pid), zap.Error(err))
+		}
+		w.logger.Warn("A traced process exited; if etcd restarted, update pids or select it by comm or cgroup_path",
+			zap.Int("pid", pid), zap.Int("pids_left", len(w.alive)))
 	}
 }
