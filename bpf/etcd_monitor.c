@@ -6,8 +6,9 @@
  * histograms of every such call.
  *
  * Enter programs filter first (cgroup, PID set, process name, executable) and park the
- * arguments in `inflight`, keyed by thread id: Go runs syscalls on many threads, so a
- * process id would pair one thread's enter with another's exit. Exit programs look the
+ * arguments with the thread: in its task storage where the kernel has it (5.11+), else in
+ * `inflight`, keyed by thread id. Go runs syscalls on many threads, so a process id would
+ * pair one thread's enter with another's exit. Exit programs look the
  * call up, resolve the fd to its kind (and, for files, a class from the name), count the
  * call in a histogram, and emit a fixed-size record for the calls the selection keeps.
  * Nothing is lost silently: a full ring buffer, a full inflight map and a process over its
@@ -159,6 +160,7 @@ const volatile bool filter_exe = false;         /* true: only tasks running a fi
 const volatile __u64 budget_interval_ns = 0;    /* budget one record costs, 1e9 / rate; 0: no budget */
 const volatile __u64 budget_burst_ns = 0;       /* burst * budget_interval_ns */
 const volatile __u64 pressure_bytes = 0;        /* queued data above which the ring is under pressure */
+const volatile bool task_storage = false;       /* true: park calls in `inflight_task` (5.11+), else `inflight` */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -210,6 +212,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/*
+ * The same slot in the thread's own task storage: no hashing, no bucket lock, no
+ * delete, and an untraced thread's exit finds no storage at once. It goes with the
+ * task. On kernels without it the loader replaces this map with a stub and leaves
+ * task_storage false: the verifier then never visits the calls that use it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct inflight);
+} inflight_task SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -384,9 +399,43 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 		.fd = (__s32)fd,
 		.type = type,
 	};
+	if (task_storage) {
+		struct inflight *slot = bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), NULL,
+							     BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!slot) {
+			count(COUNTER_INFLIGHT_FULL);
+			return 0;
+		}
+		*slot = call;
+		return 0;
+	}
 	if (bpf_map_update_elem(&inflight, &tid, &call, BPF_ANY))
 		count(COUNTER_INFLIGHT_FULL);
 	return 0;
+}
+
+/*
+ * Takes the thread's parked call into *call and the time it returned into *now; false
+ * when it has none (a slot with start_ns 0 is empty). The clock is read only then.
+ */
+static __always_inline bool unpark(__u32 tid, struct inflight *call, __u64 *now)
+{
+	if (task_storage) {
+		struct inflight *slot = bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), NULL, 0);
+		if (!slot || !slot->start_ns)
+			return false;
+		*now = bpf_ktime_get_ns();
+		*call = *slot;
+		slot->start_ns = 0;
+		return true;
+	}
+	struct inflight *parked = bpf_map_lookup_elem(&inflight, &tid);
+	if (!parked)
+		return false;
+	*now = bpf_ktime_get_ns();
+	*call = *parked;
+	bpf_map_delete_elem(&inflight, &tid);
+	return true;
 }
 
 /*
@@ -620,12 +669,10 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	__u32 tid = (__u32)pid_tgid;
 
 	/* Every exit of every thread on the host gets here: return before any other work. */
-	struct inflight *parked = bpf_map_lookup_elem(&inflight, &tid);
-	if (!parked)
+	struct inflight call;
+	__u64 now;
+	if (!unpark(tid, &call, &now))
 		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	struct inflight call = *parked;
-	bpf_map_delete_elem(&inflight, &tid);
 	count(COUNTER_CALLS);
 
 	/* The selection is decided before the ring buffer reserve: a call left out costs no ring space. */

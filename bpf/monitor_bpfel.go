@@ -210,6 +210,7 @@ type MonitorMapSpecs struct {
 	HistOverflow *ebpf.MapSpec `ebpf:"hist_overflow"`
 	Hists        *ebpf.MapSpec `ebpf:"hists"`
 	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	InflightTask *ebpf.MapSpec `ebpf:"inflight_task"`
 	Losses       *ebpf.MapSpec `ebpf:"losses"`
 	TargetExes   *ebpf.MapSpec `ebpf:"target_exes"`
 	TargetPids   *ebpf.MapSpec `ebpf:"target_pids"`
@@ -233,6 +234,7 @@ type MonitorVariableSpecs struct {
 	RecordSpace        *ebpf.VariableSpec `ebpf:"record_space"`
 	TargetCgroupId     *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.VariableSpec `ebpf:"target_comm"`
+	TaskStorage        *ebpf.VariableSpec `ebpf:"task_storage"`
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFdKind       *ebpf.VariableSpec `ebpf:"unused_fd_kind"`
 	UnusedFileClass    *ebpf.VariableSpec `ebpf:"unused_file_class"`
@@ -268,6 +270,7 @@ type MonitorMaps struct {
 	HistOverflow *ebpf.Map `ebpf:"hist_overflow"`
 	Hists        *ebpf.Map `ebpf:"hists"`
 	Inflight     *ebpf.Map `ebpf:"inflight"`
+	InflightTask *ebpf.Map `ebpf:"inflight_task"`
 	Losses       *ebpf.Map `ebpf:"losses"`
 	TargetExes   *ebpf.Map `ebpf:"target_exes"`
 	TargetPids   *ebpf.Map `ebpf:"target_pids"`
@@ -281,6 +284,7 @@ func (m *MonitorMaps) Close() error {
 		m.HistOverflow,
 		m.Hists,
 		m.Inflight,
+		m.InflightTask,
 		m.Losses,
 		m.TargetExes,
 		m.TargetPids,
@@ -305,6 +309,7 @@ type MonitorVariables struct {
 	RecordSpace        *ebpf.Variable `ebpf:"record_space"`
 	TargetCgroupId     *ebpf.Variable `ebpf:"target_cgroup_id"`
 	TargetComm         *ebpf.Variable `ebpf:"target_comm"`
+	TaskStorage        *ebpf.Variable `ebpf:"task_storage"`
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFdKind       *ebpf.Variable `ebpf:"unused_fd_kind"`
 	UnusedFileClass    *ebpf.Variable `ebpf:"unused_file_class"`

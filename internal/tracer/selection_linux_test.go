@@ -3,11 +3,13 @@
 package tracer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -35,9 +37,19 @@ func histogramOf(t *testing.T, tr *Tracer, key bpf.MonitorHistKey) (calls uint64
 // With histograms on and a selection that keeps no call, every call is counted in
 // the kernel's histogram and none reaches the ring buffer. The test traces its own
 // process and tells its calls apart by their key: writes to a file named *.wal and
-// fsyncs of a directory named wal, which nothing else in this process makes.
+// fsyncs of a directory named wal, which nothing else in this process makes. It runs
+// with each way of pairing enters and exits: task storage (5.11+) and the inflight
+// hash that older kernels use, forced here on any kernel.
 func TestHistogramsCountCallsTheSelectionDrops(t *testing.T) {
 	bpftest.RequireBPF(t)
+	t.Run("pairing this kernel gets", testHistogramsCountCallsTheSelectionDrops)
+	t.Run("inflight hash", func(t *testing.T) {
+		replace(t, &haveTaskStorage, func() error { return fmt.Errorf("forced by the test: %w", ebpf.ErrNotSupported) })
+		testHistogramsCountCallsTheSelectionDrops(t)
+	})
+}
+
+func testHistogramsCountCallsTheSelectionDrops(t *testing.T) {
 	tr, err := Start(Options{
 		PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20,
 		Syscalls:    []string{"write", "fsync"},

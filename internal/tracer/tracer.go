@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -73,8 +74,13 @@ type Tracer struct {
 
 // Host probes, variables so that tests can stand in for a host that lacks them.
 var (
-	btfPath     = "/sys/kernel/btf/vmlinux"
-	haveRingBuf = func() error { return features.HaveMapType(ebpf.RingBuf) }
+	btfPath         = "/sys/kernel/btf/vmlinux"
+	haveRingBuf     = func() error { return features.HaveMapType(ebpf.RingBuf) }
+	haveTaskStorage = func() error {
+		return errors.Join(features.HaveMapType(ebpf.TaskStorage),
+			features.HaveProgramHelper(ebpf.TracePoint, asm.FnTaskStorageGet),
+			features.HaveProgramHelper(ebpf.TracePoint, asm.FnGetCurrentTaskBtf))
+	}
 )
 
 // wakeupRecords is how many records the producer queues per reader wake-up: a
@@ -187,6 +193,8 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		}
 		cgroup = id
 	}
+	// Pairing in task storage needs 5.11; before, the inflight hash does it.
+	taskStorage := haveTaskStorage() == nil
 	var interval uint64 // ns of budget a record costs
 	if opts.Budget.RecordsPerSecond > 0 {
 		interval = max(uint64(time.Second)/uint64(opts.Budget.RecordsPerSecond), 1)
@@ -209,6 +217,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"budget_interval_ns", interval},
 		{"budget_burst_ns", interval * uint64(opts.Budget.Burst)},
 		{"pressure_bytes", uint64(opts.RingBufferSize / 2)},
+		{"task_storage", taskStorage},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -216,7 +225,17 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		}
 	}
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
+	if !taskStorage {
+		stubTaskStorage(spec.Maps["inflight_task"])
+	}
 	return nil
+}
+
+// stubTaskStorage turns the task storage map into a one-entry array that any kernel
+// can create: the programs still name the map, but with task_storage false the
+// verifier never reaches the code that uses it, and drops that code.
+func stubTaskStorage(m *ebpf.MapSpec) {
+	m.Type, m.Flags, m.MaxEntries = ebpf.Array, 0, 1 // the key stays an int
 }
 
 // fdKindMask is the fd_kinds bit set of names: bit 1 << kind; all kinds when names is empty.
