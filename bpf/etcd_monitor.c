@@ -418,10 +418,14 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
  * Takes the thread's parked call into *call and the time it returned into *now; false
  * when it has none (a slot with start_ns 0 is empty). The clock is read only then.
  */
-static __always_inline bool unpark(__u32 tid, struct inflight *call, __u64 *now)
+static __always_inline bool unpark(struct inflight *call, __u64 *now)
 {
 	if (task_storage) {
-		struct inflight *slot = bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), NULL, 0);
+		struct task_struct *task = bpf_get_current_task_btf();
+		/* A thread that never parked a call has no task storage at all: most threads, read without a call. */
+		if (bpf_core_field_exists(task->bpf_storage) && !task->bpf_storage)
+			return false;
+		struct inflight *slot = bpf_task_storage_get(&inflight_task, task, NULL, 0);
 		if (!slot || !slot->start_ns)
 			return false;
 		*now = bpf_ktime_get_ns();
@@ -429,6 +433,7 @@ static __always_inline bool unpark(__u32 tid, struct inflight *call, __u64 *now)
 		slot->start_ns = 0;
 		return true;
 	}
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct inflight *parked = bpf_map_lookup_elem(&inflight, &tid);
 	if (!parked)
 		return false;
@@ -452,11 +457,23 @@ struct fd_desc {
 /* Looks fd up in the current task's table and classifies it; reads no name but an anon inode's. */
 static __always_inline void resolve_fd(__s32 fd, struct fd_desc *d)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	struct fdtable *fdt;
+	unsigned int max_fds;
+	struct file **fds;
+	if (task_storage) {
+		/* A BTF pointer (5.11+): plain loads, which the verifier turns into fault-safe ones. */
+		struct task_struct *task = bpf_get_current_task_btf();
+		fdt = task->files->fdt;
+		max_fds = fdt->max_fds;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		fdt = BPF_CORE_READ(task, files, fdt);
+		max_fds = fdt ? BPF_CORE_READ(fdt, max_fds) : 0;
+		fds = fdt ? BPF_CORE_READ(fdt, fd) : NULL;
+	}
+	if (!fds || fd < 0 || (__u32)fd >= max_fds)
 		return;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	if (!file)
@@ -665,14 +682,13 @@ static __always_inline __u16 capture_payload(__u8 *dst, const struct inflight *c
 
 static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-
 	/* Every exit of every thread on the host gets here: return before any other work. */
 	struct inflight call;
 	__u64 now;
-	if (!unpark(tid, &call, &now))
+	if (!unpark(&call, &now))
 		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
 	count(COUNTER_CALLS);
 
 	/* The selection is decided before the ring buffer reserve: a call left out costs no ring space. */

@@ -85,9 +85,12 @@ struct mm_struct {
 	struct file *exe_file;
 };
 
+struct bpf_local_storage;
+
 struct task_struct {
 	struct files_struct *files;
 	struct mm_struct *mm;
+	struct bpf_local_storage *bpf_storage; /* 5.11+, with CONFIG_BPF_SYSCALL */
 };
 
 /* hash_len: the name's hash in the low half and its length in the high half (little endian). */
