@@ -451,8 +451,18 @@ static __always_inline bool unpark(struct inflight *call, __u64 *now)
 struct fd_desc {
 	struct file *file;
 	struct inode *inode;
-	__u8 kind; /* enum fd_kind */
+	struct super_block *sb;
+	struct qstr name; /* the dentry's name; name.name is NULL until read_name */
+	__u8 kind;        /* enum fd_kind */
 };
+
+/* Reads the base name once, for whichever of the file class and the record needs it first. */
+static __always_inline void read_name(struct fd_desc *d)
+{
+	struct file *file = d->file;
+	if (!d->name.name)
+		d->name = BPF_CORE_READ(file, f_path.dentry, d_name);
+}
 
 /* Looks fd up in the current task's table and classifies it; reads no name but an anon inode's. */
 static __always_inline void resolve_fd(__s32 fd, struct fd_desc *d)
@@ -480,14 +490,17 @@ static __always_inline void resolve_fd(__s32 fd, struct fd_desc *d)
 		return;
 
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
 	d->file = file;
 	d->inode = inode;
+	d->sb = sb;
 	unsigned short mode = BPF_CORE_READ(inode, i_mode);
 	/* Anonymous inodes (eventfd, timerfd, ...) may carry S_IFREG: check the fs first. */
-	if (BPF_CORE_READ(inode, i_sb, s_magic) == ANON_INODE_FS_MAGIC) {
+	if (BPF_CORE_READ(sb, s_magic) == ANON_INODE_FS_MAGIC) {
 		/* "[eventfd]" is the name anon_inode_getfile gives eventfds. */
 		char name[10] = {};
-		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+		read_name(d);
+		bpf_probe_read_kernel(name, sizeof(name), d->name.name);
 		bool eventfd = name[0] == '[' && name[1] == 'e' && name[2] == 'v' && name[6] == 'f' &&
 			       name[7] == 'd' && name[8] == ']';
 		d->kind = eventfd ? FD_KIND_EVENTFD : FD_KIND_OTHER;
@@ -512,17 +525,17 @@ static __always_inline void resolve_fd(__s32 fd, struct fd_desc *d)
 }
 
 /* Fills the record's fd fields, leaving them zero if the fd was gone. */
-static __always_inline void describe_fd(struct event *e, const struct fd_desc *d)
+static __always_inline void describe_fd(struct event *e, struct fd_desc *d)
 {
-	struct file *file = d->file;
 	struct inode *inode = d->inode;
-	if (!file)
+	struct super_block *sb = d->sb;
+	if (!d->file)
 		return;
 	e->fd_kind = d->kind;
 	e->inode = BPF_CORE_READ(inode, i_ino);
-	e->dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	bpf_probe_read_kernel_str(e->file_name, sizeof(e->file_name),
-				  BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	e->dev = BPF_CORE_READ(sb, s_dev);
+	read_name(d);
+	bpf_probe_read_kernel_str(e->file_name, sizeof(e->file_name), d->name.name);
 }
 
 #define SUFFIX(bytes, n) (tail >> (64 - 8 * (n)) == (bytes))
@@ -536,12 +549,12 @@ static __always_inline void describe_fd(struct event *e, const struct fd_desc *d
 #define NAME_SNAP 0x70616e73ULL   /* "snap" */
 
 /* The class of a file or directory from the end of its base name: one 8-byte read. */
-static __always_inline __u8 file_class(const struct fd_desc *d)
+static __always_inline __u8 file_class(struct fd_desc *d)
 {
 	if (d->kind != FD_KIND_FILE && d->kind != FD_KIND_DIRECTORY)
 		return FILE_CLASS_NONE;
-	struct file *file = d->file;
-	struct qstr name = BPF_CORE_READ(file, f_path.dentry, d_name);
+	read_name(d);
+	struct qstr name = d->name;
 	__u32 len = name.hash_len >> 32;
 	if (len == 0)
 		return FILE_CLASS_OTHER;
@@ -620,7 +633,7 @@ static __always_inline __u32 hist_bucket(__u64 duration_ns)
 }
 
 /* Counts a completed call in its process's histogram, or in the overflow one when the map is full. */
-static __always_inline void observe(__u32 tgid, const struct inflight *call, const struct fd_desc *d,
+static __always_inline void observe(__u32 tgid, const struct inflight *call, struct fd_desc *d,
 				    __u64 duration_ns, __s64 ret)
 {
 	struct hist_key key = {
