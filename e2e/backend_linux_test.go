@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -198,14 +197,14 @@ func TestAgentGatewayVictoria(t *testing.T) {
 	assert.Equal(t, "1", rows[0]["etcd.syscall.type"], "write(2) is etcd's most frequent traced syscall")
 
 	// Metrics, as queried while the collectors ran.
-	etcdP99 := bucketQuantile(0.99, etcdBefore, etcdAfter)
+	etcdP99, _ := etcdAfter.Since(etcdBefore).Quantile(0.99)
 	t.Logf("PromQL %s -> %.0f; etcd_disk_wal_fsync_duration_seconds_count grew by %.0f", countQuery, histCount[0].Value, etcdCount)
 	t.Logf("PromQL %s -> %.3gs; etcd's histogram over the same time: %.3gs", p99Query, p99[0].Value, etcdP99)
 	assert.InDelta(t, etcdCount, histCount[0].Value, max(2, 0.03*etcdCount), "WAL fdatasyncs in the receiver's histogram vs etcd's")
 	// etcd's buckets double (1 ms, 2 ms, 4 ms, ...) and it interpolates inside them,
 	// so below 1 ms its p99 says only "under 1 ms": the two p99s fall in the same
 	// bucket of etcd's or in neighbouring ones.
-	assert.InDelta(t, bucketOf(etcdP99, etcdAfter), bucketOf(p99[0].Value, etcdAfter), 1,
+	assert.InDelta(t, etcdAfter.Bucket(etcdP99), etcdAfter.Bucket(p99[0].Value), 1,
 		"WAL fdatasync p99: receiver %gs, etcd %gs, in etcd's buckets", p99[0].Value, etcdP99)
 
 	// The queries the demo and the README offer a user answer on this data.
@@ -225,39 +224,3 @@ func TestAgentGatewayVictoria(t *testing.T) {
 }
 
 const walFsyncMetric = "etcd_disk_wal_fsync_duration_seconds"
-
-// bucketQuantile is Prometheus' histogram_quantile over the growth of a
-// cumulative histogram (upper bound -> count) between two reads.
-// bucketOf is the index of the bucket of a Prometheus histogram that holds v:
-// how many of its upper bounds lie below v.
-func bucketOf(v float64, buckets map[float64]float64) int {
-	n := 0
-	for le := range buckets {
-		if le < v {
-			n++
-		}
-	}
-	return n
-}
-
-func bucketQuantile(q float64, before, after map[float64]float64) float64 {
-	bounds := make([]float64, 0, len(after))
-	for le := range after {
-		bounds = append(bounds, le)
-	}
-	slices.Sort(bounds)
-	total := after[math.Inf(1)] - before[math.Inf(1)]
-	rank := q * total
-	lower, below := 0.0, 0.0
-	for _, le := range bounds {
-		n := after[le] - before[le]
-		if n >= rank {
-			if math.IsInf(le, 1) {
-				return lower
-			}
-			return lower + (le-lower)*(rank-below)/(n-below)
-		}
-		lower, below = le, n
-	}
-	return math.NaN()
-}

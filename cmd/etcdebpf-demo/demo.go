@@ -211,7 +211,7 @@ type window struct {
 	start, end                  time.Time
 	puts                        int64
 	countBefore, countAfter     float64
-	bucketsBefore, bucketsAfter map[float64]float64
+	bucketsBefore, bucketsAfter etcdtest.Histogram
 	leftover                    int // BPF objects of the receiver left after the collector stopped
 }
 
@@ -286,7 +286,7 @@ func (d *demo) summarize(ctx context.Context, w window) error {
 	if len(w.bucketsAfter) == 0 {
 		cmp.bucketsMissed = true
 	} else {
-		cmp.etcdBuckets = deltaBuckets(w.bucketsBefore, w.bucketsAfter)
+		cmp.etcdBuckets = w.bucketsAfter.Since(w.bucketsBefore)
 	}
 	fmt.Fprintf(out, "\nWAL fdatasync during the workload (%s between two reads of etcd's /metrics), kernel vs etcd:\n", cmp.window.Round(time.Millisecond))
 	cmp.write(out)

@@ -13,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
 )
 
@@ -168,55 +169,11 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
-// bucketQuantile estimates the q-quantile of a Prometheus histogram from its
-// cumulative bucket counts (upper bound in seconds to count), as PromQL's
-// histogram_quantile does: linear interpolation inside the bucket holding the
-// rank; the +Inf bucket answers its lower bound.
-func bucketQuantile(cumulative map[float64]float64, q float64) (time.Duration, bool) {
-	bounds := make([]float64, 0, len(cumulative))
-	for b := range cumulative {
-		bounds = append(bounds, b)
-	}
-	slices.Sort(bounds)
-	if len(bounds) == 0 {
-		return 0, false
-	}
-	total := cumulative[bounds[len(bounds)-1]]
-	if total <= 0 {
-		return 0, false
-	}
-	rank := q * total
-	lower, below := 0.0, 0.0
-	for _, b := range bounds {
-		c := cumulative[b]
-		if c >= rank {
-			if math.IsInf(b, 1) {
-				return seconds(lower), true
-			}
-			if c == below {
-				return seconds(b), true
-			}
-			return seconds(lower + (b-lower)*(rank-below)/(c-below)), true
-		}
-		lower, below = b, c
-	}
-	return seconds(lower), true
-}
-
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// deltaBuckets is after minus before, bucket by bucket.
-func deltaBuckets(before, after map[float64]float64) map[float64]float64 {
-	d := make(map[float64]float64, len(after))
-	for b, c := range after {
-		d[b] = c - before[b]
-	}
-	return d
-}
-
 // bucketize counts durations into cumulative buckets with the given bounds.
-func bucketize(ds []time.Duration, bounds map[float64]float64) map[float64]float64 {
-	out := make(map[float64]float64, len(bounds))
+func bucketize(ds []time.Duration, bounds etcdtest.Histogram) etcdtest.Histogram {
+	out := make(etcdtest.Histogram, len(bounds))
 	for b := range bounds {
 		n := 0
 		for _, d := range ds {
@@ -279,7 +236,7 @@ type walComparison struct {
 	window        time.Duration
 	kernel        []time.Duration // sorted durations of WAL fdatasync records in the window
 	etcdCount     float64
-	etcdBuckets   map[float64]float64 // delta over the window, cumulative
+	etcdBuckets   etcdtest.Histogram // growth over the window
 	bucketsMissed bool
 	histogram     *histogramFigures // the receiver's histogram; nil if it could not be read
 }
@@ -298,14 +255,14 @@ func (c walComparison) write(w io.Writer) {
 	}
 	if !c.bucketsMissed {
 		kb := bucketize(c.kernel, c.etcdBuckets)
-		k50, _ := bucketQuantile(kb, 0.5)
-		k99, _ := bucketQuantile(kb, 0.99)
-		fmt.Fprintf(tw, "kernel, in etcd's buckets\t%d\t%s\t%s\t\n", len(c.kernel), fmtDur(k50), fmtDur(k99))
-		e50, ok50 := bucketQuantile(c.etcdBuckets, 0.5)
-		e99, ok99 := bucketQuantile(c.etcdBuckets, 0.99)
+		k50, _ := kb.Quantile(0.5)
+		k99, _ := kb.Quantile(0.99)
+		fmt.Fprintf(tw, "kernel, in etcd's buckets\t%d\t%s\t%s\t\n", len(c.kernel), fmtDur(seconds(k50)), fmtDur(seconds(k99)))
+		e50, ok50 := c.etcdBuckets.Quantile(0.5)
+		e99, ok99 := c.etcdBuckets.Quantile(0.99)
 		p50, p99 := "-", "-"
 		if ok50 && ok99 {
-			p50, p99 = fmtDur(e50), fmtDur(e99)
+			p50, p99 = fmtDur(seconds(e50)), fmtDur(seconds(e99))
 		}
 		fmt.Fprintf(tw, "etcd_disk_wal_fsync_duration_seconds\t%.0f\t%s\t%s\t\n", c.etcdCount, p50, p99)
 	} else {

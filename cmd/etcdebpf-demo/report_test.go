@@ -9,31 +9,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 )
 
-func TestBucketQuantile(t *testing.T) {
-	inf := math.Inf(1)
-	// 100 observations: 50 in (0, 1ms], 40 in (1ms, 2ms], 10 in (2ms, 4ms].
-	h := map[float64]float64{0.001: 50, 0.002: 90, 0.004: 100, 0.008: 100, inf: 100}
-	p50, ok := bucketQuantile(h, 0.5)
-	require.True(t, ok)
-	assert.Equal(t, time.Millisecond, p50)
-	p70, _ := bucketQuantile(h, 0.7)
-	assert.InDelta(t, 1.5e6, float64(p70), 1e3, "halfway through the (1ms, 2ms] bucket")
-	p99, _ := bucketQuantile(h, 0.99)
-	assert.InDelta(t, 3.8e6, float64(p99), 1e3)
-
-	_, ok = bucketQuantile(map[float64]float64{0.001: 0, inf: 0}, 0.5)
-	assert.False(t, ok, "no observations")
-	top, _ := bucketQuantile(map[float64]float64{0.001: 0, 8.192: 1, inf: 2}, 0.99)
-	assert.Equal(t, seconds(8.192), top, "the +Inf bucket answers its lower bound")
-}
-
-func TestBucketizeMatchesDeltas(t *testing.T) {
-	bounds := map[float64]float64{0.001: 0, 0.002: 0, math.Inf(1): 0}
+func TestBucketize(t *testing.T) {
+	bounds := etcdtest.Histogram{0.001: 0, 0.002: 0, math.Inf(1): 0}
 	ds := []time.Duration{200 * time.Microsecond, 999 * time.Microsecond, 1500 * time.Microsecond, 3 * time.Second}
-	assert.Equal(t, map[float64]float64{0.001: 2, 0.002: 3, math.Inf(1): 4}, bucketize(ds, bounds))
-	assert.Equal(t, map[float64]float64{0.001: 1, 0.002: 5}, deltaBuckets(map[float64]float64{0.001: 1, 0.002: 1}, map[float64]float64{0.001: 2, 0.002: 6}))
+	assert.Equal(t, etcdtest.Histogram{0.001: 2, 0.002: 3, math.Inf(1): 4}, bucketize(ds, bounds))
 }
 
 func TestQuantile(t *testing.T) {
@@ -88,7 +71,7 @@ func TestWALComparison(t *testing.T) {
 	c := walComparison{
 		kernel:      []time.Duration{300 * time.Microsecond, 400 * time.Microsecond, 1500 * time.Microsecond},
 		etcdCount:   3,
-		etcdBuckets: map[float64]float64{0.001: 2, 0.002: 3, math.Inf(1): 3},
+		etcdBuckets: etcdtest.Histogram{0.001: 2, 0.002: 3, math.Inf(1): 3},
 		histogram:   &histogramFigures{count: 3, p50: 0.0004, p99: 0.0015},
 	}
 	var buf bytes.Buffer
