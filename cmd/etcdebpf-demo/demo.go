@@ -177,13 +177,15 @@ func (d *demo) startVictoria(ctx context.Context) error {
 }
 
 // startCollector starts the collector, tracing the demo's etcd only.
+// collectionInterval is the demo's metrics collection_interval: the workload lasts seconds.
+const collectionInterval = time.Second
+
 func (d *demo) startCollector(ctx context.Context, bin string) error {
 	pipeline := collector.Pipeline{
-		PIDs:         []int{d.srv.PID()},
-		OTLPEndpoint: d.sink.Endpoint(),
-		OTLPHTTPLogs: d.vl.OTLPLogsEndpoint(),
-		// The histograms, every second: the workload lasts seconds.
-		CollectionInterval: time.Second,
+		PIDs:               []int{d.srv.PID()},
+		OTLPEndpoint:       d.sink.Endpoint(),
+		OTLPHTTPLogs:       d.vl.OTLPLogsEndpoint(),
+		CollectionInterval: collectionInterval,
 		OTLPHTTPMetrics:    d.vm.OTLPMetricsEndpoint(),
 		Debug:              "basic",
 		FlushInterval:      100 * time.Millisecond,
@@ -274,7 +276,7 @@ func (d *demo) summarize(ctx context.Context, w window) error {
 	}
 	cmp := walComparison{window: w.end.Sub(w.start), etcdCount: w.countAfter - w.countBefore}
 	var err error
-	if cmp.histogram, err = walSyncHistogram(ctx, d.vm, w.start); err != nil {
+	if cmp.histogram, err = walSyncHistogram(ctx, d.vm, w.start, collectionInterval); err != nil {
 		return err
 	}
 	for _, r := range records {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,11 +18,13 @@ import (
 // walSyncHistogram is what the receiver's histogram says of the WAL fdatasyncs
 // since start, read back from VictoriaMetrics: count, p50, p99. The collector has
 // stopped, so its last collection is in; the increase is taken from the last
-// collection at or before start (up to collection_interval earlier, with etcd idle).
-func walSyncHistogram(ctx context.Context, vm *victoria.Server, start time.Time) (*histogramFigures, error) {
+// collection at or before start (up to interval earlier, with etcd idle): the
+// window reaches back past start by two intervals, rounded up to whole seconds,
+// since a window that starts after start misses the workload's first syncs.
+func walSyncHistogram(ctx context.Context, vm *victoria.Server, start time.Time, interval time.Duration) (*histogramFigures, error) {
 	const selector = `{etcd_syscall_name="fdatasync",etcd_syscall_file_class="wal"}`
 	now := time.Now()
-	window := fmt.Sprintf("[%ds]", int(now.Sub(start).Seconds()))
+	window := fmt.Sprintf("[%ds]", int(math.Ceil((now.Sub(start) + 2*interval).Seconds())))
 	h := &histogramFigures{}
 	for _, q := range []struct {
 		query string
