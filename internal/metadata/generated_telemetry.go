@@ -160,7 +160,7 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	errs = errors.Join(errs, err)
 	builder.EtcdebpfRecordsLostInflightFull, err = builder.meter.Int64ObservableCounter(
 		"otelcol_etcdebpf_records_lost_inflight_full",
-		metric.WithDescription("Traced syscalls that got no record because the map pairing enter and exit was full. [Development]"),
+		metric.WithDescription("Traced syscalls that got no record because their enter could not be parked (the pairing map was full, or the thread's task storage could not be allocated). [Development]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

@@ -40,7 +40,7 @@ func AssertEqualEtcdebpfCallsTraced(t *testing.T, tt *componenttest.Telemetry, d
 func AssertEqualEtcdebpfRecordsLostInflightFull(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_etcdebpf_records_lost_inflight_full",
-		Description: "Traced syscalls that got no record because the map pairing enter and exit was full. [Development]",
+		Description: "Traced syscalls that got no record because their enter could not be parked (the pairing map was full, or the thread's task storage could not be allocated). [Development]",
 		Unit:        "{record}",
 		Data: metricdata.Sum[int64]{
 			Temporality: metricdata.CumulativeTemporality,
