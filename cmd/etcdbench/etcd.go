@@ -174,13 +174,33 @@ func (e *etcdEnv) startTracer(cfg string, etcdPID int, dir string) (*tracerProc,
 		}
 		return &tracerProc{col.Process}, nil
 	}
-	o := subprocess.Options{LogPath: filepath.Join(dir, "tracer.log"), StopSignal: syscall.SIGINT}
-	switch cfg {
-	case cfgBpftrace:
-		o.Path, o.Args, o.Ready = "bpftrace", []string{"-e", bpftraceScript()}, "Attaching"
-	case cfgStrace:
-		o.Path, o.Args, o.Ready = "strace", straceArgs(etcdPID), "attached"
+	if cfg == cfgBpftrace {
+		p, err := startBpftrace(filepath.Join(dir, "tracer.log"))
+		if err != nil {
+			return nil, err
+		}
+		return &tracerProc{p}, nil
 	}
+	p, err := startReady(subprocess.Options{LogPath: filepath.Join(dir, "tracer.log"), StopSignal: syscall.SIGINT,
+		Path: "strace", Args: straceArgs(etcdPID), Ready: "attached"})
+	if err != nil {
+		return nil, err
+	}
+	return &tracerProc{p}, nil
+}
+
+// startBpftrace starts configuration D's one-liner and returns once its probes are attached.
+func startBpftrace(logPath string) (*subprocess.Process, error) {
+	p, err := startReady(subprocess.Options{LogPath: logPath, StopSignal: syscall.SIGINT,
+		Path: "bpftrace", Args: []string{"-e", bpftraceScript()}, Ready: "Attaching"})
+	if err == nil {
+		time.Sleep(500 * time.Millisecond) // "Attaching" is printed before the attach completes
+	}
+	return p, err
+}
+
+// startReady starts a tracer and waits for its ready line.
+func startReady(o subprocess.Options) (*subprocess.Process, error) {
 	p, err := subprocess.Start(o)
 	if err != nil {
 		return nil, err
@@ -191,10 +211,7 @@ func (e *etcdEnv) startTracer(cfg string, etcdPID int, dir string) (*tracerProc,
 		_ = p.Stop(time.Second)
 		return nil, err
 	}
-	if cfg == cfgBpftrace {
-		time.Sleep(500 * time.Millisecond) // "Attaching" is printed before the attach completes
-	}
-	return &tracerProc{p}, nil
+	return p, nil
 }
 
 // oneRun runs one benchmark under cfg on a fresh etcd.

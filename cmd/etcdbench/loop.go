@@ -21,6 +21,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
 // inproc is the receiver running inside the harness with a consumer that only
@@ -125,9 +126,11 @@ const (
 	loopMatched64 = "matched, payload 64"
 	// Logs of every call and the histograms: the histograms' own cost per call.
 	loopMatchedHist = "matched, payload off, + histograms"
+	// The yardstick: configuration D's one-liner on the same writer, no receiver.
+	loopBpftrace = "bpftrace latency histogram"
 )
 
-var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopNoBudget, loopMatched64, loopMatchedHist}
+var loopVariants = []string{loopUntraced, loopUnmatched, loopMatched, loopNoBudget, loopMatched64, loopMatchedHist, loopBpftrace}
 
 type loopSample struct {
 	Target, Variant string
@@ -181,6 +184,11 @@ func (l *loopEnv) loopOnce(path, variant string, calls int) (loopSample, error) 
 		r, err = startInproc(64, false, chargedBudget)
 	case loopMatchedHist:
 		r, err = startInproc(0, true, chargedBudget)
+	case loopBpftrace:
+		var bt *subprocess.Process
+		if bt, err = startBpftrace(filepath.Join(l.work, "bpftrace-loop.log")); err == nil {
+			defer bt.Stop(10 * time.Second)
+		}
 	}
 	if err != nil {
 		return s, err
