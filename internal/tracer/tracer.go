@@ -152,7 +152,8 @@ func checkHost() error {
 	}
 	if err := haveRingBuf(); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("this kernel has no BPF ring buffer: Linux 5.8 or newer is required: %w", err)
+			return fmt.Errorf("this kernel reports no BPF ring buffer (mainline has it since 5.8, and the receiver needs it "+
+				"for its records): use a kernel built with CONFIG_BPF_SYSCALL and the ring buffer, 5.10 or newer: %w", err)
 		}
 		return explainLoadError(fmt.Errorf("probing for BPF ring buffer support: %w", err))
 	}
@@ -310,7 +311,7 @@ func explainLoadError(err error) error {
 	}
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
 		return fmt.Errorf("loading BPF programs was refused: run the collector as root, or grant it CAP_BPF, CAP_PERFMON "+
-			"and CAP_SYS_RESOURCE (and CAP_SYS_ADMIN on kernels before 5.8): %w", err)
+			"and CAP_SYS_RESOURCE (see the README's Privileges section): %w", err)
 	}
 	return fmt.Errorf("loading BPF programs: %w", err)
 }
@@ -349,8 +350,8 @@ func explainAttachError(tracepoint string, err error) error {
 			"only CAP_SYS_ADMIN open perf events: run the collector as root or with CAP_SYS_ADMIN, or lower the setting "+
 			"to 2 (sysctl kernel.perf_event_paranoid=2), where CAP_PERFMON is enough: %w", tracepoint, level, err)
 	}
-	return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: run the collector as root, or grant it CAP_PERFMON "+
-		"(CAP_SYS_ADMIN on kernels before 5.8): %w", tracepoint, err)
+	return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: run the collector as root, or grant it CAP_PERFMON: %w",
+		tracepoint, err)
 }
 
 // tracepoint pairs a traced syscall with its enter and exit programs.

@@ -93,7 +93,7 @@ func TestStartHostileHosts(t *testing.T) {
 					return fmt.Errorf("detecting support for map type RingBuf: %w", ebpf.ErrNotSupported)
 				})
 			},
-			want: []string{"ring buffer", "Linux 5.8 or newer"},
+			want: []string{"no BPF ring buffer", "5.10 or newer"},
 		},
 		{
 			name:      "tracefs neither mounted nor mountable",
