@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
 // A process over its budget loses its own records, counted as over budget and
@@ -20,11 +21,14 @@ import (
 func TestBudgetBoundsAFloodingProcess(t *testing.T) {
 	bpftest.RequireBPF(t)
 	const (
-		writes = 1_000_000 // takes longer than one check: the process is named while it runs
-		rate   = 20_000
-		burst  = 2_000
+		// Paced so that the writer outlives the first check (1 s) on any machine: that
+		// check names it while it runs. Five times the budget: most writes are over it.
+		writes    = 250_000
+		writeRate = 100_000
+		rate      = 20_000
+		burst     = 2_000
 	)
-	w := bpftest.StartWriter(t, bpftest.BuildWriter(t), writes, 64)
+	w := bpftest.StartWriterWith(t, bpftest.BuildWriter(t), etcdwriter.Options{Calls: writes, Size: 64, Rate: writeRate})
 	cfg := createDefaultConfig()
 	cfg.PIDs = []int{w.PID()}
 	cfg.Budget = BudgetConfig{RecordsPerSecond: rate, Burst: burst}

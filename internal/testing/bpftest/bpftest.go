@@ -223,7 +223,15 @@ func WriterData(size int) []byte {
 // StartWriter starts bin, which waits for Release before making n writes of size bytes.
 func StartWriter(t testing.TB, bin string, n, size int) *Writer {
 	t.Helper()
-	cmd := exec.Command(bin, etcdwriter.Options{Calls: int64(n), Size: size, Wait: true}.Args()...)
+	return StartWriterWith(t, bin, etcdwriter.Options{Calls: int64(n), Size: size})
+}
+
+// StartWriterWith is StartWriter with any of the writer's options (a rate, threads,
+// a file); it too waits for Release before the first write.
+func StartWriterWith(t testing.TB, bin string, o etcdwriter.Options) *Writer {
+	t.Helper()
+	o.Wait = true
+	cmd := exec.Command(bin, o.Args()...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
