@@ -11,19 +11,24 @@ export BPF2GO_STRIP ?= llvm-strip-14
 
 .PHONY: test race generate check-generated collector ocb demo etcd vet kernels
 
-## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end)
+## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end):
+##       the receiver's module, then the tooling module (demo, bench, e2e, examples)
 test: etcd collector
 	$(GO) test -count=1 -timeout 30m ./...
+	cd tooling && $(GO) test -count=1 -timeout 30m ./...
 
 ## race: the receiver's and the tracer's tests again under the race detector (short mode: 20 start/stop cycles)
 race: etcd
 	$(GO) test -count=1 -race -short -timeout 20m . ./internal/...
 
-## vet: go vet and gofmt; the module also builds for macOS and Windows (where the receiver says it needs Linux)
+## vet: go vet and gofmt of both modules; they also build for macOS and Windows (where the receiver says it needs Linux)
 vet:
 	$(GO) vet ./...
 	GOOS=darwin GOARCH=arm64 $(GO) vet ./...
 	GOOS=windows GOARCH=amd64 $(GO) vet ./...
+	cd tooling && $(GO) vet ./...
+	cd tooling && GOOS=darwin GOARCH=arm64 $(GO) vet ./...
+	cd tooling && GOOS=windows GOARCH=amd64 $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: run gofmt -w on the files above"; exit 1; }
 
 ## generate: regenerate the BPF objects (bpf2go) and the mdatagen code
@@ -69,10 +74,10 @@ ocb:
 ## demo: trace a real local etcd through the collector to an OTLP backend (needs root; builds the collector
 ##       and installs etcd first if needed). Flags: make demo DEMO_FLAGS="-duration 10s -v"
 demo:
-	@echo "==> compiling cmd/etcdebpf-demo"
-	@$(GO) run ./cmd/etcdebpf-demo $(DEMO_FLAGS)
+	@echo "==> compiling tooling/cmd/etcdebpf-demo"
+	@cd tooling && $(GO) run ./cmd/etcdebpf-demo $(DEMO_FLAGS)
 
 .PHONY: bench
 ## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~12-17 min)
 bench: etcd
-	$(GO) run ./cmd/etcdbench $(BENCH_FLAGS)
+	cd tooling && $(GO) run ./cmd/etcdbench -out $(CURDIR)/bench/results/latest.md $(BENCH_FLAGS)

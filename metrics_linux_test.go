@@ -23,7 +23,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -206,7 +206,7 @@ func TestFirstShutdownDeliversToBothPipelines(t *testing.T) {
 // countRecords counts the records of pid's syscall name in ld.
 func countRecords(ld plog.Logs, pid int, name string) int {
 	n := 0
-	for _, r := range otlpsink.Flatten(ld) {
+	for _, r := range logtest.Flatten(ld) {
 		if r.Int(attrProcessPID) == int64(pid) && r.Str(attrName) == name {
 			n++
 		}

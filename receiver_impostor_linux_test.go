@@ -20,7 +20,7 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 )
 
 // walSyncConsumer counts records per pid and keeps the entry times of one
@@ -37,7 +37,7 @@ func (c *walSyncConsumer) Capabilities() consumer.Capabilities { return consumer
 func (c *walSyncConsumer) ConsumeLogs(_ context.Context, logs plog.Logs) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, lr := range otlpsink.Flatten(logs) {
+	for _, lr := range logtest.Flatten(logs) {
 		pid := lr.Int(attrProcessPID)
 		c.perPID[pid]++
 		if pid == c.etcdPID && lr.Str(attrName) == "fdatasync" && strings.HasSuffix(lr.Str(attrFileName), ".wal") {

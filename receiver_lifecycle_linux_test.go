@@ -27,7 +27,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 )
 
 // countingConsumer counts records per pid; it can be made slow, failing or blocked.
@@ -58,7 +58,7 @@ func (c *countingConsumer) ConsumeLogs(_ context.Context, logs plog.Logs) error 
 	if c.failNth > 0 && c.batches%c.failNth == 0 {
 		return errors.New("refused by the test")
 	}
-	for _, lr := range otlpsink.Flatten(logs) {
+	for _, lr := range logtest.Flatten(logs) {
 		pid, _ := lr.Resource.Attributes().Get(attrProcessPID)
 		c.perPID[pid.Int()]++
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 )
 
 // startReceiver runs the receiver with cfg into a sink until the test ends or stop is called.
@@ -48,10 +48,10 @@ func startEtcd(t *testing.T) *etcdtest.Server {
 	return srv
 }
 
-func allRecords(sink *consumertest.LogsSink) []otlpsink.Record {
-	var out []otlpsink.Record
+func allRecords(sink *consumertest.LogsSink) []logtest.Record {
+	var out []logtest.Record
 	for _, logs := range sink.AllLogs() {
-		out = append(out, otlpsink.Flatten(logs)...)
+		out = append(out, logtest.Flatten(logs)...)
 	}
 	return out
 }

@@ -132,7 +132,8 @@ build_guest_files() {
 	mkdir -p "$files/bin" "$files/opt/etcd" "$files/opt/etcdwriter" "$files/src"
 	cp -r testdata metadata.yaml "$files/src/" # the receiver's config tests read them
 	log "building the test binaries (static)"
-	CGO_ENABLED=0 "$GO" test -c -o "$files/bin/" . ./internal/tracer ./e2e
+	CGO_ENABLED=0 "$GO" test -c -o "$files/bin/" . ./internal/tracer
+	(cd tooling && CGO_ENABLED=0 "$GO" test -c -o "$files/bin/" ./e2e)
 	CGO_ENABLED=0 "$GO" build -o "$files/opt/etcdwriter/etcd" ./internal/testing/etcdwriter/cmd/etcdwriter
 	etcd_bin=${ETCD_BIN:-$(scripts/install-etcd.sh | tail -1)}
 	[ -x "$etcd_bin/etcd" ] || die "no etcd at $etcd_bin/etcd" "run scripts/install-etcd.sh, or set ETCD_BIN"

@@ -11,12 +11,13 @@ import (
 	"sync/atomic"
 
 	_ "go.opentelemetry.io/collector/config/configgrpc" // registers the exporter's other compressions: snappy, zstd
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the OTLP exporter compresses with gzip by default
 	"google.golang.org/grpc/stats"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 )
 
 // Sink is a running OTLP/gRPC logs server. It is safe for concurrent use.
@@ -105,53 +106,10 @@ func (s *Sink) RecordCount() int {
 }
 
 // Records returns every log record received so far, in arrival order.
-func (s *Sink) Records() []Record {
-	var out []Record
+func (s *Sink) Records() []logtest.Record {
+	var out []logtest.Record
 	for _, logs := range s.Logs() {
-		out = append(out, Flatten(logs)...)
-	}
-	return out
-}
-
-// Record is a log record with the Resource it came under: the receiver puts the
-// process's identity on the Resource, the syscall's fields on the record.
-type Record struct {
-	plog.LogRecord
-	Resource pcommon.Resource
-}
-
-// Attr is the record's attribute key, or else its Resource's.
-func (r Record) Attr(key string) (pcommon.Value, bool) {
-	if v, ok := r.Attributes().Get(key); ok {
-		return v, true
-	}
-	return r.Resource.Attributes().Get(key)
-}
-
-// Str is Attr's value as a string, "" if there is none.
-func (r Record) Str(key string) string {
-	v, _ := r.Attr(key)
-	return v.AsString()
-}
-
-// Int is Attr's integer value, 0 if there is none.
-func (r Record) Int(key string) int64 {
-	v, _ := r.Attr(key)
-	return v.Int()
-}
-
-// Flatten lists the log records of logs.
-func Flatten(logs plog.Logs) []Record {
-	out := make([]Record, 0, logs.LogRecordCount())
-	for i := 0; i < logs.ResourceLogs().Len(); i++ {
-		rl := logs.ResourceLogs().At(i)
-		sls := rl.ScopeLogs()
-		for j := 0; j < sls.Len(); j++ {
-			lrs := sls.At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				out = append(out, Record{LogRecord: lrs.At(k), Resource: rl.Resource()})
-			}
-		}
+		out = append(out, logtest.Flatten(logs)...)
 	}
 	return out
 }

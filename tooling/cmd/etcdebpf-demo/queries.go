@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
 // walSyncHistogram is what the receiver's histogram says of the WAL fdatasyncs

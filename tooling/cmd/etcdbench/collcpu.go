@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
 )
 
 // The collector-CPU phase: the write loop, named like the traced process, makes a

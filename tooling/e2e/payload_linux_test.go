@@ -13,8 +13,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
 )
 
 // The built collector delivers every write of a process named etcd, with the

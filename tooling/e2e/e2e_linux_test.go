@@ -19,9 +19,9 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
 )
 
 // collectorBinary is the collector built from this checkout: the existing

@@ -28,9 +28,9 @@ import (
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 )
 
 type options struct {

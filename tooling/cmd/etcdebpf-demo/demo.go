@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/victoria"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
 // Options of Run.

@@ -14,7 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 )
 
 // record is the part of a log record the demo prints and summarizes.
@@ -28,7 +28,7 @@ type record struct {
 	duration time.Duration
 }
 
-func fromLog(lr otlpsink.Record) record {
+func fromLog(lr logtest.Record) record {
 	return record{
 		ts:       lr.Timestamp().AsTime(),
 		name:     lr.Body().Str(), // the syscall's name
@@ -128,7 +128,7 @@ type printer struct {
 func (p *printer) logs(logs plog.Logs) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	lrs := otlpsink.Flatten(logs)
+	lrs := logtest.Flatten(logs)
 	for _, lr := range lrs {
 		r := fromLog(lr)
 		p.all = append(p.all, r)

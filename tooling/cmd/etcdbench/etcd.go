@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 )
 
 // The five configurations of an etcd round, in the order they alternate.

@@ -33,6 +33,16 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver"
 )
 
+// TestMain runs the tests from the top-level examples folder, where users find
+// the configurations this module's tests hold to.
+func TestMain(m *testing.M) {
+	if err := os.Chdir(filepath.Join("..", "..", "examples")); err != nil {
+		fmt.Fprintln(os.Stderr, "examples: the examples folder is not at ../../examples:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
 // factories are the components of builder-config.yaml, the otelcol-etcd distribution.
 func factories(t *testing.T) otelcol.Factories {
 	t.Helper()
