@@ -13,7 +13,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 )
 
-// Attribute keys: part of the receiver's contract, documented in the README. The
+// Attribute keys: part of the receiver's contract, documented in docs/records.md. The
 // Resource of a process's records carries attrProcessPID and attrProcessExecName,
 // as the Resource of its metrics does.
 const (

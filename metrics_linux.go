@@ -16,7 +16,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
-// Metric names and attribute keys: part of the receiver's contract, documented in the README.
+// Metric names and attribute keys: part of the receiver's contract, documented in docs/metrics.md.
 const (
 	metricDuration     = "etcd.syscall.duration"
 	metricBytesWritten = "etcd.syscall.bytes_written"

@@ -207,7 +207,7 @@ func TestAgentGatewayVictoria(t *testing.T) {
 	assert.InDelta(t, etcdAfter.Bucket(etcdP99), etcdAfter.Bucket(p99[0].Value), 1,
 		"WAL fdatasync p99: receiver %gs, etcd %gs, in etcd's buckets", p99[0].Value, etcdP99)
 
-	// The queries the demo and the README offer a user answer on this data.
+	// The queries the demo and docs/backends.md offer a user answer on this data.
 	for _, q := range victoria.LogsQueries {
 		rows, err := vl.LogsQL(ctx, q.Query)
 		require.NoError(t, err)

@@ -103,7 +103,7 @@ func TestEveryExampleLoads(t *testing.T) {
 	}
 }
 
-// The three choices of what to collect (README: Choosing what to collect).
+// The three choices of what to collect (README and docs/configuration.md: Choosing what to collect).
 func TestChoiceExamples(t *testing.T) {
 	t.Setenv("OTLP_ENDPOINT", "otel-gateway.example:4317")
 
