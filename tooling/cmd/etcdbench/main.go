@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
@@ -197,9 +198,17 @@ func (h *harness) buildWriters() error {
 	return err
 }
 
+// microPackage holds the record path's Go benchmarks, relative to the repository
+// root: they test the receiver's module, not this one.
+const microPackage = "."
+
 func (h *harness) micro() error {
 	logf("phase micro: Go benchmarks of the decode-and-build path")
-	out, err := run("go", "test", "-run", "^$", "-bench", "BenchmarkLogBuilderAppend|BenchmarkPdataOnly", "-benchmem", "-count", "5", ".")
+	root, err := checkout.Root()
+	if err != nil {
+		return err
+	}
+	out, err := run("go", "test", "-C", root, "-run", "^$", "-bench", "BenchmarkLogBuilderAppend|BenchmarkPdataOnly", "-benchmem", "-count", "5", microPackage)
 	h.rep.micro = out
 	return err
 }
