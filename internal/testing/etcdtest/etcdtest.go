@@ -45,6 +45,7 @@ func Binary() (string, error) {
 
 // Server is a running single-member etcd.
 type Server struct {
+	Name      string // the member's name (--name)
 	Cmd       *exec.Cmd
 	DataDir   string
 	ClientURL string
@@ -73,7 +74,7 @@ func Start(binary, dataDir string) (*Server, error) {
 		"--initial-cluster", "etcdtest=" + peer,
 		"--log-outputs", "stderr",
 	}
-	s := &Server{DataDir: filepath.Join(dataDir, "data"), ClientURL: client, log: logFile, binary: binary, args: args}
+	s := &Server{Name: "etcdtest", DataDir: filepath.Join(dataDir, "data"), ClientURL: client, log: logFile, binary: binary, args: args}
 	if err := s.start(); err != nil {
 		logFile.Close()
 		return nil, err
@@ -82,24 +83,42 @@ func Start(binary, dataDir string) (*Server, error) {
 }
 
 func (s *Server) start() error {
+	if err := s.launch(); err != nil {
+		return err
+	}
+	return s.waitServing(20 * time.Second)
+}
+
+// launch starts the process without waiting: a cluster's members serve only
+// once a quorum of them runs.
+func (s *Server) launch() error {
 	s.Cmd = exec.Command(s.binary, s.args...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.log, s.log
 	s.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.Cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", s.binary, err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	return nil
+}
+
+// waitServing waits until a put through the server succeeds, and kills it if
+// none does within timeout.
+func (s *Server) waitServing(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for {
 		if _, err := s.Put("etcdtest/ready", "1"); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
 			_ = s.Cmd.Process.Kill()
 			_ = s.Cmd.Wait()
-			return fmt.Errorf("etcd did not serve within 20s (%v); its log is %s", err, s.log.Name())
+			return fmt.Errorf("etcd did not serve within %s (%v); its log is %s", timeout, err, s.log.Name())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// LogPath is the file holding etcd's log (its stderr).
+func (s *Server) LogPath() string { return s.log.Name() }
 
 // PID is the server's process id.
 func (s *Server) PID() int { return s.Cmd.Process.Pid }
