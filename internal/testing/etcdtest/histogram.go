@@ -10,13 +10,27 @@ import (
 // seconds (+Inf included) to the count of observations at or below it.
 type Histogram map[float64]float64
 
-// Since is the growth of h since before, bucket by bucket.
+// Since is the growth of h since before, bucket by bucket. A bound before
+// lacks (a trimmed exponential histogram's) counts what its next lower bound
+// does there.
 func (h Histogram) Since(before Histogram) Histogram {
 	d := make(Histogram, len(h))
 	for le, n := range h {
-		d[le] = n - before[le]
+		d[le] = n - before.atOrBelow(le)
 	}
 	return d
+}
+
+// atOrBelow is the count of observations at or below v that h can tell: the
+// count of its largest bound at or below v.
+func (h Histogram) atOrBelow(v float64) float64 {
+	bound, n := math.Inf(-1), 0.0
+	for le, c := range h {
+		if le <= v && le > bound {
+			bound, n = le, c
+		}
+	}
+	return n
 }
 
 // Quantile estimates the q-quantile (0..1), in seconds, as PromQL's

@@ -34,6 +34,10 @@ func TestHistogram(t *testing.T) {
 	}
 
 	assert.Equal(t, Histogram{0.001: 1, 0.002: 5}, Histogram{0.001: 2, 0.002: 6}.Since(Histogram{0.001: 1, 0.002: 1}))
+	// Trimmed histograms (the receiver's exponential ones) lack empty edge
+	// buckets: under its first bound before counted 0, above its last all.
+	assert.Equal(t, Histogram{0.001: 2, 0.002: 2, 0.004: 4, inf: 4},
+		Histogram{0.001: 2, 0.002: 5, 0.004: 7, inf: 7}.Since(Histogram{0.002: 3, inf: 3}))
 	assert.Equal(t, 0, h.Bucket(0.0004), "under the first bound")
 	assert.Equal(t, 0, h.Bucket(0.001), "a bound belongs to its own bucket")
 	assert.Equal(t, 1, h.Bucket(0.0011))
