@@ -1,6 +1,7 @@
-// Package otlpsink is a minimal OTLP/gRPC logs backend on loopback: the official
-// plogotlp gRPC service, storing every plog.Logs it receives. The demo and the
-// end-to-end test point a real collector's OTLP exporter at it.
+// Package otlpsink is a minimal OTLP/gRPC backend on loopback: the official
+// plogotlp and pmetricotlp gRPC services, storing every plog.Logs and
+// pmetric.Metrics it receives. The demo and the end-to-end tests point a real
+// collector's OTLP exporter at it.
 package otlpsink
 
 import (
@@ -13,6 +14,8 @@ import (
 	_ "go.opentelemetry.io/collector/config/configgrpc" // registers the exporter's other compressions: snappy, zstd
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the OTLP exporter compresses with gzip by default
 	"google.golang.org/grpc/stats"
@@ -20,7 +23,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 )
 
-// Sink is a running OTLP/gRPC logs server. It is safe for concurrent use.
+// Sink is a running OTLP/gRPC logs and metrics server. It is safe for concurrent use.
 type Sink struct {
 	plogotlp.UnimplementedGRPCServer
 
@@ -31,6 +34,7 @@ type Sink struct {
 	cond    *sync.Cond
 	batches []plog.Logs
 	records int
+	metrics []pmetric.Metrics
 	onLogs  func(plog.Logs)
 	discard bool
 	wire    atomic.Int64 // bytes of request messages as received, compressed
@@ -62,6 +66,7 @@ func Start(addr string, opts ...Option) (*Sink, error) {
 		o(s)
 	}
 	plogotlp.RegisterGRPCServer(s.srv, s)
+	pmetricotlp.RegisterGRPCServer(s.srv, &metricsService{s: s})
 	go func() { _ = s.srv.Serve(lis) }()
 	return s, nil
 }
@@ -89,6 +94,32 @@ func (s *Sink) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.E
 	}
 	s.cond.Broadcast()
 	return plogotlp.NewExportResponse(), nil
+}
+
+// metricsService is the sink's pmetricotlp.GRPCServer (its Export would clash
+// with the logs service's on Sink itself).
+type metricsService struct {
+	pmetricotlp.UnimplementedGRPCServer
+	s *Sink
+}
+
+// Export implements pmetricotlp.GRPCServer.
+func (m *metricsService) Export(_ context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
+	metrics := pmetric.NewMetrics()
+	req.Metrics().CopyTo(metrics) // the request's memory belongs to gRPC after we return
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	if !m.s.discard {
+		m.s.metrics = append(m.s.metrics, metrics)
+	}
+	return pmetricotlp.NewExportResponse(), nil
+}
+
+// Metrics returns the metrics batches received so far, oldest first.
+func (s *Sink) Metrics() []pmetric.Metrics {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]pmetric.Metrics(nil), s.metrics...)
 }
 
 // Logs returns the batches received so far, oldest first.

@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
@@ -83,4 +85,29 @@ func TestCountOnlyKeepsNothing(t *testing.T) {
 	require.True(t, s.WaitFor(ctx, 3))
 	assert.Empty(t, s.Logs(), "nothing is stored")
 	assert.Empty(t, s.Records())
+}
+
+func TestSinkStoresMetrics(t *testing.T) {
+	s, err := Start("127.0.0.1:0")
+	require.NoError(t, err)
+	defer s.Stop()
+	conn, err := grpc.NewClient(s.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+
+	metrics := pmetric.NewMetrics()
+	m := metrics.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+	m.SetName("etcd.syscall.duration")
+	m.SetEmptyExponentialHistogram().DataPoints().AppendEmpty().SetCount(7)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = pmetricotlp.NewGRPCClient(conn).Export(ctx, pmetricotlp.NewExportRequestFromMetrics(metrics), grpc.UseCompressor(gzip.Name))
+	require.NoError(t, err)
+
+	got := s.Metrics()
+	require.Len(t, got, 1)
+	gm := got[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0)
+	assert.Equal(t, "etcd.syscall.duration", gm.Name())
+	assert.EqualValues(t, 7, gm.ExponentialHistogram().DataPoints().At(0).Count())
+	assert.Zero(t, s.RecordCount(), "metrics are no log records")
 }
