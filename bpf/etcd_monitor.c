@@ -15,6 +15,8 @@
  * budget are counted per CPU, and per process in `losses`.
  */
 #include "kernel.h"
+#include "hist.h"
+#include "disk.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
@@ -117,20 +119,6 @@ struct inflight {
 	__u16 reserved;
 };
 
-/*
- * Latency histograms, OpenTelemetry exponential buckets at scale 3 (8 per octave) of the
- * duration in seconds: bucket i holds (2^(i/8), 2^((i+1)/8)] s. The map keeps buckets
- * -HIST_INDEX_OFFSET .. HIST_BUCKETS - HIST_INDEX_OFFSET - 1, i.e. 29.8 ns to 128 s; a call outside
- * falls into the nearest end bucket (the sum stays exact). Counters are u32 to halve the
- * map: user space reads them every collection_interval and accumulates the wrapping
- * differences into u64s.
- */
-enum hist_layout {
-	HIST_BUCKETS = 256,
-	HIST_INDEX_OFFSET = 200, /* bucket 0 of the map is index -200 */
-	HIST_MAX_ENTRIES = 512,
-};
-
 struct hist_key {
 	__u32 tgid;
 	__u8 type;       /* enum syscall_type */
@@ -139,11 +127,6 @@ struct hist_key {
 	__u8 reserved;
 };
 
-struct hist {
-	__u64 sum_ns;
-	__u64 bytes; /* sum of successful write return values */
-	__u32 buckets[HIST_BUCKETS];
-};
 
 /* Set by the loader before the program is verified: the verifier prunes unused branches. */
 const volatile char target_comm[COMM_LEN] = {}; /* all zero: any name */
@@ -161,6 +144,7 @@ const volatile __u64 budget_interval_ns = 0;    /* budget one record costs, 1e9 
 const volatile __u64 budget_burst_ns = 0;       /* burst * budget_interval_ns */
 const volatile __u64 pressure_bytes = 0;        /* queued data above which the ring is under pressure */
 const volatile bool task_storage = false;       /* true: park calls in `inflight_task` (5.11+), else `inflight` */
+const volatile bool learn_disks = false;        /* add the disks of the files traced calls write to covered_disks */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -583,55 +567,6 @@ static __always_inline __u8 file_class(struct fd_desc *d)
 	return FILE_CLASS_OTHER;
 }
 
-/*
- * (t + 2^n - 1) >> n is 1 when 0 < t < 2^n and 0 when t = 0. The bucket index is computed
- * with such arithmetic instead of comparisons: each branch would split the verifier's
- * paths, and 2^6 msb steps x 2^8 mantissa comparisons per exit program made loading
- * take seconds.
- */
-#define NONZERO(t, n) (((t) + ((1ULL << (n)) - 1)) >> (n))
-/* 1 when f > c, for f and c both in [2^63, 2^64): the sign of c - f. */
-#define ABOVE(f, c) (((c) - (f)) >> 63)
-
-/* Index of the most significant set bit of v > 0: a binary search without branches. */
-static __always_inline __u32 msb64(__u64 v)
-{
-	__u64 r = 0, s;
-	s = NONZERO(v >> 32, 32) << 5; v >>= s; r += s;
-	s = NONZERO(v >> 16, 16) << 4; v >>= s; r += s;
-	s = NONZERO(v >> 8, 8) << 3; v >>= s; r += s;
-	s = NONZERO(v >> 4, 4) << 2; v >>= s; r += s;
-	s = NONZERO(v >> 2, 2) << 1; v >>= s; r += s;
-	return r + (v >> 1);
-}
-
-/*
- * The OpenTelemetry scale-3 bucket index of duration_ns in seconds, counted from the
- * map's first bucket (index -HIST_INDEX_OFFSET) and clamped to the map's buckets. Exact:
- * bucket k holds (1e9 * 2^(k/8), 1e9 * 2^((k+1)/8)] ns, so each octave [2^e, 2^(e+1)) ns
- * holds 8 bucket bounds, at the same fractions of the octave (log2(1e9) + j/8, mod 1).
- * The index is 8e - 240 (8 * log2(1e9) = 239.18) plus the number of those bounds below
- * the duration, found by comparing its mantissa, normalised to 64 bits, with
- * floor(2^(63 + fraction)); the last is 1e9 * 2^34 exactly: whole-second multiples
- * such as 1 s are the top of their bucket. bpf/hist.go mirrors it step by step.
- */
-static __always_inline __u32 hist_bucket(__u64 duration_ns)
-{
-	__u64 e = msb64(duration_ns);
-	__u64 f = duration_ns << (63 - e);
-	__u64 m = ABOVE(f, 0x81ffa7a9549ca6e3ULL) + ABOVE(f, 0x8dc3b8960164a7d9ULL) +
-		  ABOVE(f, 0x9a9867054d512391ULL) + ABOVE(f, 0xa8965f74bf065071ULL) +
-		  ABOVE(f, 0xb7d88a12d0dd9ea0ULL) + ABOVE(f, 0xc87c3e7d03cdbec3ULL) +
-		  ABOVE(f, 0xdaa17c2cd19555dbULL) + ABOVE(f, 0xee6b280000000000ULL);
-	/* 0 ns, with no set bit, lands below bucket 0 (m = 8) and is clamped to it. */
-	__s64 index = (__s64)(8 * e + m) - 240 + HIST_INDEX_OFFSET;
-	if (index < 0)
-		return 0;
-	if (index >= HIST_BUCKETS)
-		return HIST_BUCKETS - 1;
-	return index;
-}
-
 /* Counts a completed call in its process's histogram, or in the overflow one when the map is full. */
 static __always_inline void observe(__u32 tgid, const struct inflight *call, struct fd_desc *d,
 				    __u64 duration_ns, __s64 ret)
@@ -658,6 +593,18 @@ static __always_inline void observe(__u32 tgid, const struct inflight *call, str
 	__sync_fetch_and_add(&h->sum_ns, duration_ns);
 	if (ret > 0 && call->type <= SYSCALL_PWRITEV)
 		__sync_fetch_and_add(&h->bytes, ret);
+}
+
+/* Covers the disk under a file or directory the process writes or syncs, once. */
+static __always_inline void learn_disk(struct fd_desc *d)
+{
+	if (d->kind != FD_KIND_FILE && d->kind != FD_KIND_DIRECTORY)
+		return;
+	__u32 dev = sb_disk(d->sb);
+	if (!dev || bpf_map_lookup_elem(&covered_disks, &dev))
+		return;
+	__u8 one = 1;
+	bpf_map_update_elem(&covered_disks, &dev, &one, BPF_NOEXIST);
 }
 
 /* Copies the start of the written data: at most payload_bytes and never more than was written. */
@@ -707,10 +654,12 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	/* The selection is decided before the ring buffer reserve: a call left out costs no ring space. */
 	__u64 duration_ns = now - call.start_ns;
 	bool slow_enough = duration_ns >= min_duration_ns;
-	if (!slow_enough && !histograms)
+	if (!slow_enough && !histograms && !learn_disks)
 		return 0;
 	struct fd_desc fd = {};
 	resolve_fd(call.fd, &fd);
+	if (learn_disks)
+		learn_disk(&fd);
 	if (histograms)
 		observe(pid_tgid >> 32, &call, &fd, duration_ns, ctx->ret);
 	if (!slow_enough || !(fd_kinds & (1U << fd.kind)))

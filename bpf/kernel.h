@@ -107,9 +107,12 @@ struct path {
 	struct dentry *dentry;
 };
 
+struct block_device;
+
 struct super_block {
 	__u32 s_dev;
 	unsigned long s_magic;
+	struct block_device *s_bdev; /* NULL for file systems without one (tmpfs, overlayfs, ...) */
 };
 
 struct inode {
@@ -121,6 +124,50 @@ struct inode {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+};
+
+/* The block layer, for disk.h and block.c. */
+struct gendisk {
+	int major;
+	int first_minor; /* the whole disk's minor: partitions follow it */
+};
+
+struct block_device {
+	__u32 bd_dev;
+	struct gendisk *bd_disk; /* the whole disk, also for a partition */
+};
+
+struct request_queue {
+	struct gendisk *disk; /* 5.14+ */
+};
+
+struct bvec_iter {
+	__u64 bi_sector;
+	unsigned int bi_size; /* bytes left */
+};
+
+struct bio {
+	struct block_device *bi_bdev; /* 5.12+ */
+	unsigned int bi_opf;
+	struct bvec_iter bi_iter;
+};
+
+/* Before 5.12 a bio named its disk directly. */
+struct bio___gendisk {
+	struct gendisk *bi_disk;
+};
+
+struct request {
+	struct request_queue *q;
+	unsigned int cmd_flags; /* the operation in the low bits */
+	unsigned int rq_flags;
+	unsigned int __data_len; /* bytes not yet completed */
+	__u64 start_time_ns;     /* CLOCK_MONOTONIC when the request was made from its first bio; 0 when not kept */
+};
+
+/* Until 5.16 a request named its disk directly. */
+struct request___gendisk {
+	struct gendisk *rq_disk;
 };
 
 #pragma clang attribute pop

@@ -30,6 +30,13 @@ const (
 	MonitorCounterCOUNTER_MAX           MonitorCounter = 5
 )
 
+type MonitorDiskTotal struct {
+	_                 structs.HostLayout
+	RequestsCompleted uint64
+	DeviceNs          uint64
+	BytesSubmitted    uint64
+}
+
 type MonitorEvent struct {
 	_          structs.HostLayout
 	Version    uint16
@@ -130,6 +137,20 @@ const (
 	MonitorRecordLayoutPAYLOAD_MAX    MonitorRecordLayout = 256
 )
 
+type MonitorSubmitter struct {
+	_        structs.HostLayout
+	Bytes    uint64
+	Bios     uint64
+	CgroupId uint64
+	Comm     [16]int8
+}
+
+type MonitorSubmitterKey struct {
+	_    structs.HostLayout
+	Dev  uint32
+	Tgid uint32
+}
+
 type MonitorSyscallType uint32
 
 const (
@@ -204,16 +225,20 @@ type MonitorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type MonitorMapSpecs struct {
-	Budgets      *ebpf.MapSpec `ebpf:"budgets"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	HistOverflow *ebpf.MapSpec `ebpf:"hist_overflow"`
-	Hists        *ebpf.MapSpec `ebpf:"hists"`
-	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
-	InflightTask *ebpf.MapSpec `ebpf:"inflight_task"`
-	Losses       *ebpf.MapSpec `ebpf:"losses"`
-	TargetExes   *ebpf.MapSpec `ebpf:"target_exes"`
-	TargetPids   *ebpf.MapSpec `ebpf:"target_pids"`
+	Budgets           *ebpf.MapSpec `ebpf:"budgets"`
+	Counters          *ebpf.MapSpec `ebpf:"counters"`
+	CoveredDisks      *ebpf.MapSpec `ebpf:"covered_disks"`
+	DiskTotals        *ebpf.MapSpec `ebpf:"disk_totals"`
+	Events            *ebpf.MapSpec `ebpf:"events"`
+	HistOverflow      *ebpf.MapSpec `ebpf:"hist_overflow"`
+	Hists             *ebpf.MapSpec `ebpf:"hists"`
+	Inflight          *ebpf.MapSpec `ebpf:"inflight"`
+	InflightTask      *ebpf.MapSpec `ebpf:"inflight_task"`
+	Losses            *ebpf.MapSpec `ebpf:"losses"`
+	SubmitterOverflow *ebpf.MapSpec `ebpf:"submitter_overflow"`
+	Submitters        *ebpf.MapSpec `ebpf:"submitters"`
+	TargetExes        *ebpf.MapSpec `ebpf:"target_exes"`
+	TargetPids        *ebpf.MapSpec `ebpf:"target_pids"`
 }
 
 // MonitorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -227,6 +252,7 @@ type MonitorVariableSpecs struct {
 	FilterExe          *ebpf.VariableSpec `ebpf:"filter_exe"`
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
 	Histograms         *ebpf.VariableSpec `ebpf:"histograms"`
+	LearnDisks         *ebpf.VariableSpec `ebpf:"learn_disks"`
 	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
 	PayloadBytes       *ebpf.VariableSpec `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.VariableSpec `ebpf:"payload_room"`
@@ -264,28 +290,36 @@ func (o *MonitorObjects) Close() error {
 //
 // It can be passed to LoadMonitorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type MonitorMaps struct {
-	Budgets      *ebpf.Map `ebpf:"budgets"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Events       *ebpf.Map `ebpf:"events"`
-	HistOverflow *ebpf.Map `ebpf:"hist_overflow"`
-	Hists        *ebpf.Map `ebpf:"hists"`
-	Inflight     *ebpf.Map `ebpf:"inflight"`
-	InflightTask *ebpf.Map `ebpf:"inflight_task"`
-	Losses       *ebpf.Map `ebpf:"losses"`
-	TargetExes   *ebpf.Map `ebpf:"target_exes"`
-	TargetPids   *ebpf.Map `ebpf:"target_pids"`
+	Budgets           *ebpf.Map `ebpf:"budgets"`
+	Counters          *ebpf.Map `ebpf:"counters"`
+	CoveredDisks      *ebpf.Map `ebpf:"covered_disks"`
+	DiskTotals        *ebpf.Map `ebpf:"disk_totals"`
+	Events            *ebpf.Map `ebpf:"events"`
+	HistOverflow      *ebpf.Map `ebpf:"hist_overflow"`
+	Hists             *ebpf.Map `ebpf:"hists"`
+	Inflight          *ebpf.Map `ebpf:"inflight"`
+	InflightTask      *ebpf.Map `ebpf:"inflight_task"`
+	Losses            *ebpf.Map `ebpf:"losses"`
+	SubmitterOverflow *ebpf.Map `ebpf:"submitter_overflow"`
+	Submitters        *ebpf.Map `ebpf:"submitters"`
+	TargetExes        *ebpf.Map `ebpf:"target_exes"`
+	TargetPids        *ebpf.Map `ebpf:"target_pids"`
 }
 
 func (m *MonitorMaps) Close() error {
 	return _MonitorClose(
 		m.Budgets,
 		m.Counters,
+		m.CoveredDisks,
+		m.DiskTotals,
 		m.Events,
 		m.HistOverflow,
 		m.Hists,
 		m.Inflight,
 		m.InflightTask,
 		m.Losses,
+		m.SubmitterOverflow,
+		m.Submitters,
 		m.TargetExes,
 		m.TargetPids,
 	)
@@ -302,6 +336,7 @@ type MonitorVariables struct {
 	FilterExe          *ebpf.Variable `ebpf:"filter_exe"`
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
 	Histograms         *ebpf.Variable `ebpf:"histograms"`
+	LearnDisks         *ebpf.Variable `ebpf:"learn_disks"`
 	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
 	PayloadBytes       *ebpf.Variable `ebpf:"payload_bytes"`
 	PayloadRoom        *ebpf.Variable `ebpf:"payload_room"`

@@ -42,6 +42,13 @@ type Options struct {
 	// and ForbidExecutable change the set while running.
 	Executables []FileID
 	Budget      Budget
+
+	// Block loads the disks' view (block.c): per-disk request histograms and who
+	// submits to the disks. Disks, when not empty, are the disks it covers (whole
+	// disks, kernel dev_t encoding, see ResolveDisk); empty, it covers the disks
+	// under the files the traced calls write to, as it sees them.
+	Block bool
+	Disks []uint32
 }
 
 // Budget is how many records one process may queue: RecordsPerSecond on average,
@@ -70,6 +77,7 @@ type Tracer struct {
 	enters      []link.Link
 	recordSpace int // bytes one record takes in the ring, header included
 	Reader      *ringbuf.Reader
+	block       *blockObjects // nil without Options.Block
 }
 
 // Host probes, variables so that tests can stand in for a host that lacks them.
@@ -110,7 +118,14 @@ func Start(opts Options) (_ *Tracer, err error) {
 			t.Close()
 		}
 	}()
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	var loadOpts *ebpf.CollectionOptions
+	if opts.Block {
+		if t.block, err = loadBlock(opts); err != nil {
+			return nil, err
+		}
+		loadOpts = &ebpf.CollectionOptions{MapReplacements: t.block.sharedMaps()}
+	}
+	if err := spec.LoadAndAssign(&t.objs, loadOpts); err != nil {
 		return nil, explainLoadError(err)
 	}
 	for _, exe := range opts.Executables {
@@ -121,6 +136,11 @@ func Start(opts Options) (_ *Tracer, err error) {
 	for _, pid := range opts.PIDs {
 		if err := t.objs.TargetPids.Put(uint32(pid), uint8(1)); err != nil {
 			return nil, fmt.Errorf("adding pid %d to the target_pids map: %w", pid, err)
+		}
+	}
+	if t.block != nil {
+		if err := t.block.attach(); err != nil {
+			return nil, err
 		}
 	}
 	if err := t.attach(); err != nil {
@@ -219,6 +239,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"budget_burst_ns", interval * uint64(opts.Budget.Burst)},
 		{"pressure_bytes", uint64(opts.RingBufferSize / 2)},
 		{"task_storage", taskStorage},
+		{"learn_disks", opts.Block && len(opts.Disks) == 0},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -228,6 +249,13 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	if !taskStorage {
 		stubTaskStorage(spec.Maps["inflight_task"])
+	}
+	if !opts.Block {
+		// The syscall programs name the disks' maps (disk.h) but, without
+		// learn_disks, never touch them: one entry each is enough.
+		for _, name := range sharedBlockMaps {
+			spec.Maps[name].MaxEntries = 1
+		}
 	}
 	return nil
 }
@@ -412,6 +440,9 @@ func attachTo(tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
 func (t *Tracer) Detach() error {
 	err := errors.Join(closeAll(t.enters), closeAll(t.exits))
 	t.enters, t.exits = nil, nil
+	if t.block != nil {
+		err = errors.Join(err, t.block.detach())
+	}
 	return err
 }
 
@@ -435,6 +466,10 @@ func (t *Tracer) Close() error {
 	}
 	errs = append(errs, t.objs.Close())
 	t.objs = bpf.MonitorObjects{}
+	if t.block != nil {
+		errs = append(errs, t.block.close())
+		t.block = nil
+	}
 	return errors.Join(errs...)
 }
 

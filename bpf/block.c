@@ -1,0 +1,315 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The disks' view: for each covered disk (covered_disks, see disk.h) and operation,
+ * histograms of the device's service time (request issued -> completed) and of the time
+ * the kernel held the request before the device got it (request made from its first bio
+ * -> issued), the completions /sys/block/<disk>/stat counts, and who submitted the bytes.
+ *
+ * Raw tracepoints, for the struct request and struct bio themselves:
+ *   block_bio_queue    in the submitting task: its bytes and bios in `submitters`;
+ *   block_rq_issue     the request's issue time, parked by request address;
+ *   block_rq_requeue   marks a parked request so that its re-issue is not a second request;
+ *   block_rq_complete  the service time, and the completion as the kernel's disk stats count it.
+ * A bio is counted once where it is queued: a bio merged into a request adds no request,
+ * and the parts of a split bio are not queued again. A request counts once, at its final
+ * completion; a partial completion (nr_bytes short of what is left) does not end it.
+ */
+#include "kernel.h"
+#include "hist.h"
+#include "disk.h"
+
+enum disk_operation {
+	DISK_OP_READ = 0,
+	DISK_OP_WRITE = 1,
+	DISK_OP_FLUSH = 2,
+	DISK_OP_DISCARD = 3,
+	DISK_OP_MAX = 4,
+};
+
+enum block_counter {
+	BLOCK_COUNTER_UNTRACKED = 0,     /* an issued request that found rq_issued full: no service time */
+	BLOCK_COUNTER_NO_ISSUE = 1,      /* a served request whose issue was not seen (issued before the programs were attached) */
+	BLOCK_COUNTER_NO_START_TIME = 2, /* an issued request the kernel kept no creation time for: no queue time */
+	BLOCK_COUNTER_DISKS_FULL = 3,    /* an event on a covered disk that found disk_totals or disk_ops full */
+	BLOCK_COUNTER_MAX = 4,
+};
+
+struct disk_op_key {
+	__u32 dev;
+	__u32 op; /* enum disk_operation */
+};
+
+struct disk_op_stats {
+	__u64 completed;     /* as /sys/block/<disk>/stat counts them */
+	struct hist service; /* issue -> completion; bytes: the bytes the device served */
+	struct hist queue;   /* request made -> issued */
+};
+
+struct issued {
+	__u64 issue_ns;
+	__u32 requeued; /* 1 between a requeue and the re-issue */
+	__u32 reserved;
+};
+
+/* The request operations of include/linux/blk_types.h: UAPI-stable in practice, and the low 8 bits of cmd_flags. */
+enum {
+	REQ_OP_MASK = 0xff,
+	KREQ_OP_FLUSH = 2,
+	KREQ_OP_DISCARD = 3,
+};
+
+/* rq_flags bits where the kernel defines them as macros (5.10 to 6.x); later kernels have enum rqf_flags. */
+enum rqf_flags {
+	__RQF_FLUSH_SEQ = 4,
+	__RQF_IO_STAT = 13,
+};
+
+/*
+ * Until 5.11 (and on 5.10 from 5.10.137, which has the change backported) the block
+ * tracepoints but block_rq_complete took the request_queue first. The loader reads the
+ * tracepoint's prototype from the kernel's BTF and sets this.
+ */
+const volatile bool queue_arg = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DISKS_MAX * DISK_OP_MAX);
+	__type(key, struct disk_op_key);
+	__type(value, struct disk_op_stats);
+} disk_ops SEC(".maps");
+
+/*
+ * Issued requests by address, until their completion. A plain hash, so that a request
+ * that finds it full is counted (BLOCK_COUNTER_UNTRACKED); a request is in flight on the
+ * device, so the tags of all covered disks bound what it holds.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct issued);
+} rq_issued SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BLOCK_COUNTER_MAX);
+	__type(key, enum block_counter);
+	__type(value, __u64);
+} block_counters SEC(".maps");
+
+/* The initial values of new entries: too big for the 512-byte stack. */
+struct disk_op_stats empty_op_stats = {};
+
+/* Referenced so that bpf2go can generate the Go types from BTF. */
+enum disk_operation unused_disk_operation __attribute__((unused));
+enum disk_layout unused_disk_layout __attribute__((unused));
+
+struct bpf_raw_tracepoint_args {
+	__u64 args[0];
+};
+
+static __always_inline void block_count(enum block_counter c)
+{
+	__u64 *v = bpf_map_lookup_elem(&block_counters, &c);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct gendisk *request_disk(struct request *rq)
+{
+	struct request___gendisk *old = (void *)rq;
+	if (bpf_core_field_exists(old->rq_disk))
+		return BPF_CORE_READ(old, rq_disk);
+	return BPF_CORE_READ(rq, q, disk);
+}
+
+static __always_inline struct gendisk *bio_disk(struct bio *bio)
+{
+	struct bio___gendisk *old = (void *)bio;
+	if (bpf_core_field_exists(old->bi_disk))
+		return BPF_CORE_READ(old, bi_disk);
+	return BPF_CORE_READ(bio, bi_bdev, bd_disk);
+}
+
+/* The disk's running totals, or NULL when the disk is not covered. */
+static __always_inline struct disk_total *covered_totals(__u32 dev)
+{
+	struct disk_total *t = bpf_map_lookup_elem(&disk_totals, &dev);
+	if (t || !dev || !bpf_map_lookup_elem(&covered_disks, &dev))
+		return t;
+	struct disk_total zero = {};
+	bpf_map_update_elem(&disk_totals, &dev, &zero, BPF_NOEXIST);
+	t = bpf_map_lookup_elem(&disk_totals, &dev);
+	if (!t)
+		block_count(BLOCK_COUNTER_DISKS_FULL);
+	return t;
+}
+
+static __always_inline struct disk_op_stats *op_stats(__u32 dev, __u32 op)
+{
+	struct disk_op_key key = {.dev = dev, .op = op};
+	struct disk_op_stats *s = bpf_map_lookup_elem(&disk_ops, &key);
+	if (s)
+		return s;
+	bpf_map_update_elem(&disk_ops, &key, &empty_op_stats, BPF_NOEXIST);
+	s = bpf_map_lookup_elem(&disk_ops, &key);
+	if (!s)
+		block_count(BLOCK_COUNTER_DISKS_FULL);
+	return s;
+}
+
+/* The statistics group of a request operation, as the kernel's op_stat_group and flush accounting use. */
+static __always_inline __u32 disk_op(unsigned int cmd_flags)
+{
+	__u32 op = cmd_flags & REQ_OP_MASK;
+	if (op == KREQ_OP_FLUSH)
+		return DISK_OP_FLUSH;
+	if (op == KREQ_OP_DISCARD)
+		return DISK_OP_DISCARD;
+	return op & 1 ? DISK_OP_WRITE : DISK_OP_READ;
+}
+
+static __always_inline void observe(struct hist *h, __u64 ns, __u64 bytes)
+{
+	__sync_fetch_and_add(&h->buckets[hist_bucket(ns)], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	if (bytes)
+		__sync_fetch_and_add(&h->bytes, bytes);
+}
+
+/*
+ * Whether the kernel's disk stats count this final completion: a flush request always
+ * (the flush machinery's own request, counted as a flush), any other request when the
+ * queue keeps I/O statistics for it and it is not inside a flush sequence. A write with
+ * a preflush completes twice: its data part inside the sequence (not counted), then the
+ * whole request once the sequence is done (counted, with nothing left to complete).
+ */
+static __always_inline bool stat_counted(struct request *rq, __u32 op)
+{
+	if (op == DISK_OP_FLUSH)
+		return true;
+	__u32 flush_seq = 1U << 4, io_stat = 1U << 13;
+	if (bpf_core_enum_value_exists(enum rqf_flags, __RQF_FLUSH_SEQ)) {
+		flush_seq = 1U << bpf_core_enum_value(enum rqf_flags, __RQF_FLUSH_SEQ);
+		io_stat = 1U << bpf_core_enum_value(enum rqf_flags, __RQF_IO_STAT);
+	}
+	return (BPF_CORE_READ(rq, rq_flags) & (flush_seq | io_stat)) == io_stat;
+}
+
+SEC("raw_tracepoint/block_bio_queue")
+int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct bio *bio = (struct bio *)(queue_arg ? ctx->args[1] : ctx->args[0]);
+	__u32 dev = disk_dev(bio_disk(bio));
+	struct disk_total *t = covered_totals(dev);
+	if (!t)
+		return 0;
+	__u64 bytes = BPF_CORE_READ(bio, bi_iter.bi_size);
+	__sync_fetch_and_add(&t->bytes_submitted, bytes);
+
+	struct submitter_key key = {.dev = dev, .tgid = bpf_get_current_pid_tgid() >> 32};
+	struct submitter *s = bpf_map_lookup_elem(&submitters, &key);
+	if (!s) {
+		struct submitter fresh = {.cgroup_id = bpf_get_current_cgroup_id()};
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		/* EEXIST: another CPU added it first; E2BIG: full, and the bytes go to the disk's overflow entry. */
+		bpf_map_update_elem(&submitters, &key, &fresh, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&submitters, &key);
+		if (!s) {
+			struct submitter zero = {};
+			bpf_map_update_elem(&submitter_overflow, &dev, &zero, BPF_NOEXIST);
+			s = bpf_map_lookup_elem(&submitter_overflow, &dev);
+			if (!s)
+				return 0;
+		}
+	}
+	__sync_fetch_and_add(&s->bytes, bytes);
+	__sync_fetch_and_add(&s->bios, 1);
+	return 0;
+}
+
+SEC("raw_tracepoint/block_rq_issue")
+int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct request *rq = (struct request *)(queue_arg ? ctx->args[1] : ctx->args[0]);
+	__u32 dev = disk_dev(request_disk(rq));
+	if (!covered_totals(dev))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 key = (__u64)rq;
+	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
+	if (parked && parked->requeued) {
+		/* The same request again: its service time starts over, its queue time was counted. */
+		parked->issue_ns = now;
+		parked->requeued = 0;
+		return 0;
+	}
+	struct issued v = {.issue_ns = now};
+	if (bpf_map_update_elem(&rq_issued, &key, &v, BPF_ANY))
+		block_count(BLOCK_COUNTER_UNTRACKED);
+
+	__u64 start = BPF_CORE_READ(rq, start_time_ns);
+	if (!start || start > now) {
+		block_count(BLOCK_COUNTER_NO_START_TIME);
+		return 0;
+	}
+	struct disk_op_stats *s = op_stats(dev, disk_op(BPF_CORE_READ(rq, cmd_flags)));
+	if (s)
+		observe(&s->queue, now - start, 0);
+	return 0;
+}
+
+SEC("raw_tracepoint/block_rq_requeue")
+int block_rq_requeue(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 key = queue_arg ? ctx->args[1] : ctx->args[0];
+	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
+	if (parked)
+		parked->requeued = 1;
+	return 0;
+}
+
+/* block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes): the same on every kernel. */
+SEC("raw_tracepoint/block_rq_complete")
+int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct request *rq = (struct request *)ctx->args[0];
+	unsigned int nr_bytes = ctx->args[2];
+	if (nr_bytes < BPF_CORE_READ(rq, __data_len))
+		return 0; /* a partial completion: the request goes on */
+	__u32 dev = disk_dev(request_disk(rq));
+	struct disk_total *t = covered_totals(dev);
+	if (!t)
+		return 0;
+	__u32 op = disk_op(BPF_CORE_READ(rq, cmd_flags));
+	bool counted = stat_counted(rq, op);
+	__u64 key = (__u64)rq;
+	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
+	__u64 service = 0;
+	if (parked) {
+		__u64 now = bpf_ktime_get_ns();
+		service = now > parked->issue_ns ? now - parked->issue_ns : 0;
+		bpf_map_delete_elem(&rq_issued, &key);
+	} else if (!counted) {
+		return 0;
+	} else if (nr_bytes) {
+		/* Served data without a seen issue; a request that ends a flush sequence has none left. */
+		block_count(BLOCK_COUNTER_NO_ISSUE);
+	}
+	struct disk_op_stats *s = op_stats(dev, op);
+	if (!s)
+		return 0;
+	if (counted) {
+		__sync_fetch_and_add(&s->completed, 1);
+		__sync_fetch_and_add(&t->requests_completed, 1);
+	}
+	if (parked) {
+		observe(&s->service, service, nr_bytes);
+		__sync_fetch_and_add(&t->device_ns, service);
+	}
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

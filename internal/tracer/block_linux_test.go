@@ -1,0 +1,175 @@
+//go:build linux
+
+package tracer
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/disktest"
+)
+
+// startBlock starts a tracer with the disks' view over the given disks and no process traced.
+func startBlock(t *testing.T, disks ...uint32) *Tracer {
+	t.Helper()
+	tr, err := Start(Options{Comm: "no-such-process", RingBufferSize: 1 << 20, Block: true, Disks: disks})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, tr.Close()) })
+	return tr
+}
+
+// kernelStat is the block programs' completion counts of one disk, shaped like its /sys/block stat.
+func kernelStat(t *testing.T, tr *Tracer, dev uint32) disktest.Stat {
+	t.Helper()
+	ops, err := tr.DiskOps()
+	require.NoError(t, err)
+	var s disktest.Stat
+	for _, op := range ops {
+		if op.Dev != dev {
+			continue
+		}
+		switch op.Op {
+		case DiskRead:
+			s.Reads += op.Completed
+		case DiskWrite:
+			s.Writes += op.Completed
+		case DiskDiscard:
+			s.Discards += op.Completed
+		case DiskFlush:
+			s.Flushes += op.Completed
+		}
+	}
+	return s
+}
+
+// quietSnapshot reads /sys/block's stat and the programs' counts at one instant: the
+// stat read before and after the kernel's counts must agree, or the disk was busy.
+func quietSnapshot(t *testing.T, tr *Tracer, d disktest.Disk) (sys, kernel disktest.Stat) {
+	t.Helper()
+	for range 50 {
+		before := disktest.ReadStat(t, d.Name)
+		kernel = kernelStat(t, tr, d.Dev)
+		if after := disktest.ReadStat(t, d.Name); after == before {
+			return before, kernel
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never stood still for a snapshot", d.Name)
+	return
+}
+
+// TestDiskCountsMatchSysBlock: over a window of writes with O_DSYNC, fdatasyncs,
+// O_DIRECT reads and a discard on a quiet disk, the programs' completed requests
+// per operation equal /sys/block/<disk>/stat's deltas exactly.
+func TestDiskCountsMatchSysBlock(t *testing.T) {
+	d := disktest.Quiet(t)
+	tr := startBlock(t, d.Dev)
+	covered, err := tr.CoveredDisks()
+	require.NoError(t, err)
+	require.Equal(t, []uint32{d.Dev}, covered)
+
+	path := filepath.Join(d.Dir, "data")
+	require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o600))
+	syncFS(t, d.Dir)
+
+	sys0, k0 := quietSnapshot(t, tr, d)
+	workload(t, d.Dir, path)
+	sys1, k1 := quietSnapshot(t, tr, d)
+
+	want, got := sys1.Sub(sys0), k1.Sub(k0)
+	t.Logf("%s: /sys/block stat delta %+v, programs %+v", d.Name, want, got)
+	assert.Equal(t, want, got)
+	assert.NotZero(t, want.Writes)
+	assert.NotZero(t, want.Flushes)
+	assert.NotZero(t, want.Reads)
+
+	ops, err := tr.DiskOps()
+	require.NoError(t, err)
+	for _, op := range ops {
+		if op.Dev == d.Dev && op.Op == DiskWrite {
+			assert.NotZero(t, op.Service.SumNs, "write service time")
+			assert.NotZero(t, op.Queue.SumNs, "write queue time")
+		}
+	}
+	totals, err := tr.DiskTotals()
+	require.NoError(t, err)
+	total := totals[d.Dev]
+	assert.Equal(t, k1.Reads+k1.Writes+k1.Discards+k1.Flushes, total.RequestsCompleted)
+	assert.NotZero(t, total.DeviceNs)
+	assert.GreaterOrEqual(t, total.BytesSubmitted, uint64(50*4096))
+	c, err := tr.BlockCounters()
+	require.NoError(t, err)
+	assert.Zero(t, c.Untracked)
+	assert.Zero(t, c.DisksFull)
+}
+
+// workload makes every kind of request the stat counts.
+func workload(t *testing.T, dir, path string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, "dsync"), os.O_CREATE|os.O_WRONLY|unix.O_DSYNC, 0o600)
+	require.NoError(t, err)
+	block := make([]byte, 4096)
+	for range 50 {
+		_, err := f.Write(block)
+		require.NoError(t, err)
+	}
+	require.NoError(t, f.Close())
+
+	g, err := os.OpenFile(filepath.Join(dir, "synced"), os.O_CREATE|os.O_WRONLY, 0o600)
+	require.NoError(t, err)
+	for range 10 {
+		_, err := g.Write(block)
+		require.NoError(t, err)
+		require.NoError(t, unix.Fdatasync(int(g.Fd())))
+	}
+	require.NoError(t, g.Close())
+
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT, 0)
+	require.NoError(t, err)
+	buf := alignedBlock()
+	for i := range 20 {
+		_, err := unix.Pread(fd, buf, int64(i)*8192)
+		require.NoError(t, err)
+	}
+	require.NoError(t, unix.Close(fd))
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "dsync")))
+	syncFS(t, dir)
+	trim(t, dir)
+	syncFS(t, dir)
+}
+
+// alignedBlock is 4 KiB aligned to 4 KiB, as O_DIRECT wants.
+func alignedBlock() []byte {
+	buf := make([]byte, 8192)
+	off := (4096 - int(uintptr(unsafe.Pointer(&buf[0]))&4095)) & 4095
+	return buf[off : off+4096]
+}
+
+func syncFS(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	require.NoError(t, unix.Syncfs(fd))
+}
+
+// trim discards the file system's free space (FITRIM), as fstrim does.
+func trim(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	r := struct{ start, len, minlen uint64 }{0, ^uint64(0), 0}
+	const fitrim = 0xc0185879 // _IOWR('X', 121, struct fstrim_range)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fitrim, uintptr(unsafe.Pointer(&r))); errno != 0 {
+		t.Logf("FITRIM on %s: %v (the disk takes no discards; the comparison goes on without them)", dir, errno)
+	}
+}
