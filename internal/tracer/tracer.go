@@ -161,9 +161,15 @@ func checkHost() error {
 	if err := checkKernelVersion(kernelRelease()); err != nil {
 		return err
 	}
+	if err := checkPIDNamespace(); err != nil {
+		return err
+	}
 	if _, err := os.Stat(btfPath); err != nil {
 		return fmt.Errorf("kernel BTF not found at %s (%w): the BPF program is compiled once and relocated with CO-RE, "+
 			"which needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (the default on current distributions)", btfPath, err)
+	}
+	if err := probeBPF(); err != nil {
+		return explainLoadError(err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		// Unprivileged, cilium/ebpf's memcg probe is refused too and it falls back to
@@ -337,7 +343,10 @@ func explainLoadError(err error) error {
 			"does not support this kernel; please report it with this message: %w; last lines of the verifier log: %s",
 			kernelRelease(), err, strings.Join(lastLines(ve.Log, verifierLogLines), " | "))
 	}
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+	if isRefusal(err) {
+		if why := explainRefusal(); why != "" {
+			return fmt.Errorf("loading BPF programs was refused: %s: %w", why, err)
+		}
 		return fmt.Errorf("loading BPF programs was refused: run the collector as root, or grant it CAP_BPF, CAP_PERFMON "+
 			"and CAP_SYS_RESOURCE (see the README's Privileges section): %w", err)
 	}
@@ -371,6 +380,10 @@ var perfEventParanoid = func() int {
 func explainAttachError(tracepoint string, err error) error {
 	if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", tracepoint, err)
+	}
+	if perfEventsFiltered() {
+		return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: perf_event_open(2) is refused by the "+
+			"collector's seccomp filter (/proc/self/status: Seccomp: 2): %s: %w", tracepoint, seccompAdvice, err)
 	}
 	if level := perfEventParanoid(); level > 2 {
 		// Debian's kernels add level 3 (their default): no perf event without CAP_SYS_ADMIN.
