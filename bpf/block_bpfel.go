@@ -161,7 +161,6 @@ type BlockVariableSpecs struct {
 	QueueArg            *ebpf.VariableSpec `ebpf:"queue_arg"`
 	UnusedDiskLayout    *ebpf.VariableSpec `ebpf:"unused_disk_layout"`
 	UnusedDiskOperation *ebpf.VariableSpec `ebpf:"unused_disk_operation"`
-	UnusedSubmitterKey  *ebpf.VariableSpec `ebpf:"unused_submitter_key"`
 }
 
 // BlockObjects contains all objects after they have been loaded into the kernel.
@@ -213,7 +212,6 @@ type BlockVariables struct {
 	QueueArg            *ebpf.Variable `ebpf:"queue_arg"`
 	UnusedDiskLayout    *ebpf.Variable `ebpf:"unused_disk_layout"`
 	UnusedDiskOperation *ebpf.Variable `ebpf:"unused_disk_operation"`
-	UnusedSubmitterKey  *ebpf.Variable `ebpf:"unused_submitter_key"`
 }
 
 // BlockPrograms contains all programs after they have been loaded into the kernel.

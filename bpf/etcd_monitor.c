@@ -13,6 +13,9 @@
  * call in a histogram, and emit a fixed-size record for the calls the selection keeps.
  * Nothing is lost silently: a full ring buffer, a full inflight map and a process over its
  * budget are counted per CPU, and per process in `losses`.
+ *
+ * With the scheduler part on, a record also says where the call's time went: on the CPU,
+ * runnable but waiting for one, or blocked. See on_switch.
  */
 #include "kernel.h"
 #include "hist.h"
@@ -25,8 +28,14 @@
 
 /* Shared with Go through BTF: bump RECORD_VERSION on any change to struct event. */
 enum record_layout {
-	RECORD_VERSION = 1,
+	RECORD_VERSION = 2,
 	PAYLOAD_MAX = 256,
+};
+
+/* Which optional parts of a record hold measurements (struct event.measured). */
+enum record_measured {
+	MEASURED_SCHED = 1, /* blocked_ns and runnable_ns */
+	MEASURED_DISK = 2,  /* disk and the disk_* fields */
 };
 
 enum syscall_type {
@@ -107,6 +116,16 @@ struct event {
 	__u64 duration_ns;
 	char comm[COMM_LEN];
 	char file_name[FILE_NAME_LEN];
+	/* Version 2: where the call's time went (MEASURED_SCHED). duration_ns less both is the time on a CPU. */
+	__u64 blocked_ns;  /* off the CPU and not runnable: waiting for I/O, a lock, a wake-up */
+	__u64 runnable_ns; /* runnable, waiting for a CPU (the kernel's run_delay of the thread) */
+	/* Version 2: the call's disk while it ran (MEASURED_DISK). */
+	__u64 disk_requests;     /* requests the disk completed */
+	__u64 disk_device_ns;    /* their device time, issue to completion */
+	__u64 disk_own_bytes;    /* bytes this process submitted to the disk */
+	__u64 disk_others_bytes; /* bytes every other process submitted to it */
+	__u32 disk;              /* the disk, kernel encoding (MAJOR << 20 | MINOR) */
+	__u32 measured;          /* enum record_measured bits */
 };
 
 struct inflight {
@@ -117,6 +136,10 @@ struct inflight {
 	__s32 fd;
 	__u16 type;
 	__u16 reserved;
+	/* With the scheduler part: the thread's time on a CPU until its last switch out, and
+	 * its run_delay at entry. */
+	__u64 on_cpu_ns;
+	__u64 run_delay;
 };
 
 struct hist_key {
@@ -145,6 +168,7 @@ const volatile __u64 budget_burst_ns = 0;       /* burst * budget_interval_ns */
 const volatile __u64 pressure_bytes = 0;        /* queued data above which the ring is under pressure */
 const volatile bool task_storage = false;       /* true: park calls in `inflight_task` (5.11+), else `inflight` */
 const volatile bool learn_disks = false;        /* add the disks of the files traced calls write to covered_disks */
+const volatile bool scheduler = false;          /* true: on_switch is attached; records say where the time went */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -210,6 +234,14 @@ struct {
 	__type(value, struct inflight);
 } inflight_task SEC(".maps");
 
+/* When the running task of each CPU was switched in (CLOCK_MONOTONIC ns), written by on_switch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} switched_in SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_MAX);
@@ -247,6 +279,7 @@ enum fd_kind unused_fd_kind __attribute__((unused));
 enum record_layout unused_record_layout __attribute__((unused));
 enum file_class unused_file_class __attribute__((unused));
 enum hist_layout unused_hist_layout __attribute__((unused));
+enum record_measured unused_record_measured __attribute__((unused));
 
 static __always_inline void count(enum counter c)
 {
@@ -367,6 +400,30 @@ static __always_inline bool within_budget(__u32 tgid, __u64 now)
 	       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) <= pressure_bytes;
 }
 
+/* The current thread's time spent runnable but waiting for a CPU, as the scheduler counts it. */
+static __always_inline __u64 run_delay(void)
+{
+	if (task_storage)
+		return bpf_get_current_task_btf()->sched_info.run_delay;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, sched_info.run_delay);
+}
+
+/* When the current thread got this CPU: the time of the CPU's last switch, or 0 before the first one seen. */
+static __always_inline __u64 cpu_switched_in(void)
+{
+	__u32 zero = 0;
+	__u64 *in = bpf_map_lookup_elem(&switched_in, &zero);
+	return in ? *in : 0;
+}
+
+/* The time from since_ns, or from the thread's switch in if later, to now_ns: its current stint on the CPU. */
+static __always_inline __u64 stint(__u64 since_ns, __u64 in_ns, __u64 now_ns)
+{
+	__u64 from = in_ns > since_ns ? in_ns : since_ns;
+	return now_ns > from ? now_ns - from : 0;
+}
+
 static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf, __u64 count_arg,
 				    __s64 offset)
 {
@@ -383,6 +440,8 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 		.fd = (__s32)fd,
 		.type = type,
 	};
+	if (scheduler)
+		call.run_delay = run_delay();
 	if (task_storage) {
 		struct inflight *slot = bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), NULL,
 							     BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -640,6 +699,25 @@ static __always_inline __u16 capture_payload(__u8 *dst, const struct inflight *c
 	return n;
 }
 
+/*
+ * Splits the call's time off the CPU into runnable and blocked: the time off the CPU is
+ * the duration less the stints on it, and the runnable part the growth of the thread's
+ * run_delay, which the scheduler adds up at each switch in (/proc/<pid>/task/<tid>/schedstat
+ * shows it). Both clocks count nanoseconds since boot; the split is clamped to the time
+ * off the CPU.
+ */
+static __always_inline void split_time(struct event *e, const struct inflight *call, __u64 now)
+{
+	__u64 on_cpu = call->on_cpu_ns + stint(call->start_ns, cpu_switched_in(), now);
+	__u64 off_cpu = e->duration_ns > on_cpu ? e->duration_ns - on_cpu : 0;
+	__u64 runnable = run_delay() - call->run_delay;
+	if (runnable > off_cpu)
+		runnable = off_cpu;
+	e->runnable_ns = runnable;
+	e->blocked_ns = off_cpu - runnable;
+	e->measured |= MEASURED_SCHED;
+}
+
 static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 {
 	/* Every exit of every thread on the host gets here: return before any other work. */
@@ -691,6 +769,8 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	e->duration_ns = duration_ns;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	describe_fd(e, &fd);
+	if (scheduler)
+		split_time(e, &call, now);
 
 	if (payload_room) {
 		__u64 *payload = (__u64 *)(e + 1);
@@ -777,5 +857,40 @@ EXIT_PROGRAM(pwritev)
 EXIT_PROGRAM(fsync)
 EXIT_PROGRAM(fdatasync)
 EXIT_PROGRAM(sync_file_range)
+
+/*
+ * Every context switch on the host runs this: one clock read and a per-CPU store for
+ * everyone, and for a thread switched out inside a traced call the stint it ran, added
+ * to the call. The thread is the current task here, so finding its call is the same
+ * thread-local look-up as the exit's (an early return for threads that never parked
+ * one). When the thread ran is all it needs: the scheduler itself counts the time it
+ * then waited runnable (run_delay), so the wake-ups need no program.
+ */
+SEC("raw_tracepoint/sched_switch")
+int on_switch(void *ctx)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	__u64 *in = bpf_map_lookup_elem(&switched_in, &zero);
+	if (!in)
+		return 0;
+	__u64 prev_in = *in;
+	*in = now; /* the next task's stint starts */
+
+	struct inflight *call;
+	if (task_storage) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		if (bpf_core_field_exists(task->bpf_storage) && !task->bpf_storage)
+			return 0;
+		call = bpf_task_storage_get(&inflight_task, task, NULL, 0);
+	} else {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		call = bpf_map_lookup_elem(&inflight, &tid);
+	}
+	if (!call || !call->start_ns)
+		return 0;
+	call->on_cpu_ns += stint(call->start_ns, prev_in, now);
+	return 0;
+}
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -87,10 +87,16 @@ struct mm_struct {
 
 struct bpf_local_storage;
 
+/* CONFIG_SCHED_INFO: what /proc/<pid>/task/<tid>/schedstat shows. */
+struct sched_info {
+	unsigned long long run_delay; /* ns runnable on a runqueue, waiting for a CPU */
+};
+
 struct task_struct {
 	struct files_struct *files;
 	struct mm_struct *mm;
 	struct bpf_local_storage *bpf_storage; /* 5.11+, with CONFIG_BPF_SYSCALL */
+	struct sched_info sched_info;
 };
 
 /* hash_len: the name's hash in the low half and its length in the high half (little endian). */

@@ -38,25 +38,33 @@ type MonitorDiskTotal struct {
 }
 
 type MonitorEvent struct {
-	_          structs.HostLayout
-	Version    uint16
-	Type       uint16
-	FdKind     uint8
-	Reserved   uint8
-	PayloadLen uint16
-	Pid        uint32
-	Tid        uint32
-	Fd         int32
-	Dev        uint32
-	CgroupId   uint64
-	Inode      uint64
-	Count      uint64
-	Offset     int64
-	Ret        int64
-	StartNs    uint64
-	DurationNs uint64
-	Comm       [16]int8
-	FileName   [48]int8
+	_               structs.HostLayout
+	Version         uint16
+	Type            uint16
+	FdKind          uint8
+	Reserved        uint8
+	PayloadLen      uint16
+	Pid             uint32
+	Tid             uint32
+	Fd              int32
+	Dev             uint32
+	CgroupId        uint64
+	Inode           uint64
+	Count           uint64
+	Offset          int64
+	Ret             int64
+	StartNs         uint64
+	DurationNs      uint64
+	Comm            [16]int8
+	FileName        [48]int8
+	BlockedNs       uint64
+	RunnableNs      uint64
+	DiskRequests    uint64
+	DiskDeviceNs    uint64
+	DiskOwnBytes    uint64
+	DiskOthersBytes uint64
+	Disk            uint32
+	Measured        uint32
 }
 
 type MonitorExeId struct {
@@ -122,6 +130,8 @@ type MonitorInflight struct {
 	Fd       int32
 	Type     uint16
 	Reserved uint16
+	OnCpuNs  uint64
+	RunDelay uint64
 }
 
 type MonitorLoss struct {
@@ -133,8 +143,15 @@ type MonitorLoss struct {
 type MonitorRecordLayout uint32
 
 const (
-	MonitorRecordLayoutRECORD_VERSION MonitorRecordLayout = 1
+	MonitorRecordLayoutRECORD_VERSION MonitorRecordLayout = 2
 	MonitorRecordLayoutPAYLOAD_MAX    MonitorRecordLayout = 256
+)
+
+type MonitorRecordMeasured uint32
+
+const (
+	MonitorRecordMeasuredMEASURED_SCHED MonitorRecordMeasured = 1
+	MonitorRecordMeasuredMEASURED_DISK  MonitorRecordMeasured = 2
 )
 
 type MonitorSubmitter struct {
@@ -219,6 +236,7 @@ type MonitorProgramSpecs struct {
 	ExitSyncFileRange  *ebpf.ProgramSpec `ebpf:"exit_sync_file_range"`
 	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	OnSwitch           *ebpf.ProgramSpec `ebpf:"on_switch"`
 }
 
 // MonitorMapSpecs contains maps before they are loaded into the kernel.
@@ -237,6 +255,7 @@ type MonitorMapSpecs struct {
 	Losses            *ebpf.MapSpec `ebpf:"losses"`
 	SubmitterOverflow *ebpf.MapSpec `ebpf:"submitter_overflow"`
 	Submitters        *ebpf.MapSpec `ebpf:"submitters"`
+	SwitchedIn        *ebpf.MapSpec `ebpf:"switched_in"`
 	TargetExes        *ebpf.MapSpec `ebpf:"target_exes"`
 	TargetPids        *ebpf.MapSpec `ebpf:"target_pids"`
 }
@@ -245,29 +264,31 @@ type MonitorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type MonitorVariableSpecs struct {
-	BudgetBurstNs      *ebpf.VariableSpec `ebpf:"budget_burst_ns"`
-	BudgetIntervalNs   *ebpf.VariableSpec `ebpf:"budget_interval_ns"`
-	EmptyHist          *ebpf.VariableSpec `ebpf:"empty_hist"`
-	FdKinds            *ebpf.VariableSpec `ebpf:"fd_kinds"`
-	FilterExe          *ebpf.VariableSpec `ebpf:"filter_exe"`
-	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
-	Histograms         *ebpf.VariableSpec `ebpf:"histograms"`
-	LearnDisks         *ebpf.VariableSpec `ebpf:"learn_disks"`
-	MinDurationNs      *ebpf.VariableSpec `ebpf:"min_duration_ns"`
-	PayloadBytes       *ebpf.VariableSpec `ebpf:"payload_bytes"`
-	PayloadRoom        *ebpf.VariableSpec `ebpf:"payload_room"`
-	PressureBytes      *ebpf.VariableSpec `ebpf:"pressure_bytes"`
-	RecordSpace        *ebpf.VariableSpec `ebpf:"record_space"`
-	TargetCgroupId     *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
-	TargetComm         *ebpf.VariableSpec `ebpf:"target_comm"`
-	TaskStorage        *ebpf.VariableSpec `ebpf:"task_storage"`
-	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFdKind       *ebpf.VariableSpec `ebpf:"unused_fd_kind"`
-	UnusedFileClass    *ebpf.VariableSpec `ebpf:"unused_file_class"`
-	UnusedHistLayout   *ebpf.VariableSpec `ebpf:"unused_hist_layout"`
-	UnusedRecordLayout *ebpf.VariableSpec `ebpf:"unused_record_layout"`
-	UnusedSyscallType  *ebpf.VariableSpec `ebpf:"unused_syscall_type"`
-	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	BudgetBurstNs        *ebpf.VariableSpec `ebpf:"budget_burst_ns"`
+	BudgetIntervalNs     *ebpf.VariableSpec `ebpf:"budget_interval_ns"`
+	EmptyHist            *ebpf.VariableSpec `ebpf:"empty_hist"`
+	FdKinds              *ebpf.VariableSpec `ebpf:"fd_kinds"`
+	FilterExe            *ebpf.VariableSpec `ebpf:"filter_exe"`
+	FilterPids           *ebpf.VariableSpec `ebpf:"filter_pids"`
+	Histograms           *ebpf.VariableSpec `ebpf:"histograms"`
+	LearnDisks           *ebpf.VariableSpec `ebpf:"learn_disks"`
+	MinDurationNs        *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	PayloadBytes         *ebpf.VariableSpec `ebpf:"payload_bytes"`
+	PayloadRoom          *ebpf.VariableSpec `ebpf:"payload_room"`
+	PressureBytes        *ebpf.VariableSpec `ebpf:"pressure_bytes"`
+	RecordSpace          *ebpf.VariableSpec `ebpf:"record_space"`
+	Scheduler            *ebpf.VariableSpec `ebpf:"scheduler"`
+	TargetCgroupId       *ebpf.VariableSpec `ebpf:"target_cgroup_id"`
+	TargetComm           *ebpf.VariableSpec `ebpf:"target_comm"`
+	TaskStorage          *ebpf.VariableSpec `ebpf:"task_storage"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFdKind         *ebpf.VariableSpec `ebpf:"unused_fd_kind"`
+	UnusedFileClass      *ebpf.VariableSpec `ebpf:"unused_file_class"`
+	UnusedHistLayout     *ebpf.VariableSpec `ebpf:"unused_hist_layout"`
+	UnusedRecordLayout   *ebpf.VariableSpec `ebpf:"unused_record_layout"`
+	UnusedRecordMeasured *ebpf.VariableSpec `ebpf:"unused_record_measured"`
+	UnusedSyscallType    *ebpf.VariableSpec `ebpf:"unused_syscall_type"`
+	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // MonitorObjects contains all objects after they have been loaded into the kernel.
@@ -302,6 +323,7 @@ type MonitorMaps struct {
 	Losses            *ebpf.Map `ebpf:"losses"`
 	SubmitterOverflow *ebpf.Map `ebpf:"submitter_overflow"`
 	Submitters        *ebpf.Map `ebpf:"submitters"`
+	SwitchedIn        *ebpf.Map `ebpf:"switched_in"`
 	TargetExes        *ebpf.Map `ebpf:"target_exes"`
 	TargetPids        *ebpf.Map `ebpf:"target_pids"`
 }
@@ -320,6 +342,7 @@ func (m *MonitorMaps) Close() error {
 		m.Losses,
 		m.SubmitterOverflow,
 		m.Submitters,
+		m.SwitchedIn,
 		m.TargetExes,
 		m.TargetPids,
 	)
@@ -329,29 +352,31 @@ func (m *MonitorMaps) Close() error {
 //
 // It can be passed to LoadMonitorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type MonitorVariables struct {
-	BudgetBurstNs      *ebpf.Variable `ebpf:"budget_burst_ns"`
-	BudgetIntervalNs   *ebpf.Variable `ebpf:"budget_interval_ns"`
-	EmptyHist          *ebpf.Variable `ebpf:"empty_hist"`
-	FdKinds            *ebpf.Variable `ebpf:"fd_kinds"`
-	FilterExe          *ebpf.Variable `ebpf:"filter_exe"`
-	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
-	Histograms         *ebpf.Variable `ebpf:"histograms"`
-	LearnDisks         *ebpf.Variable `ebpf:"learn_disks"`
-	MinDurationNs      *ebpf.Variable `ebpf:"min_duration_ns"`
-	PayloadBytes       *ebpf.Variable `ebpf:"payload_bytes"`
-	PayloadRoom        *ebpf.Variable `ebpf:"payload_room"`
-	PressureBytes      *ebpf.Variable `ebpf:"pressure_bytes"`
-	RecordSpace        *ebpf.Variable `ebpf:"record_space"`
-	TargetCgroupId     *ebpf.Variable `ebpf:"target_cgroup_id"`
-	TargetComm         *ebpf.Variable `ebpf:"target_comm"`
-	TaskStorage        *ebpf.Variable `ebpf:"task_storage"`
-	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFdKind       *ebpf.Variable `ebpf:"unused_fd_kind"`
-	UnusedFileClass    *ebpf.Variable `ebpf:"unused_file_class"`
-	UnusedHistLayout   *ebpf.Variable `ebpf:"unused_hist_layout"`
-	UnusedRecordLayout *ebpf.Variable `ebpf:"unused_record_layout"`
-	UnusedSyscallType  *ebpf.Variable `ebpf:"unused_syscall_type"`
-	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
+	BudgetBurstNs        *ebpf.Variable `ebpf:"budget_burst_ns"`
+	BudgetIntervalNs     *ebpf.Variable `ebpf:"budget_interval_ns"`
+	EmptyHist            *ebpf.Variable `ebpf:"empty_hist"`
+	FdKinds              *ebpf.Variable `ebpf:"fd_kinds"`
+	FilterExe            *ebpf.Variable `ebpf:"filter_exe"`
+	FilterPids           *ebpf.Variable `ebpf:"filter_pids"`
+	Histograms           *ebpf.Variable `ebpf:"histograms"`
+	LearnDisks           *ebpf.Variable `ebpf:"learn_disks"`
+	MinDurationNs        *ebpf.Variable `ebpf:"min_duration_ns"`
+	PayloadBytes         *ebpf.Variable `ebpf:"payload_bytes"`
+	PayloadRoom          *ebpf.Variable `ebpf:"payload_room"`
+	PressureBytes        *ebpf.Variable `ebpf:"pressure_bytes"`
+	RecordSpace          *ebpf.Variable `ebpf:"record_space"`
+	Scheduler            *ebpf.Variable `ebpf:"scheduler"`
+	TargetCgroupId       *ebpf.Variable `ebpf:"target_cgroup_id"`
+	TargetComm           *ebpf.Variable `ebpf:"target_comm"`
+	TaskStorage          *ebpf.Variable `ebpf:"task_storage"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFdKind         *ebpf.Variable `ebpf:"unused_fd_kind"`
+	UnusedFileClass      *ebpf.Variable `ebpf:"unused_file_class"`
+	UnusedHistLayout     *ebpf.Variable `ebpf:"unused_hist_layout"`
+	UnusedRecordLayout   *ebpf.Variable `ebpf:"unused_record_layout"`
+	UnusedRecordMeasured *ebpf.Variable `ebpf:"unused_record_measured"`
+	UnusedSyscallType    *ebpf.Variable `ebpf:"unused_syscall_type"`
+	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // MonitorPrograms contains all programs after they have been loaded into the kernel.
@@ -372,6 +397,7 @@ type MonitorPrograms struct {
 	ExitSyncFileRange  *ebpf.Program `ebpf:"exit_sync_file_range"`
 	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
+	OnSwitch           *ebpf.Program `ebpf:"on_switch"`
 }
 
 func (p *MonitorPrograms) Close() error {
@@ -390,6 +416,7 @@ func (p *MonitorPrograms) Close() error {
 		p.ExitSyncFileRange,
 		p.ExitWrite,
 		p.ExitWritev,
+		p.OnSwitch,
 	)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -38,6 +39,9 @@ type Options struct {
 	NoRecords   bool          // no call becomes a record, whatever FDKinds says (metrics alone)
 	MinDuration time.Duration // records only for calls at least this slow
 	Histograms  bool          // count every traced call in the latency histograms
+	// Scheduler attaches to sched_switch so that each record says how long its call
+	// was blocked and how long it waited runnable for a CPU.
+	Scheduler bool
 	// Executables, when not empty, are the only executables traced; AllowExecutable
 	// and ForbidExecutable change the set while running.
 	Executables []FileID
@@ -74,6 +78,7 @@ type Tracer struct {
 	opts        Options
 	objs        bpf.MonitorObjects
 	exits       []link.Link // attached first, detached last
+	sched       []link.Link // attached before the enters, detached after them
 	enters      []link.Link
 	recordSpace int // bytes one record takes in the ring, header included
 	Reader      *ringbuf.Reader
@@ -212,6 +217,11 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	if _, err := selectedSyscalls(opts.Syscalls); err != nil {
 		return err
 	}
+	if opts.Scheduler {
+		if err := haveSchedInfo(); err != nil {
+			return err
+		}
+	}
 	var cgroup uint64
 	if opts.CgroupPath != "" {
 		id, err := cgroupID(opts.CgroupPath)
@@ -246,6 +256,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"pressure_bytes", uint64(opts.RingBufferSize / 2)},
 		{"task_storage", taskStorage},
 		{"learn_disks", opts.Block && len(opts.Disks) == 0},
+		{"scheduler", opts.Scheduler},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -379,7 +390,7 @@ var perfEventParanoid = func() int {
 // explainAttachError names what a refused tracepoint perf event needs on this host.
 func explainAttachError(tracepoint string, err error) error {
 	if !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("attaching to tracepoint syscalls:%s: %w", tracepoint, err)
+		return fmt.Errorf("attaching to tracepoint %s: %w", tracepoint, err)
 	}
 	if perfEventsFiltered() {
 		return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: perf_event_open(2) is refused by the "+
@@ -387,11 +398,11 @@ func explainAttachError(tracepoint string, err error) error {
 	}
 	if level := perfEventParanoid(); level > 2 {
 		// Debian's kernels add level 3 (their default): no perf event without CAP_SYS_ADMIN.
-		return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: kernel.perf_event_paranoid is %d, which lets "+
+		return fmt.Errorf("attaching to tracepoint %s was refused: kernel.perf_event_paranoid is %d, which lets "+
 			"only CAP_SYS_ADMIN open perf events: run the collector as root or with CAP_SYS_ADMIN, or lower the setting "+
 			"to 2 (sysctl kernel.perf_event_paranoid=2), where CAP_PERFMON is enough: %w", tracepoint, level, err)
 	}
-	return fmt.Errorf("attaching to tracepoint syscalls:%s was refused: run the collector as root, or grant it CAP_PERFMON: %w",
+	return fmt.Errorf("attaching to tracepoint %s was refused: run the collector as root, or grant it CAP_PERFMON: %w",
 		tracepoint, err)
 }
 
@@ -428,6 +439,13 @@ func (t *Tracer) attach() error {
 			return err
 		}
 	}
+	if t.opts.Scheduler {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: t.objs.OnSwitch})
+		if err != nil {
+			return explainAttachError("sched:sched_switch (raw)", err)
+		}
+		t.sched = append(t.sched, l)
+	}
 	for _, tp := range tps {
 		if err := attachTo("sys_enter_"+tp.name, tp.enter, &t.enters); err != nil {
 			return err
@@ -436,10 +454,31 @@ func (t *Tracer) attach() error {
 	return nil
 }
 
+// haveSchedInfo checks that the kernel keeps each thread's run delay
+// (task_struct.sched_info, CONFIG_SCHED_INFO): the scheduler part reads it.
+var haveSchedInfo = func() error {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("scheduler: reading the kernel's BTF: %w", err)
+	}
+	var task *btf.Struct
+	if err := spec.TypeByName("task_struct", &task); err != nil {
+		return fmt.Errorf("scheduler: the kernel's BTF has no task_struct: %w", err)
+	}
+	for _, m := range task.Members {
+		if m.Name == "sched_info" {
+			return nil
+		}
+	}
+	return fmt.Errorf("scheduler: this kernel keeps no run delay per thread (task_struct.sched_info, CONFIG_SCHED_INFO, " +
+		"which CONFIG_SCHEDSTATS or CONFIG_TASK_DELAY_ACCT select; /proc/<pid>/schedstat is missing too): " +
+		"set scheduler: false, or use a kernel built with CONFIG_SCHEDSTATS=y")
+}
+
 func attachTo(tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
 	l, err := link.Tracepoint("syscalls", tracepoint, prog, nil)
 	if err != nil {
-		return explainAttachError(tracepoint, err)
+		return explainAttachError("syscalls:"+tracepoint, err)
 	}
 	*links = append(*links, l)
 	return nil
@@ -451,8 +490,8 @@ func attachTo(tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
 // Links within a phase are closed concurrently: each close waits for an RCU grace
 // period (tracepoint unregistration), and concurrent waits share one.
 func (t *Tracer) Detach() error {
-	err := errors.Join(closeAll(t.enters), closeAll(t.exits))
-	t.enters, t.exits = nil, nil
+	err := errors.Join(closeAll(t.enters), closeAll(t.sched), closeAll(t.exits))
+	t.enters, t.sched, t.exits = nil, nil, nil
 	if t.block != nil {
 		err = errors.Join(err, t.block.detach())
 	}

@@ -28,6 +28,9 @@ import (
 const childEnv = "ETCDEBPF_TRACER_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	if cpu, ok := strings.CutPrefix(os.Getenv(childEnv), "spin:"); ok {
+		spin(cpu)
+	}
 	if os.Getenv(childEnv) == "start" {
 		if name := os.Getenv(childSeccompEnv); name != "" {
 			if err := refuseBySeccomp(name); err != nil {
@@ -184,9 +187,9 @@ func TestStartDefaults(t *testing.T) {
 		require.NoError(t, err)
 	})
 	require.NotNil(t, tr.Reader)
-	assert.Len(t, objs.Programs, 14)
-	assert.Len(t, objs.Maps, 14) // 10 of its own, the 4 it shares with the disks' view (bpf/disk.h)
-	bpftest.RequireLinks(t, objs, 14)
+	assert.Len(t, objs.Programs, 15, "an enter and an exit per syscall, and sched_switch's")
+	assert.Len(t, objs.Maps, 15) // 11 of its own, the 4 it shares with the disks' view (bpf/disk.h)
+	bpftest.RequireLinks(t, objs, 14) // scheduler off: sched_switch's program is loaded, not attached
 	_, err = tr.Counters()
 	require.NoError(t, err)
 	require.NoError(t, tr.Close())
@@ -374,7 +377,7 @@ func TestExplainAttachError(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			replace(t, &perfEventParanoid, func() int { return tt.paranoid })
-			msg := explainAttachError("sys_exit_write", tt.err).Error()
+			msg := explainAttachError("syscalls:sys_exit_write", tt.err).Error()
 			for _, w := range tt.want {
 				assert.Contains(t, msg, w)
 			}
