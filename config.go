@@ -66,6 +66,9 @@ type Config struct {
 	// MinDuration keeps log records of calls at least this slow only (0: every call).
 	// The metrics count every call whatever FDKinds and MinDuration say.
 	MinDuration time.Duration `mapstructure:"min_duration"`
+	// Scheduler adds to each log record how long its call was blocked off the CPU and
+	// how long it waited runnable for one (a program on every context switch).
+	Scheduler bool `mapstructure:"scheduler"`
 	// CollectionInterval is how often a metrics pipeline gets the histograms.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 
@@ -113,6 +116,7 @@ func createDefaultConfig() *Config {
 		MaxBatchSize:   1024,
 		FlushInterval:  100 * time.Millisecond,
 		ErrorMode:      ErrorModePropagate,
+		Scheduler:      true,
 
 		CollectionInterval: 10 * time.Second,
 	}

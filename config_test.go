@@ -44,6 +44,7 @@ func TestLoadConfig(t *testing.T) {
 			c.Syscalls = []string{"write", "fdatasync"}
 			c.FDKinds = []string{"file", "directory"}
 			c.MinDuration = 10 * time.Millisecond
+			c.Scheduler = false
 			c.CollectionInterval = 30 * time.Second
 		})},
 		{id: "cgroup", want: withDefaults(func(c *Config) {

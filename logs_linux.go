@@ -33,6 +33,10 @@ const (
 	attrRet        = "etcd.syscall.ret"
 	attrDurationNs = "etcd.syscall.duration_ns"
 	attrPayload    = "etcd.syscall.payload"
+
+	// When decode and scheduler are on: where the call's time went besides a CPU.
+	attrBlockedNs  = "etcd.syscall.blocked_ns"
+	attrRunnableNs = "etcd.syscall.runnable_ns"
 )
 
 // logBuilder turns raw ring-buffer records into log records of one plog.Logs,
@@ -126,12 +130,13 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 
 	attrs := lr.Attributes()
 	takesCount := typ != bpf.MonitorSyscallTypeSYSCALL_FSYNC && typ != bpf.MonitorSyscallTypeSYSCALL_FDATASYNC
+	sched := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) != 0
 	if !b.decode {
 		attrs.EnsureCapacity(3)
 	} else {
 		// Exactly the attributes below: the slice is allocated once, at its size.
 		attrs.EnsureCapacity(8 + btoi(ev.FileName[0] != 0) + btoi(ev.Inode != 0) + btoi(takesCount) +
-			btoi(ev.Offset >= 0) + btoi(len(payload) > 0))
+			btoi(ev.Offset >= 0) + btoi(len(payload) > 0) + 2*btoi(sched))
 	}
 	attrs.PutInt(attrType, int64(ev.Type))
 	// FromRaw copies (one allocation of exactly the record's size): the ring
@@ -158,6 +163,10 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 	}
 	attrs.PutInt(attrRet, ev.Ret)
 	attrs.PutInt(attrDurationNs, int64(ev.DurationNs))
+	if sched {
+		attrs.PutInt(attrBlockedNs, int64(ev.BlockedNs))
+		attrs.PutInt(attrRunnableNs, int64(ev.RunnableNs))
+	}
 	if len(payload) > 0 {
 		attrs.PutEmptyBytes(attrPayload).FromRaw(payload)
 	}

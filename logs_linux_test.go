@@ -63,6 +63,18 @@ func TestAppendDecodedRecord(t *testing.T) {
 	}, lr.Attributes().AsRaw(), "no count and no offset for fdatasync, no payload when none was captured")
 }
 
+// A record the scheduler part measured carries its split; one it did not (scheduler: false) carries none,
+// as TestAppendDecodedRecord's exact attributes show.
+func TestAppendSchedulerSplit(t *testing.T) {
+	ev := walSync()
+	ev.BlockedNs, ev.RunnableNs, ev.Measured = 200_000, 30_000, uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED)
+	b := newLogBuilder(true, "scope", "v1", 1)
+	require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
+	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
+	assert.Equal(t, int64(200_000), attrs[attrBlockedNs])
+	assert.Equal(t, int64(30_000), attrs[attrRunnableNs])
+}
+
 func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 	for _, tc := range []struct {
 		typ       bpf.MonitorSyscallType

@@ -343,8 +343,8 @@ func TestShutdownLeavesNothingInKernel(t *testing.T) {
 	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
 	require.NoError(t, err)
 	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
-	require.Len(t, objs.Programs, 14, "an enter and an exit program for each of the 7 syscalls")
-	bpftest.RequireLinks(t, objs, 14)
+	require.Len(t, objs.Programs, 15, "an enter and an exit program for each of the 7 syscalls, and sched_switch's")
+	bpftest.RequireLinks(t, objs, 15)
 	bpftest.RequireAlive(t, objs)
 
 	require.NoError(t, rcv.Shutdown(context.Background()))

@@ -158,6 +158,7 @@ func (r *etcdReceiver) startTracer(tb *metadata.TelemetryBuilder) (*tracer.Trace
 		NoRecords:      r.next == nil,
 		MinDuration:    r.cfg.MinDuration,
 		Histograms:     r.metrics != nil,
+		Scheduler:      r.cfg.Scheduler && r.next != nil, // only records carry its split
 		Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
 	}
 	var exe *exeWatch
