@@ -72,6 +72,15 @@ type Config struct {
 	// CollectionInterval is how often a metrics pipeline gets the histograms.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
 
+	// Block turns on the disks' view: per disk and operation, histograms of the
+	// device's service time and of the kernel's queueing, and the bytes each process
+	// submits to the disk (docs/why-slow.md). Default true.
+	Block bool `mapstructure:"block"`
+	// Disks are the disks that view covers, by name (vda) or device path
+	// (/dev/vda); a partition stands for its whole disk. Empty (the default): the
+	// disks under the files the traced processes write to, learnt as they write.
+	Disks []string `mapstructure:"disks"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -119,6 +128,7 @@ func createDefaultConfig() *Config {
 		Scheduler:      true,
 
 		CollectionInterval: 10 * time.Second,
+		Block:              true,
 	}
 }
 
@@ -173,7 +183,20 @@ func (cfg *Config) Validate() error {
 	if cfg.CollectionInterval < time.Second || cfg.CollectionInterval > time.Hour {
 		errs = append(errs, fmt.Errorf("collection_interval: %v is out of range; use 1s to 1h (default 10s)", cfg.CollectionInterval))
 	}
+	if len(cfg.Disks) > 0 && !cfg.Block {
+		errs = append(errs, errors.New("disks: set while block is false, which turns the disks' view off; remove disks, or set block: true"))
+	}
+	for _, disk := range cfg.Disks {
+		if !diskNameValid(disk) {
+			errs = append(errs, fmt.Errorf("disks: %q is neither a device name nor an absolute device path; use a name from /sys/block such as vda, or a path such as /dev/vda", disk))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// diskNameValid: a name as /sys/block lists them, or an absolute device path.
+func diskNameValid(name string) bool {
+	return name != "" && (filepath.IsAbs(name) || !strings.Contains(name, "/"))
 }
 
 func unknownNames(field string, names, known []string) []error {

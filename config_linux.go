@@ -3,9 +3,12 @@
 package etcdebpfreceiver
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // validateKernelLimits checks the fields that the BPF object bounds, against
@@ -24,5 +27,35 @@ func (cfg *Config) validateKernelLimits() []error {
 	if cfg.PayloadBytes < 0 || cfg.PayloadBytes > bpf.PayloadMax {
 		errs = append(errs, fmt.Errorf("payload_bytes: %d is out of range; use 0 (off, the default) to %d", cfg.PayloadBytes, bpf.PayloadMax))
 	}
+	if _, err := cfg.resolveDisks(); err != nil {
+		errs = append(errs, err)
+	}
 	return errs
+}
+
+// resolveDisks maps the disks named in the config to the whole disks' device
+// numbers, once each; nil when the config names none or the view is off.
+func (cfg *Config) resolveDisks() ([]uint32, error) {
+	if !cfg.Block || len(cfg.Disks) == 0 {
+		return nil, nil
+	}
+	var devs []uint32
+	var errs []error
+	for _, name := range cfg.Disks {
+		if !diskNameValid(name) {
+			continue // Validate names the field for these
+		}
+		d, err := tracer.ResolveDisk(name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("disks: %w", err))
+			continue
+		}
+		if !slices.Contains(devs, d.Dev) {
+			devs = append(devs, d.Dev)
+		}
+	}
+	if len(devs) > tracer.MaxDisks {
+		errs = append(errs, fmt.Errorf("disks: %d disks, at most %d are supported; name the disks that hold etcd's data", len(devs), tracer.MaxDisks))
+	}
+	return devs, errors.Join(errs...)
 }

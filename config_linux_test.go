@@ -9,7 +9,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 func TestValidatePIDsUpToTheTargetPIDsMap(t *testing.T) {
@@ -36,4 +39,22 @@ func TestConfigNamesMatchTheKernel(t *testing.T) {
 	}
 	assert.Len(t, syscallNames, int(bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE))
 	assert.Len(t, fdKindNames, int(bpf.MonitorFdKindFD_KIND_OTHER)+1)
+}
+
+// The disk under the test's own files, by name and by path, is one disk.
+func TestResolveDisksOfThisHost(t *testing.T) {
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(t.TempDir(), &st))
+	if unix.Major(st.Dev) == 0 {
+		t.Skipf("the test's directory is on a file system without a block device (%d:%d)", unix.Major(st.Dev), unix.Minor(st.Dev))
+	}
+	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
+	disk, err := tracer.ResolveDisk(tracer.DiskName(dev))
+	require.NoError(t, err)
+	cfg := createDefaultConfig()
+	cfg.Disks = []string{disk.Name, "/dev/" + disk.Name}
+	require.NoError(t, cfg.Validate())
+	devs, err := cfg.resolveDisks()
+	require.NoError(t, err)
+	assert.Equal(t, []uint32{disk.Dev}, devs, "one disk, named twice")
 }

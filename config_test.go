@@ -71,6 +71,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: "unknown_fd_kind", wantErr: []string{`fd_kinds: "files" is unknown`, "use some of file, socket"}},
 		{id: "negative_min_duration", wantErr: []string{"min_duration: -1ms is negative", "use 0"}},
 		{id: "zero_collection_interval", wantErr: []string{"collection_interval: 0s is out of range", "use 1s to 1h"}},
+		{id: "no_block", want: withDefaults(func(c *Config) { c.Block = false })},
+		{id: "disks_without_block", wantErr: []string{"disks: set while block is false", "set block: true"}},
+		{id: "relative_disk", wantErr: []string{`disks: "dev/vda" is neither`, `disks: "" is neither`, "such as /dev/vda"}},
+		{id: "missing_disk", wantErr: []string{`disks: disk "no-such-disk0" is not a block device on this host`, "/sys/block"}, kernel: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {

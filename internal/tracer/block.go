@@ -24,6 +24,9 @@ const (
 	DiskDiscard = bpf.BlockDiskOperationDISK_OP_DISCARD
 )
 
+// MaxDisks is how many disks the view can cover.
+const MaxDisks = int(bpf.BlockDiskLayoutDISKS_MAX)
+
 // DiskOpStats is one covered disk's one operation, cumulative since Start.
 type DiskOpStats struct {
 	Dev       uint32 // the whole disk, kernel encoding (MAJOR << 20 | MINOR)

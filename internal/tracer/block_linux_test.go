@@ -3,8 +3,11 @@
 package tracer
 
 import (
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -14,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/disktest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
 // startBlock starts a tracer with the disks' view over the given disks and no process traced.
@@ -172,4 +176,111 @@ func trim(t *testing.T, dir string) {
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), fitrim, uintptr(unsafe.Pointer(&r))); errno != 0 {
 		t.Logf("FITRIM on %s: %v (the disk takes no discards; the comparison goes on without them)", dir, errno)
 	}
+}
+
+// runWriter runs the test writer under name with o, and returns its pid and the
+// time its writes took once it exited. beforeStart, when not nil, gets the pid
+// before the first write.
+func runWriter(t *testing.T, name string, o etcdwriter.Options, beforeStart func(pid int)) (pid int, elapsed time.Duration) {
+	t.Helper()
+	bin, err := etcdwriter.Build(t.TempDir(), name)
+	require.NoError(t, err)
+	o.Wait = beforeStart != nil
+	cmd := exec.Command(bin, o.Args()...)
+	var stdin io.WriteCloser
+	if o.Wait {
+		stdin, err = cmd.StdinPipe()
+		require.NoError(t, err)
+	}
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	if beforeStart != nil {
+		beforeStart(cmd.Process.Pid)
+		_, err := stdin.Write([]byte{1})
+		require.NoError(t, err)
+	}
+	start := time.Now()
+	require.NoError(t, cmd.Wait(), "writer: %s", out)
+	return cmd.Process.Pid, time.Since(start)
+}
+
+// submitted is what pid submitted to dev, as the programs counted it.
+func submitted(t *testing.T, tr *Tracer, dev uint32, pid int) Submitter {
+	t.Helper()
+	subs, err := tr.Submitters()
+	require.NoError(t, err)
+	for _, s := range subs {
+		if s.Dev == dev && int(s.PID) == pid && !s.Overflow {
+			return s
+		}
+	}
+	return Submitter{}
+}
+
+// prefill writes a file of size bytes and syncs it, so that later O_DIRECT writes
+// overwrite allocated blocks: data bios only, no allocation.
+func prefill(t *testing.T, dir, name string, size int) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(path, make([]byte, size), 0o600))
+	syncFS(t, dir)
+	return path
+}
+
+// TestNeighbourBytesUnderItsPID: a process that writes a known number of bytes
+// with O_DIRECT to the disk is counted with exactly those bytes, under its pid and name.
+func TestNeighbourBytesUnderItsPID(t *testing.T) {
+	d := disktest.Quiet(t)
+	tr := startBlock(t, d.Dev)
+	const calls, size = 64, 64 << 10
+	path := prefill(t, d.Dir, "neighbour.dat", calls*size)
+
+	pid, _ := runWriter(t, "neighbour", etcdwriter.Options{Calls: calls, Size: size, Path: path, Direct: true}, nil)
+	got := submitted(t, tr, d.Dev, pid)
+	t.Logf("pid %d on %s: %+v", pid, d.Name, got)
+	assert.Equal(t, uint64(calls*size), got.Bytes, "bytes under the neighbour's pid")
+	assert.Equal(t, "neighbour", got.Comm)
+	assert.GreaterOrEqual(t, got.Bios, uint64(calls))
+	cg, err := os.ReadFile("/proc/self/cgroup")
+	require.NoError(t, err)
+	if strings.Contains(string(cg), "0::") {
+		assert.NotZero(t, got.CgroupID, "the cgroup v2 id of the neighbour")
+	}
+}
+
+// TestThrottleShowsShortDeviceTime: a writer limited to 10 write IOPS by a cgroup
+// takes seconds for its O_DSYNC writes while the device serves each request in
+// a small part of that: the time is the kernel's, not the device's.
+func TestThrottleShowsShortDeviceTime(t *testing.T) {
+	d := disktest.Quiet(t)
+	tr := startBlock(t, d.Dev)
+	join := disktest.Throttle(t, d.Dev, 10)
+	path := prefill(t, d.Dir, "throttled.dat", 1<<20)
+
+	service := func() (ns, requests uint64) {
+		ops, err := tr.DiskOps()
+		require.NoError(t, err)
+		for _, op := range ops {
+			if op.Dev == d.Dev {
+				ns += op.Service.SumNs
+				for _, n := range op.Service.Buckets {
+					requests += uint64(n)
+				}
+			}
+		}
+		return ns, requests
+	}
+	ns0, n0 := service()
+	const calls = 10
+	pid, elapsed := runWriter(t, "throttled", etcdwriter.Options{Calls: calls, Size: 4096, Path: path, DSync: true}, join)
+	syncFS(t, d.Dir)
+	ns1, n1 := service()
+	device := time.Duration(ns1 - ns0)
+	own := submitted(t, tr, d.Dev, pid)
+	t.Logf("%d O_DSYNC writes took %v; the device served %d requests in %v; the writer itself submitted %d bytes of %d (the throttle's worker queues the bios it held)",
+		calls, elapsed, n1-n0, device, own.Bytes, calls*4096)
+	require.Greater(t, elapsed, 500*time.Millisecond, "the throttle held the writes")
+	assert.Less(t, device, elapsed/4, "the device's share of the writes' time")
+	assert.NotZero(t, n1-n0)
 }

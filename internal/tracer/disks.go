@@ -11,8 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sysBlock is where the kernel lists block devices by dev_t, a variable for tests.
-var sysBlock = "/sys/dev/block"
+// Where the kernel lists block devices by dev_t and by name: variables for tests.
+var (
+	sysDevBlock   = "/sys/dev/block"
+	sysClassBlock = "/sys/class/block"
+)
 
 // Disk is a whole disk as the block programs name it.
 type Disk struct {
@@ -37,7 +40,7 @@ func ResolveDisk(name string) (Disk, error) {
 		if name == "" || strings.ContainsAny(name, "/") || name == "." || name == ".." {
 			return Disk{}, fmt.Errorf("disk %q is not a device name; give a name from /sys/block such as vda, or a path such as /dev/vda", name)
 		}
-		data, err := os.ReadFile(filepath.Join("/sys/class/block", name, "dev"))
+		data, err := os.ReadFile(filepath.Join(sysClassBlock, name, "dev"))
 		if err != nil {
 			return Disk{}, fmt.Errorf("disk %q is not a block device on this host (%w); see lsblk or /sys/block for the names", name, err)
 		}
@@ -50,9 +53,9 @@ func ResolveDisk(name string) (Disk, error) {
 
 // wholeDisk maps a block device, a partition or not, to its whole disk through /sys.
 func wholeDisk(major, minor uint32) (Disk, error) {
-	dir, err := filepath.EvalSymlinks(filepath.Join(sysBlock, fmt.Sprintf("%d:%d", major, minor)))
+	dir, err := filepath.EvalSymlinks(filepath.Join(sysDevBlock, fmt.Sprintf("%d:%d", major, minor)))
 	if err != nil {
-		return Disk{}, fmt.Errorf("block device %d:%d is not in %s: %w", major, minor, sysBlock, err)
+		return Disk{}, fmt.Errorf("block device %d:%d is not in %s: %w", major, minor, sysDevBlock, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
 		dir = filepath.Dir(dir)

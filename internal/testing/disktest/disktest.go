@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,4 +115,87 @@ func ReadStat(t testing.TB, name string) Stat {
 // Sub is s - o, field by field.
 func (s Stat) Sub(o Stat) Stat {
 	return Stat{Reads: s.Reads - o.Reads, Writes: s.Writes - o.Writes, Discards: s.Discards - o.Discards, Flushes: s.Flushes - o.Flushes}
+}
+
+// Throttle makes a cgroup that limits writes to dev (kernel encoding) to iops a
+// second, with the cgroup v1 blkio controller (blkio.throttle.write_iops_device)
+// where it is mounted or mountable, else cgroup v2's io.max, and returns the
+// function that moves a process into it. The cgroup (and any mount made for it)
+// is removed at cleanup; the process must have exited by then.
+func Throttle(t testing.TB, dev uint32, iops int) (join func(pid int)) {
+	t.Helper()
+	rule := fmt.Sprintf("%d:%d", dev>>20, dev&(1<<20-1))
+	if root := blkioV1(t); root != "" {
+		dir := makeCgroup(t, root)
+		write(t, filepath.Join(dir, "blkio.throttle.write_iops_device"), fmt.Sprintf("%s %d", rule, iops))
+		return func(pid int) { write(t, filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)) }
+	}
+	if root := ioV2(); root != "" {
+		write(t, filepath.Join(root, "cgroup.subtree_control"), "+io")
+		dir := makeCgroup(t, root)
+		write(t, filepath.Join(dir, "io.max"), fmt.Sprintf("%s wiops=%d", rule, iops))
+		return func(pid int) { write(t, filepath.Join(dir, "cgroup.procs"), strconv.Itoa(pid)) }
+	}
+	bpftest.SkipOrFail(t, "neither cgroup v1's blkio controller nor cgroup v2's io controller is available: the kernel needs CONFIG_BLK_DEV_THROTTLING")
+	return nil
+}
+
+// blkioV1 is where the cgroup v1 blkio hierarchy is mounted; it mounts one for
+// the test where none is and the controller is free.
+func blkioV1(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		_, post, ok := strings.Cut(line, " - ")
+		f := strings.Fields(post)
+		if ok && len(f) >= 3 && f[0] == "cgroup" && slices.Contains(strings.Split(f[2], ","), "blkio") {
+			return strings.Fields(line)[4]
+		}
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("cgroup", dir, "cgroup", 0, "blkio"); err != nil {
+		t.Logf("mounting cgroup v1 blkio: %v (bound to cgroup v2, or not built)", err)
+		return ""
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmounting the blkio hierarchy at %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// ioV2 is the cgroup v2 root when its io controller is available.
+func ioV2() string {
+	for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		data, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
+		if err == nil && slices.Contains(strings.Fields(string(data)), "io") {
+			return root
+		}
+	}
+	return ""
+}
+
+func makeCgroup(t testing.TB, root string) string {
+	t.Helper()
+	dir := filepath.Join(root, fmt.Sprintf("etcdebpf-test-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("removing the test's cgroup: %v", err)
+		}
+	})
+	return dir
+}
+
+func write(t testing.TB, path, value string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+		t.Fatalf("writing %q to %s: %v", value, path, err)
+	}
 }

@@ -48,6 +48,10 @@ type Options struct {
 	Threads int     // 0 for 1
 	Wait    bool    // wait for a byte on stdin before the first write
 	Report  bool    // print a Result line when done (one more write(2))
+
+	Direct    bool // O_DIRECT: each write goes to the disk as it is (Size a multiple of 4096)
+	DSync     bool // O_DSYNC: each write returns once on the disk
+	Fdatasync bool // fdatasync(2) after each write
 }
 
 // Args are the command-line arguments for o.
@@ -67,6 +71,11 @@ func (o Options) Args() []string {
 	}
 	if o.Report {
 		args = append(args, "-report")
+	}
+	for flag, on := range map[string]bool{"-direct": o.Direct, "-dsync": o.DSync, "-fdatasync": o.Fdatasync} {
+		if on {
+			args = append(args, flag)
+		}
 	}
 	return args
 }
