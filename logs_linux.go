@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // Attribute keys: part of the receiver's contract, documented in docs/records.md. The
@@ -37,6 +38,14 @@ const (
 	// When decode and scheduler are on: where the call's time went besides a CPU.
 	attrBlockedNs  = "etcd.syscall.blocked_ns"
 	attrRunnableNs = "etcd.syscall.runnable_ns"
+
+	// When decode and block are on, for a call on a file of a covered disk: what the
+	// disk did while the call ran.
+	attrDisk            = "system.device"
+	attrDiskRequests    = "etcd.syscall.disk.requests"
+	attrDiskDeviceNs    = "etcd.syscall.disk.device_ns"
+	attrDiskOwnBytes    = "etcd.syscall.disk.own_bytes"
+	attrDiskOthersBytes = "etcd.syscall.disk.others_bytes"
 )
 
 // logBuilder turns raw ring-buffer records into log records of one plog.Logs,
@@ -46,6 +55,7 @@ type logBuilder struct {
 	scope   pcommon.InstrumentationScope
 	strings stringCache
 	inodes  inodeCache
+	disks   map[uint32]string // disk names by dev_t: a handful, read once from /sys
 	// bootOffset converts the kernel's CLOCK_MONOTONIC to wall-clock time.
 	bootOffset int64
 
@@ -66,7 +76,7 @@ type processKey struct {
 }
 
 func newLogBuilder(decode bool, scopeName, version string, capacity int) *logBuilder {
-	b := &logBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}}
+	b := &logBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}, disks: map[uint32]string{}}
 	b.scope.SetName(scopeName)
 	b.scope.SetVersion(version)
 	b.reset(capacity)
@@ -131,12 +141,13 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 	attrs := lr.Attributes()
 	takesCount := typ != bpf.MonitorSyscallTypeSYSCALL_FSYNC && typ != bpf.MonitorSyscallTypeSYSCALL_FDATASYNC
 	sched := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) != 0
+	disk := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_DISK) != 0
 	if !b.decode {
 		attrs.EnsureCapacity(3)
 	} else {
 		// Exactly the attributes below: the slice is allocated once, at its size.
 		attrs.EnsureCapacity(8 + btoi(ev.FileName[0] != 0) + btoi(ev.Inode != 0) + btoi(takesCount) +
-			btoi(ev.Offset >= 0) + btoi(len(payload) > 0) + 2*btoi(sched))
+			btoi(ev.Offset >= 0) + btoi(len(payload) > 0) + 2*btoi(sched) + 5*btoi(disk))
 	}
 	attrs.PutInt(attrType, int64(ev.Type))
 	// FromRaw copies (one allocation of exactly the record's size): the ring
@@ -167,10 +178,30 @@ func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
 		attrs.PutInt(attrBlockedNs, int64(ev.BlockedNs))
 		attrs.PutInt(attrRunnableNs, int64(ev.RunnableNs))
 	}
+	if disk {
+		attrs.PutStr(attrDisk, b.diskName(ev.Disk))
+		attrs.PutInt(attrDiskRequests, int64(ev.DiskRequests))
+		attrs.PutInt(attrDiskDeviceNs, int64(ev.DiskDeviceNs))
+		attrs.PutInt(attrDiskOwnBytes, int64(ev.DiskOwnBytes))
+		attrs.PutInt(attrDiskOthersBytes, int64(ev.DiskOthersBytes))
+	}
 	if len(payload) > 0 {
 		attrs.PutEmptyBytes(attrPayload).FromRaw(payload)
 	}
 	return nil
+}
+
+// diskName is the name in /sys/block of the disk dev, as the disk metrics name it.
+func (b *logBuilder) diskName(dev uint32) string {
+	name, ok := b.disks[dev]
+	if !ok {
+		if len(b.disks) >= maxCachedStrings {
+			clear(b.disks)
+		}
+		name = tracer.DiskName(dev)
+		b.disks[dev] = name
+	}
+	return name
 }
 
 func btoi(b bool) int {

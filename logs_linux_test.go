@@ -75,6 +75,22 @@ func TestAppendSchedulerSplit(t *testing.T) {
 	assert.Equal(t, int64(30_000), attrs[attrRunnableNs])
 }
 
+// A record on a covered disk carries what the disk did during the call, the disk named as in /sys/block.
+func TestAppendDiskDuringCall(t *testing.T) {
+	ev := walSync()
+	ev.Disk, ev.DiskRequests, ev.DiskDeviceNs, ev.DiskOwnBytes, ev.DiskOthersBytes = 7<<20|12345, 3, 180_000, 4096, 1<<20
+	ev.Measured = uint32(bpf.MonitorRecordMeasuredMEASURED_DISK)
+	b := newLogBuilder(true, "scope", "v1", 1)
+	require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
+	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
+	assert.Equal(t, "7:12345", attrs[attrDisk], "a disk /sys does not list is named by its numbers")
+	assert.Equal(t, int64(3), attrs[attrDiskRequests])
+	assert.Equal(t, int64(180_000), attrs[attrDiskDeviceNs])
+	assert.Equal(t, int64(4096), attrs[attrDiskOwnBytes])
+	assert.Equal(t, int64(1<<20), attrs[attrDiskOthersBytes])
+	assert.NotContains(t, attrs, attrBlockedNs, "the scheduler part did not measure this one")
+}
+
 func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 	for _, tc := range []struct {
 		typ       bpf.MonitorSyscallType

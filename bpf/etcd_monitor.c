@@ -140,6 +140,13 @@ struct inflight {
 	 * its run_delay at entry. */
 	__u64 on_cpu_ns;
 	__u64 run_delay;
+	/* With the disks' view: the call's disk and its totals at entry. */
+	__u64 disk_requests;
+	__u64 disk_device_ns;
+	__u64 disk_bytes;     /* submitted by anyone */
+	__u64 disk_own_bytes; /* submitted by this process */
+	__u32 disk;           /* 0: the fd's file is on no block device */
+	__u32 reserved2;
 };
 
 struct hist_key {
@@ -169,6 +176,7 @@ const volatile __u64 pressure_bytes = 0;        /* queued data above which the r
 const volatile bool task_storage = false;       /* true: park calls in `inflight_task` (5.11+), else `inflight` */
 const volatile bool learn_disks = false;        /* add the disks of the files traced calls write to covered_disks */
 const volatile bool scheduler = false;          /* true: on_switch is attached; records say where the time went */
+const volatile bool disk_calls = false;         /* true: the disks' maps are block.c's; records carry their call's disk */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -400,6 +408,58 @@ static __always_inline bool within_budget(__u32 tgid, __u64 now)
 	       bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) <= pressure_bytes;
 }
 
+/* The file open at fd in the current task's table, or NULL. */
+static __always_inline struct file *fd_file(__s32 fd)
+{
+	struct fdtable *fdt;
+	unsigned int max_fds;
+	struct file **fds;
+	if (task_storage) {
+		/* A BTF pointer (5.11+): plain loads, which the verifier turns into fault-safe ones. */
+		struct task_struct *task = bpf_get_current_task_btf();
+		fdt = task->files->fdt;
+		max_fds = fdt->max_fds;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		fdt = BPF_CORE_READ(task, files, fdt);
+		max_fds = fdt ? BPF_CORE_READ(fdt, max_fds) : 0;
+		fds = fdt ? BPF_CORE_READ(fdt, fd) : NULL;
+	}
+	if (!fds || fd < 0 || (__u32)fd >= max_fds)
+		return NULL;
+	struct file *file = NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* The process's bytes submitted so far to dev, 0 before its first bio there. */
+static __always_inline __u64 own_bytes(__u32 dev, __u32 tgid)
+{
+	struct submitter_key key = {.dev = dev, .tgid = tgid};
+	struct submitter *s = bpf_map_lookup_elem(&submitters, &key);
+	return s ? s->bytes : 0;
+}
+
+/*
+ * Notes the call's disk (the whole disk under the fd's file) and that disk's running
+ * totals, read again at exit. A disk the block programs have not counted yet has no
+ * totals: they start at zero, so zero is the right starting point.
+ */
+static __always_inline void disk_at_entry(struct inflight *call, __u32 tgid)
+{
+	call->disk = file_disk(fd_file(call->fd));
+	if (!call->disk)
+		return;
+	struct disk_total *t = bpf_map_lookup_elem(&disk_totals, &call->disk);
+	if (t) {
+		call->disk_requests = t->requests_completed;
+		call->disk_device_ns = t->device_ns;
+		call->disk_bytes = t->bytes_submitted;
+	}
+	call->disk_own_bytes = own_bytes(call->disk, tgid);
+}
+
 /* The current thread's time spent runnable but waiting for a CPU, as the scheduler counts it. */
 static __always_inline __u64 run_delay(void)
 {
@@ -442,6 +502,8 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 	};
 	if (scheduler)
 		call.run_delay = run_delay();
+	if (disk_calls)
+		disk_at_entry(&call, pid_tgid >> 32);
 	if (task_storage) {
 		struct inflight *slot = bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), NULL,
 							     BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -510,25 +572,7 @@ static __always_inline void read_name(struct fd_desc *d)
 /* Looks fd up in the current task's table and classifies it; reads no name but an anon inode's. */
 static __always_inline void resolve_fd(__s32 fd, struct fd_desc *d)
 {
-	struct fdtable *fdt;
-	unsigned int max_fds;
-	struct file **fds;
-	if (task_storage) {
-		/* A BTF pointer (5.11+): plain loads, which the verifier turns into fault-safe ones. */
-		struct task_struct *task = bpf_get_current_task_btf();
-		fdt = task->files->fdt;
-		max_fds = fdt->max_fds;
-		fds = fdt->fd;
-	} else {
-		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-		fdt = BPF_CORE_READ(task, files, fdt);
-		max_fds = fdt ? BPF_CORE_READ(fdt, max_fds) : 0;
-		fds = fdt ? BPF_CORE_READ(fdt, fd) : NULL;
-	}
-	if (!fds || fd < 0 || (__u32)fd >= max_fds)
-		return;
-	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	struct file *file = fd_file(fd);
 	if (!file)
 		return;
 
@@ -718,6 +762,26 @@ static __always_inline void split_time(struct event *e, const struct inflight *c
 	e->measured |= MEASURED_SCHED;
 }
 
+/*
+ * What the call's disk did while the call ran: the growth of its totals. Others' bytes
+ * are the disk's less the process's own: jbd2 committing the journal for this very
+ * sync, writeback kworkers and every other process alike.
+ */
+static __always_inline void disk_during(struct event *e, const struct inflight *call)
+{
+	struct disk_total *t = bpf_map_lookup_elem(&disk_totals, &call->disk);
+	if (!t) /* not a covered disk */
+		return;
+	__u64 own = own_bytes(call->disk, e->pid) - call->disk_own_bytes;
+	__u64 all = t->bytes_submitted - call->disk_bytes;
+	e->disk = call->disk;
+	e->disk_requests = t->requests_completed - call->disk_requests;
+	e->disk_device_ns = t->device_ns - call->disk_device_ns;
+	e->disk_own_bytes = own;
+	e->disk_others_bytes = all > own ? all - own : 0;
+	e->measured |= MEASURED_DISK;
+}
+
 static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 {
 	/* Every exit of every thread on the host gets here: return before any other work. */
@@ -771,6 +835,8 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	describe_fd(e, &fd);
 	if (scheduler)
 		split_time(e, &call, now);
+	if (disk_calls && call.disk)
+		disk_during(e, &call);
 
 	if (payload_room) {
 		__u64 *payload = (__u64 *)(e + 1);

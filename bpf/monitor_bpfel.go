@@ -122,16 +122,22 @@ const (
 )
 
 type MonitorInflight struct {
-	_        structs.HostLayout
-	StartNs  uint64
-	Buf      uint64
-	Count    uint64
-	Offset   int64
-	Fd       int32
-	Type     uint16
-	Reserved uint16
-	OnCpuNs  uint64
-	RunDelay uint64
+	_            structs.HostLayout
+	StartNs      uint64
+	Buf          uint64
+	Count        uint64
+	Offset       int64
+	Fd           int32
+	Type         uint16
+	Reserved     uint16
+	OnCpuNs      uint64
+	RunDelay     uint64
+	DiskRequests uint64
+	DiskDeviceNs uint64
+	DiskBytes    uint64
+	DiskOwnBytes uint64
+	Disk         uint32
+	Reserved2    uint32
 }
 
 type MonitorLoss struct {
@@ -266,6 +272,7 @@ type MonitorMapSpecs struct {
 type MonitorVariableSpecs struct {
 	BudgetBurstNs        *ebpf.VariableSpec `ebpf:"budget_burst_ns"`
 	BudgetIntervalNs     *ebpf.VariableSpec `ebpf:"budget_interval_ns"`
+	DiskCalls            *ebpf.VariableSpec `ebpf:"disk_calls"`
 	EmptyHist            *ebpf.VariableSpec `ebpf:"empty_hist"`
 	FdKinds              *ebpf.VariableSpec `ebpf:"fd_kinds"`
 	FilterExe            *ebpf.VariableSpec `ebpf:"filter_exe"`
@@ -354,6 +361,7 @@ func (m *MonitorMaps) Close() error {
 type MonitorVariables struct {
 	BudgetBurstNs        *ebpf.Variable `ebpf:"budget_burst_ns"`
 	BudgetIntervalNs     *ebpf.Variable `ebpf:"budget_interval_ns"`
+	DiskCalls            *ebpf.Variable `ebpf:"disk_calls"`
 	EmptyHist            *ebpf.Variable `ebpf:"empty_hist"`
 	FdKinds              *ebpf.Variable `ebpf:"fd_kinds"`
 	FilterExe            *ebpf.Variable `ebpf:"filter_exe"`

@@ -257,6 +257,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"task_storage", taskStorage},
 		{"learn_disks", opts.Block && len(opts.Disks) == 0},
 		{"scheduler", opts.Scheduler},
+		{"disk_calls", opts.Block},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {

@@ -1,0 +1,105 @@
+//go:build linux
+
+package tracer
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/disktest"
+)
+
+// Each fdatasync on a quiet disk carries what its disk did during the call: the
+// page the thread wrote before it, submitted by the thread itself (exactly 4 KiB),
+// the requests the disk completed and their device time. A neighbour writing with
+// O_DIRECT to the same disk meanwhile shows as others' bytes. Over the window the
+// calls' requests are at most /sys/block/<disk>/stat's completions, and their own and
+// others' bytes at most what the block programs counted for the disk; a write to a
+// pipe, on no disk, carries none of it.
+func TestCallsCarryTheirDisk(t *testing.T) {
+	d := disktest.Quiet(t)
+	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"write", "fdatasync"},
+		Block: true, Disks: []uint32{d.Dev}, Scheduler: true})
+	require.NoError(t, err)
+	defer tr.Close()
+
+	f, err := os.OpenFile(filepath.Join(d.Dir, "wal"), os.O_CREATE|os.O_WRONLY, 0o600)
+	require.NoError(t, err)
+	defer f.Close()
+	var pipe [2]int
+	require.NoError(t, unix.Pipe2(pipe[:], unix.O_CLOEXEC))
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	syncFS(t, d.Dir)
+
+	// The neighbour rewrites the same 10 MiB over and over, so the disk never fills.
+	neighbour := exec.Command("sh", "-c", `while :; do dd if=/dev/zero of="$0" bs=64k count=160 oflag=direct conv=notrunc status=none || exit; done`,
+		filepath.Join(d.Dir, "neighbour"))
+	neighbour.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	require.NoError(t, neighbour.Start())
+	defer func() {
+		_ = syscall.Kill(-neighbour.Process.Pid, syscall.SIGKILL)
+		_ = neighbour.Wait()
+	}()
+	time.Sleep(100 * time.Millisecond) // dd is writing
+
+	const syncs = 20
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := unix.Gettid()
+	totals0, err := tr.DiskTotals()
+	require.NoError(t, err)
+	sys0 := disktest.ReadStat(t, d.Name)
+	page := make([]byte, 4096)
+	for range syncs {
+		_, err := unix.Write(int(f.Fd()), page)
+		require.NoError(t, err)
+		require.NoError(t, unix.Fdatasync(int(f.Fd())))
+	}
+	_, err = unix.Write(pipe[1], []byte("x"))
+	require.NoError(t, err)
+	sys1 := disktest.ReadStat(t, d.Name)
+	totals1, err := tr.DiskTotals()
+	require.NoError(t, err)
+
+	var requests, own, others uint64
+	for _, ev := range drainRecords(t, tr, tid, 2*syncs+1) {
+		typ := bpf.MonitorSyscallType(ev.Type)
+		disk := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_DISK) != 0
+		if ev.FdKind == uint8(bpf.MonitorFdKindFD_KIND_PIPE) {
+			assert.False(t, disk, "a pipe is on no disk: %+v", ev)
+			continue
+		}
+		require.True(t, disk, "%s on the quiet disk: %+v", typ, ev)
+		require.Equal(t, d.Dev, ev.Disk)
+		if typ == bpf.MonitorSyscallTypeSYSCALL_FDATASYNC {
+			assert.EqualValues(t, 4096, ev.DiskOwnBytes, "the page written before the sync, submitted by the syncing thread: %+v", ev)
+			assert.GreaterOrEqual(t, ev.DiskRequests, uint64(1), "the sync waited for its write: %+v", ev)
+			assert.NotZero(t, ev.DiskDeviceNs, "%+v", ev)
+		} else {
+			assert.Zero(t, ev.DiskOwnBytes, "a write to the page cache submits nothing: %+v", ev)
+		}
+		requests += ev.DiskRequests
+		own += ev.DiskOwnBytes
+		others += ev.DiskOthersBytes
+	}
+	stat := sys1.Sub(sys0)
+	completed := stat.Reads + stat.Writes + stat.Discards + stat.Flushes
+	submitted := totals1[d.Dev].BytesSubmitted - totals0[d.Dev].BytesSubmitted
+	t.Logf("%d fdatasyncs on %s beside dd: %d requests over the calls (%d completed in the window), own %d B, others %d B (%d B submitted in the window)",
+		syncs, d.Name, requests, completed, own, others, submitted)
+	assert.EqualValues(t, syncs*4096, own)
+	assert.NotZero(t, others, "dd's direct writes and the journal's")
+	assert.LessOrEqual(t, requests, completed, "the calls' requests are the disk's, and the window holds them")
+	assert.LessOrEqual(t, own+others, submitted)
+}
