@@ -95,6 +95,9 @@ func TestEtcdIntegration(t *testing.T) {
 			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
 			require.NoError(t, err)
 			require.NotZero(t, ev.Dev, "the file's device is recorded")
+			// The default scheduler part: a WAL sync waits for its disk.
+			require.Positive(t, lr.Int(attrBlockedNs), "a WAL sync is blocked for the disk")
+			require.LessOrEqual(t, lr.Int(attrBlockedNs)+lr.Int(attrRunnableNs), lr.Int(attrDurationNs))
 			if window.Contains(ts) {
 				walSyncs++
 			}

@@ -7,9 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,6 +18,30 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/disktest"
 )
+
+// rewriteDirect is a child of TestCallsCarryTheirDisk, a neighbour on its disk: it
+// rewrites the same 10 MiB of path with O_DIRECT, 64 KiB a write, until killed.
+func rewriteDirect(path string) {
+	fd, err := unix.Open(path, unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT, 0o600)
+	if err != nil {
+		os.Exit(2)
+	}
+	buf := alignedBlocks(16)
+	for {
+		for off := int64(0); off < 10<<20; off += int64(len(buf)) {
+			if _, err := unix.Pwrite(fd, buf, off); err != nil {
+				os.Exit(3)
+			}
+		}
+	}
+}
+
+// alignedBlocks is n blocks of 4 KiB aligned to 4 KiB, as O_DIRECT wants.
+func alignedBlocks(n int) []byte {
+	buf := make([]byte, (n+1)*4096)
+	off := (4096 - int(uintptr(unsafe.Pointer(&buf[0]))&4095)) & 4095
+	return buf[off : off+n*4096]
+}
 
 // Each fdatasync on a quiet disk carries what its disk did during the call: the
 // page the thread wrote before it, submitted by the thread itself (exactly 4 KiB),
@@ -42,16 +66,16 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	defer unix.Close(pipe[1])
 	syncFS(t, d.Dir)
 
-	// The neighbour rewrites the same 10 MiB over and over, so the disk never fills.
-	neighbour := exec.Command("sh", "-c", `while :; do dd if=/dev/zero of="$0" bs=64k count=160 oflag=direct conv=notrunc status=none || exit; done`,
-		filepath.Join(d.Dir, "neighbour"))
-	neighbour.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	neighbour := exec.Command(exe)
+	neighbour.Env = append(os.Environ(), childEnv+"=direct:"+filepath.Join(d.Dir, "neighbour"))
 	require.NoError(t, neighbour.Start())
 	defer func() {
-		_ = syscall.Kill(-neighbour.Process.Pid, syscall.SIGKILL)
+		_ = neighbour.Process.Kill()
 		_ = neighbour.Wait()
 	}()
-	time.Sleep(100 * time.Millisecond) // dd is writing
+	time.Sleep(100 * time.Millisecond) // the neighbour is writing
 
 	const syncs = 20
 	runtime.LockOSThread()
@@ -96,10 +120,10 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	stat := sys1.Sub(sys0)
 	completed := stat.Reads + stat.Writes + stat.Discards + stat.Flushes
 	submitted := totals1[d.Dev].BytesSubmitted - totals0[d.Dev].BytesSubmitted
-	t.Logf("%d fdatasyncs on %s beside dd: %d requests over the calls (%d completed in the window), own %d B, others %d B (%d B submitted in the window)",
+	t.Logf("%d fdatasyncs on %s beside a neighbour: %d requests over the calls (%d completed in the window), own %d B, others %d B (%d B submitted in the window)",
 		syncs, d.Name, requests, completed, own, others, submitted)
 	assert.EqualValues(t, syncs*4096, own)
-	assert.NotZero(t, others, "dd's direct writes and the journal's")
+	assert.NotZero(t, others, "the neighbour's direct writes and the journal's")
 	assert.LessOrEqual(t, requests, completed, "the calls' requests are the disk's, and the window holds them")
 	assert.LessOrEqual(t, own+others, submitted)
 }

@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	if cpu, ok := strings.CutPrefix(os.Getenv(childEnv), "spin:"); ok {
 		spin(cpu)
 	}
+	if path, ok := strings.CutPrefix(os.Getenv(childEnv), "direct:"); ok {
+		rewriteDirect(path)
+	}
 	if os.Getenv(childEnv) == "start" {
 		if name := os.Getenv(childSeccompEnv); name != "" {
 			if err := refuseBySeccomp(name); err != nil {
