@@ -17,7 +17,7 @@ const (
 	maxBudgetRate = 1_000_000_000 // one record per nanosecond: the kernel side's resolution
 )
 
-// The names the kernel side knows; bpf/record.go maps them to its enums.
+// The names the kernel side knows; internal/tracer maps them to its types.
 var (
 	syscallNames = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
 	fdKindNames  = []string{"file", "socket", "pipe", "eventfd", "directory", "other", "unknown"}

@@ -8,15 +8,13 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 func TestValidatePIDsUpToTheTargetPIDsMap(t *testing.T) {
-	maxPIDs, err := bpf.MaxTargetPIDs()
+	maxPIDs, err := tracer.MaxTargetPIDs()
 	require.NoError(t, err)
 	cfg := createDefaultConfig()
 	for pid := 1; pid <= maxPIDs; pid++ {
@@ -30,15 +28,15 @@ func TestValidatePIDsUpToTheTargetPIDsMap(t *testing.T) {
 // Validate's names are the kernel side's names.
 func TestConfigNamesMatchTheKernel(t *testing.T) {
 	for _, name := range syscallNames {
-		_, ok := bpf.ParseSyscallType(name)
+		_, ok := tracer.ParseSyscall(name)
 		assert.True(t, ok, "syscall %q", name)
 	}
 	for _, name := range fdKindNames {
-		_, ok := bpf.ParseFdKind(name)
+		_, ok := tracer.ParseFDKind(name)
 		assert.True(t, ok, "fd kind %q", name)
 	}
-	assert.Len(t, syscallNames, int(bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE))
-	assert.Len(t, fdKindNames, int(bpf.MonitorFdKindFD_KIND_OTHER)+1)
+	assert.Len(t, syscallNames, int(tracer.SyscallSyncFileRange))
+	assert.Len(t, fdKindNames, int(tracer.FDKindOther)+1)
 }
 
 // The disk under the test's own files, by name and by path, is one disk.

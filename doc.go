@@ -7,6 +7,10 @@
 // kernel's latency histograms. It measures and never interprets: no WAL parsing.
 //
 // The receiver runs on Linux only; elsewhere it builds and refuses to start.
-// What ships is this package, bpf, internal/tracer and internal/metadata;
-// internal/testing and cmd hold the tests', the demo's and the bench's tooling.
+// This package is the component: factory, configuration, and the lifecycle of
+// one receiver shared by a logs and a metrics pipeline, over internal/controller,
+// which runs the kernel session (internal/tracer, the only importer of bpf), the
+// conversion to pdata (internal/convert) and the host watch (internal/hostwatch).
+// internal/testing holds the tests' tooling; the nested module tooling/ the demo's,
+// the bench's and the end-to-end tests'.
 package etcdebpfreceiver

@@ -52,7 +52,7 @@ func TestExecutableFilter(t *testing.T) {
 
 	// Nothing runs the old file any more: its inode may be freed and reused by
 	// another file, so the filter must stop allowing it.
-	tr := rcv.(*etcdReceiver).tracer
+	tr := rcv.(*etcdReceiver).ctrl.Session().(*tracer.Tracer)
 	current, err := tracer.ExecutableID(exe)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {

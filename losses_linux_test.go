@@ -77,7 +77,7 @@ func TestBudgetBoundsAFloodingProcess(t *testing.T) {
 	assert.Len(t, lines(), 2, "a line at the first check, the last at exit: at most one a minute while it runs")
 	assert.EqualValues(t, overBudget, logged, "the lines add up to the process's losses: all of them are counted against it")
 	require.Eventually(t, func() bool {
-		losses, err := rcv.(*etcdReceiver).tracer.Losses()
+		losses, err := rcv.(*etcdReceiver).ctrl.Session().Losses()
 		return err == nil && len(losses) == 0
 	}, 5*time.Second, 50*time.Millisecond, "an exited process's entry is freed")
 }

@@ -5,7 +5,6 @@ package etcdebpfreceiver
 import (
 	"context"
 	"fmt"
-	"math"
 	"testing"
 	"time"
 
@@ -14,39 +13,34 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
-func histKey(pid uint32, syscall bpf.MonitorSyscallType, kind bpf.MonitorFdKind, class bpf.MonitorFileClass) bpf.MonitorHistKey {
-	return bpf.MonitorHistKey{Tgid: pid, Type: uint8(syscall), FdKind: uint8(kind), FileClass: uint8(class)}
-}
-
 // durationPoint finds the duration data point of pid with the given attributes.
 func durationPoint(md pmetric.Metrics, pid int, name, kind, class string) (pmetric.ExponentialHistogramDataPoint, bool) {
 	for _, rm := range md.ResourceMetrics().All() {
-		if p, ok := rm.Resource().Attributes().Get(attrProcessPID); !ok || p.Int() != int64(pid) {
+		if p, ok := rm.Resource().Attributes().Get(convert.AttrProcessPID); !ok || p.Int() != int64(pid) {
 			continue
 		}
 		for _, sm := range rm.ScopeMetrics().All() {
 			for _, m := range sm.Metrics().All() {
-				if m.Name() != metricDuration {
+				if m.Name() != convert.MetricDuration {
 					continue
 				}
 				for _, dp := range m.ExponentialHistogram().DataPoints().All() {
 					attrs := dp.Attributes()
-					n, _ := attrs.Get(attrName)
-					k, _ := attrs.Get(attrFDKind)
-					c, _ := attrs.Get(attrFileClass)
+					n, _ := attrs.Get(convert.AttrName)
+					k, _ := attrs.Get(convert.AttrFDKind)
+					c, _ := attrs.Get(convert.AttrFileClass)
 					if n.Str() == name && k.Str() == kind && c.Str() == class {
 						return dp, true
 					}
@@ -55,78 +49,6 @@ func durationPoint(md pmetric.Metrics, pid int, name, kind, class string) (pmetr
 		}
 	}
 	return pmetric.NewExponentialHistogramDataPoint(), false
-}
-
-func TestHistogramCollector(t *testing.T) {
-	c := newHistogramCollector("scope", "v1", 100)
-	exited := map[uint32]bool{}
-	c.exited = func(tgid uint32) bool { return exited[tgid] }
-	c.comms[7] = "etcd"
-
-	walSync := histKey(7, bpf.MonitorSyscallTypeSYSCALL_FDATASYNC, bpf.MonitorFdKindFD_KIND_FILE, bpf.MonitorFileClassFILE_CLASS_WAL)
-	sockWrite := histKey(7, bpf.MonitorSyscallTypeSYSCALL_WRITE, bpf.MonitorFdKindFD_KIND_SOCKET, bpf.MonitorFileClassFILE_CLASS_NONE)
-	var sync, write bpf.MonitorHist
-	sync.Buckets[120], sync.Buckets[123] = 5, 1
-	sync.SumNs = 6_000_000
-	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
-	write.SumNs, write.Bytes = 1000, 4096
-
-	md, gone := c.collect([]tracer.Histogram{{Key: walSync, Value: sync}, {Key: sockWrite, Value: write}, {Key: walSync, Value: sync}}, 200)
-	assert.Empty(t, gone)
-	require.Equal(t, 1, md.ResourceMetrics().Len())
-	res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
-	assert.Equal(t, map[string]any{attrProcessPID: int64(7), attrProcessExecName: "etcd"}, res)
-
-	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
-	require.True(t, ok)
-	assert.Equal(t, 2, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().Len(),
-		"a key the map iteration returned twice is one point")
-	assert.EqualValues(t, bpf.HistScale, dp.Scale())
-	assert.Equal(t, bpf.HistFirstIndex+120, dp.Positive().Offset(), "trimmed to the first non-empty bucket")
-	assert.Equal(t, []uint64{5, 0, 0, 1}, dp.Positive().BucketCounts().AsRaw())
-	assert.EqualValues(t, 6, dp.Count())
-	assert.InDelta(t, 0.006, dp.Sum(), 1e-12)
-	assert.Equal(t, pcommon.Timestamp(100), dp.StartTimestamp())
-	assert.Equal(t, pcommon.Timestamp(200), dp.Timestamp())
-
-	// The kernel's 32-bit counter wraps: the cumulative count keeps growing.
-	write.Buckets[60] = 2 // 4 more calls
-	write.Bytes = 8192
-	exited[7] = true
-	md, gone = c.collect([]tracer.Histogram{{Key: walSync, Value: sync}, {Key: sockWrite, Value: write}}, 300)
-	dp, ok = durationPoint(md, 7, "write", "socket", "")
-	require.True(t, ok)
-	_, hasClass := dp.Attributes().Get(attrFileClass)
-	assert.False(t, hasClass, "a socket has no file class")
-	assert.EqualValues(t, uint64(math.MaxUint32-1)+4, dp.Count())
-
-	// Bytes are reported for writes only.
-	sums := 0
-	for _, m := range md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().All() {
-		if m.Name() == metricBytesWritten {
-			for _, wp := range m.Sum().DataPoints().All() {
-				sums++
-				assert.EqualValues(t, 8192, wp.IntValue())
-				assert.True(t, m.Sum().IsMonotonic())
-				assert.Equal(t, pmetric.AggregationTemporalityCumulative, m.Sum().AggregationTemporality())
-			}
-		}
-	}
-	assert.Equal(t, 1, sums, "one bytes series: the socket write")
-
-	// An exited process's series is reported one last time, then forgotten.
-	assert.ElementsMatch(t, []bpf.MonitorHistKey{walSync, sockWrite}, gone)
-	md, _ = c.collect(nil, 400)
-	assert.Zero(t, md.ResourceMetrics().Len())
-
-	// Calls that found the kernel's map full: one series, marked as the SDKs mark theirs.
-	var over bpf.MonitorHist
-	over.Buckets[0] = 3
-	md, _ = c.collect([]tracer.Histogram{{Overflow: true, Value: over}}, 500)
-	require.Equal(t, 1, md.ResourceMetrics().Len())
-	dp = md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
-	assert.Equal(t, map[string]any{attrOverflow: true}, dp.Attributes().AsRaw())
-	assert.EqualValues(t, 3, dp.Count())
 }
 
 // startBoth creates and starts a logs and a metrics pipeline's receiver on the
@@ -159,9 +81,9 @@ func startShared(t *testing.T, cfg *Config) (*consumertest.LogsSink, *consumerte
 		}
 		stopped = true
 		require.NoError(t, mr.Shutdown(context.Background()))
-		require.NotNil(t, r.tracer, "the programs stay loaded until the last Shutdown")
+		require.NotNil(t, r.ctrl, "the programs stay loaded until the last Shutdown")
 		require.NoError(t, lr.Shutdown(context.Background()))
-		require.Nil(t, r.tracer, "the last Shutdown unloads")
+		require.Nil(t, r.ctrl, "the last Shutdown unloads")
 	}
 	t.Cleanup(stop)
 	return logs, metrics, r, stop
@@ -198,7 +120,7 @@ func TestFirstShutdownDeliversToBothPipelines(t *testing.T) {
 			dp := lastDurationPoint(t, metrics, w.PID(), "write", "other", "")
 			assert.EqualValues(t, n, dp.Count(), "the histograms' last counts delivered by the first Shutdown")
 			require.NoError(t, second.Shutdown(context.Background()))
-			assert.Nil(t, lr.(*etcdReceiver).tracer, "the last Shutdown unloads")
+			assert.Nil(t, lr.(*etcdReceiver).ctrl, "the last Shutdown unloads")
 		})
 	}
 }
@@ -207,7 +129,7 @@ func TestFirstShutdownDeliversToBothPipelines(t *testing.T) {
 func countRecords(ld plog.Logs, pid int, name string) int {
 	n := 0
 	for _, r := range logtest.Flatten(ld) {
-		if r.Int(attrProcessPID) == int64(pid) && r.Str(attrName) == name {
+		if r.Int(convert.AttrProcessPID) == int64(pid) && r.Str(convert.AttrName) == name {
 			n++
 		}
 	}
@@ -241,10 +163,10 @@ func TestMetricsCountEveryWrite(t *testing.T) {
 	cfg.CollectionInterval = time.Second
 	logs, metrics, r, stop := startShared(t, cfg)
 
-	before, err := r.tracer.Counters()
+	before, err := r.ctrl.Session().Counters()
 	require.NoError(t, err)
 	w.Release(t, time.Minute)
-	after, err := r.tracer.Counters()
+	after, err := r.ctrl.Session().Counters()
 	require.NoError(t, err)
 	stop() // the last collection happens at shutdown
 
@@ -268,13 +190,13 @@ func TestMetricsWALSyncsMatchEtcd(t *testing.T) {
 	logs, metrics, r, stop := startShared(t, cfg)
 
 	walSyncs := func() uint64 {
-		hists, err := r.tracer.Histograms()
+		hists, err := r.ctrl.Session().Histograms()
 		require.NoError(t, err)
-		key := histKey(uint32(srv.PID()), bpf.MonitorSyscallTypeSYSCALL_FDATASYNC, bpf.MonitorFdKindFD_KIND_FILE, bpf.MonitorFileClassFILE_CLASS_WAL)
+		key := tracer.HistKey{PID: uint32(srv.PID()), Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
 		var n uint64
 		for _, h := range hists {
 			if !h.Overflow && h.Key == key {
-				for _, b := range h.Value.Buckets {
+				for _, b := range h.Buckets {
 					n += uint64(b)
 				}
 			}

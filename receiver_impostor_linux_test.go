@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.uber.org/zap"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
@@ -38,9 +39,9 @@ func (c *walSyncConsumer) ConsumeLogs(_ context.Context, logs plog.Logs) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, lr := range logtest.Flatten(logs) {
-		pid := lr.Int(attrProcessPID)
+		pid := lr.Int(convert.AttrProcessPID)
 		c.perPID[pid]++
-		if pid == c.etcdPID && lr.Str(attrName) == "fdatasync" && strings.HasSuffix(lr.Str(attrFileName), ".wal") {
+		if pid == c.etcdPID && lr.Str(convert.AttrName) == "fdatasync" && strings.HasSuffix(lr.Str(convert.AttrFileName), ".wal") {
 			c.syncs = append(c.syncs, lr.Timestamp().AsTime())
 		}
 	}
@@ -94,7 +95,7 @@ func TestImpostorCannotTakeEtcdsRecords(t *testing.T) {
 			traced := time.Now()
 			require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost()))
 			defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
-			tr := rcv.(*etcdReceiver).tracer
+			tr := rcv.(*etcdReceiver).ctrl.Session()
 
 			time.Sleep(500 * time.Millisecond) // the flood is on before etcd's first put
 			start := time.Now()

@@ -23,6 +23,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/controller"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
@@ -59,7 +61,7 @@ func (c *countingConsumer) ConsumeLogs(_ context.Context, logs plog.Logs) error 
 		return errors.New("refused by the test")
 	}
 	for _, lr := range logtest.Flatten(logs) {
-		pid, _ := lr.Resource.Attributes().Get(attrProcessPID)
+		pid, _ := lr.Resource.Attributes().Get(convert.AttrProcessPID)
 		c.perPID[pid.Int()]++
 	}
 	return nil
@@ -165,7 +167,7 @@ func TestBlockedPipelineDoesNotBlockWriterAndRecovers(t *testing.T) {
 	sink.gate = nil
 	sink.mu.Unlock()
 	require.Eventually(t, func() bool { return sink.count(flood.PID()) > 0 }, 10*time.Second, 20*time.Millisecond)
-	tr := rcv.(*etcdReceiver).tracer
+	tr := rcv.(*etcdReceiver).ctrl.Session()
 	require.Eventually(t, func() bool { return tr.PendingRecords() == 0 }, 10*time.Second, 20*time.Millisecond,
 		"the reader drains the backlog")
 	after.Release(t, time.Minute) // 200 records: they fit in the drained ring
@@ -298,12 +300,12 @@ func TestExitedTargetIsReported(t *testing.T) {
 	defer func() { require.NoError(t, rcv.Shutdown(context.Background())) }()
 
 	w.Release(t, time.Minute)
-	require.Eventually(t, func() bool { return sumOf(t, tel, "otelcol_etcdebpf_targets_exited") == 1 }, 5*targetCheckInterval, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return sumOf(t, tel, "otelcol_etcdebpf_targets_exited") == 1 }, 5*controller.TargetCheckInterval, 50*time.Millisecond,
 		"the exit is counted in telemetry")
 	exits := logs.FilterMessageSnippet("A traced process exited").FilterField(zap.Int("pid", w.PID()))
 	assert.Equal(t, 1, exits.Len(), "and logged once, with the pid")
 	assert.Eventually(t, func() bool { return sink.count(w.PID()) == 100 }, 5*time.Second, 20*time.Millisecond, "its records were delivered")
-	time.Sleep(2 * targetCheckInterval)
+	time.Sleep(2 * controller.TargetCheckInterval)
 	assert.Equal(t, 1, sumOf(t, tel, "otelcol_etcdebpf_targets_exited"), "reported once")
 }
 

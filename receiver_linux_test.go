@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
@@ -78,35 +79,35 @@ func TestEtcdIntegration(t *testing.T) {
 
 	var walSyncs, dbWrites, dbSyncs, socketWrites int
 	for _, lr := range allRecords(sink) {
-		pid := int(lr.Int(attrProcessPID))
+		pid := int(lr.Int(convert.AttrProcessPID))
 		require.NotContains(t, decoys, pid, "record from decoy %s", decoys[pid])
-		require.Equal(t, "etcd", lr.Str(attrProcessExecName), "only processes named exactly etcd are traced")
+		require.Equal(t, "etcd", lr.Str(convert.AttrProcessExecName), "only processes named exactly etcd are traced")
 		if pid != srv.PID() {
 			continue // another etcd on this host
 		}
 		ts := lr.Timestamp().AsTime()
 		require.WithinRange(t, ts, window.Start.Add(-10*time.Second), window.End.Add(time.Second), "timestamp is wall-clock entry time")
-		name, file := lr.Body().Str(), lr.Str(attrFileName)
+		name, file := lr.Body().Str(), lr.Str(convert.AttrFileName)
 		switch {
 		case name == "fdatasync" && strings.HasSuffix(file, ".wal"):
-			require.Positive(t, lr.Int(attrDurationNs))
-			require.Zero(t, lr.Int(attrRet))
-			raw, _ := lr.Attributes().Get(attrRaw)
+			require.Positive(t, lr.Int(convert.AttrDurationNs))
+			require.Zero(t, lr.Int(convert.AttrRet))
+			raw, _ := lr.Attributes().Get(convert.AttrRaw)
 			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
 			require.NoError(t, err)
 			require.NotZero(t, ev.Dev, "the file's device is recorded")
 			// The default scheduler part: a WAL sync waits for its disk.
-			require.Positive(t, lr.Int(attrBlockedNs), "a WAL sync is blocked for the disk")
-			require.LessOrEqual(t, lr.Int(attrBlockedNs)+lr.Int(attrRunnableNs), lr.Int(attrDurationNs))
+			require.Positive(t, lr.Int(convert.AttrBlockedNs), "a WAL sync is blocked for the disk")
+			require.LessOrEqual(t, lr.Int(convert.AttrBlockedNs)+lr.Int(convert.AttrRunnableNs), lr.Int(convert.AttrDurationNs))
 			if window.Contains(ts) {
 				walSyncs++
 			}
 		case name == "pwrite64" && file == "db":
 			dbWrites++
-			require.Equal(t, lr.Int(attrCount), lr.Int(attrRet), "bbolt writes whole pages")
+			require.Equal(t, lr.Int(convert.AttrCount), lr.Int(convert.AttrRet), "bbolt writes whole pages")
 		case name == "fdatasync" && file == "db":
 			dbSyncs++
-		case (name == "write" || name == "writev") && lr.Str(attrFDKind) == "socket":
+		case (name == "write" || name == "writev") && lr.Str(convert.AttrFDKind) == "socket":
 			socketWrites++
 		}
 	}
@@ -138,22 +139,22 @@ func TestRawMatchesDecodedAttributes(t *testing.T) {
 	require.NotEmpty(t, records)
 	sawMarker := false
 	for _, lr := range records {
-		raw, ok := lr.Attributes().Get(attrRaw)
+		raw, ok := lr.Attributes().Get(convert.AttrRaw)
 		require.True(t, ok)
 		ev, payload, err := bpf.Decode(raw.Bytes().AsRaw())
 		require.NoError(t, err)
 		assert.Equal(t, bpf.EventSize+64, raw.Bytes().Len(), "the fixed part and a 64-byte payload area")
-		assert.EqualValues(t, ev.Type, lr.Int(attrType))
-		assert.EqualValues(t, ev.Pid, lr.Int(attrProcessPID))
-		assert.EqualValues(t, ev.Tid, lr.Int(attrTID))
-		assert.EqualValues(t, ev.Fd, lr.Int(attrFD))
-		assert.EqualValues(t, ev.Ret, lr.Int(attrRet))
-		assert.EqualValues(t, ev.DurationNs, lr.Int(attrDurationNs))
+		assert.EqualValues(t, ev.Type, lr.Int(convert.AttrType))
+		assert.EqualValues(t, ev.Pid, lr.Int(convert.AttrProcessPID))
+		assert.EqualValues(t, ev.Tid, lr.Int(convert.AttrTID))
+		assert.EqualValues(t, ev.Fd, lr.Int(convert.AttrFD))
+		assert.EqualValues(t, ev.Ret, lr.Int(convert.AttrRet))
+		assert.EqualValues(t, ev.DurationNs, lr.Int(convert.AttrDurationNs))
 		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), lr.Body().Str())
 		assert.LessOrEqual(t, len(payload), 64)
-		if p, ok := lr.Attributes().Get(attrPayload); ok {
+		if p, ok := lr.Attributes().Get(convert.AttrPayload); ok {
 			assert.Equal(t, payload, p.Bytes().AsRaw())
-			assert.LessOrEqual(t, int64(len(payload)), max(lr.Int(attrRet), 0), "never more than was written")
+			assert.LessOrEqual(t, int64(len(payload)), max(lr.Int(convert.AttrRet), 0), "never more than was written")
 			sawMarker = sawMarker || strings.Contains(string(payload), "payload-marker")
 		}
 	}
@@ -175,6 +176,6 @@ func TestPIDsFilterExcludesOtherEtcd(t *testing.T) {
 	records := allRecords(sink)
 	require.NotEmpty(t, records)
 	for _, lr := range records {
-		require.EqualValues(t, srv.PID(), lr.Int(attrProcessPID), "impostor pid is %d", impostor)
+		require.EqualValues(t, srv.PID(), lr.Int(convert.AttrProcessPID), "impostor pid is %d", impostor)
 	}
 }

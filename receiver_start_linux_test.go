@@ -67,7 +67,7 @@ func TestStartFailureByErrorMode(t *testing.T) {
 			host := &reportingHost{Host: componenttest.NewNopHost()}
 
 			err = rcv.Start(context.Background(), host)
-			assert.Nil(t, rcv.(*etcdReceiver).tracer, "nothing is running")
+			assert.Nil(t, rcv.(*etcdReceiver).ctrl, "nothing is running")
 			switch mode {
 			case ErrorModePropagate:
 				require.Error(t, err, "the collector must learn that this receiver cannot trace")

@@ -34,8 +34,7 @@ type DiskOpStats struct {
 	Completed uint64 // as /sys/block/<disk>/stat counts them
 	// Service is the device's time, request issued to completed; its Bytes are the
 	// bytes served. Queue is the kernel's, request made from its first bio to issued.
-	// Their bucket counters are 32 bits wide and wrap, as Histogram's do.
-	Service, Queue bpf.MonitorHist
+	Service, Queue HistCounts
 }
 
 // DiskTotal is a covered disk's running totals, the ones the syscall programs read beside each call.
@@ -229,7 +228,7 @@ func (t *Tracer) DiskOps() ([]DiskOpStats, error) {
 	for iter.Next(&key, &val) {
 		out = append(out, DiskOpStats{
 			Dev: key.Dev, Op: DiskOp(key.Op), Completed: val.Completed,
-			Service: bpf.MonitorHist(val.Service), Queue: bpf.MonitorHist(val.Queue),
+			Service: histCountsOf(bpf.MonitorHist(val.Service)), Queue: histCountsOf(bpf.MonitorHist(val.Queue)),
 		})
 	}
 	if err := iter.Err(); err != nil {

@@ -50,13 +50,13 @@ func runDelays(t *testing.T, pid int) map[int]uint64 {
 // drainAll reads every record pending in the ring.
 func drainAll(t *testing.T, tr *Tracer) []bpf.MonitorEvent {
 	t.Helper()
-	require.NoError(t, tr.Reader.Flush())
+	require.NoError(t, tr.reader.Flush())
 	var out []bpf.MonitorEvent
 	for {
-		tr.Reader.SetDeadline(time.Now().Add(500 * time.Millisecond))
-		rec, err := tr.Reader.Read()
+		tr.reader.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		rec, err := tr.reader.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
-			if tr.Reader.AvailableBytes() == 0 {
+			if tr.reader.AvailableBytes() == 0 {
 				return out
 			}
 			continue

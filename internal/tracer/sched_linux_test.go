@@ -87,11 +87,11 @@ func readSchedstat(pid, tid int) (schedstat, error) {
 // drainRecords reads the pending records of tid until it has want of them.
 func drainRecords(t *testing.T, tr *Tracer, tid, want int) []bpf.MonitorEvent {
 	t.Helper()
-	require.NoError(t, tr.Reader.Flush())
-	tr.Reader.SetDeadline(time.Now().Add(10 * time.Second))
+	require.NoError(t, tr.reader.Flush())
+	tr.reader.SetDeadline(time.Now().Add(10 * time.Second))
 	var out []bpf.MonitorEvent
 	for len(out) < want {
-		rec, err := tr.Reader.Read()
+		rec, err := tr.reader.Read()
 		require.NoError(t, err, "%d of %d records of thread %d", len(out), want, tid)
 		ev, _, err := bpf.Decode(rec.RawSample)
 		require.NoError(t, err)

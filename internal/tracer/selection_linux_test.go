@@ -14,21 +14,20 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
 // histogramOf sums the buckets of the histogram under key, or 0 if there is none.
-func histogramOf(t *testing.T, tr *Tracer, key bpf.MonitorHistKey) (calls uint64, h bpf.MonitorHist) {
+func histogramOf(t *testing.T, tr *Tracer, key HistKey) (calls uint64, h Histogram) {
 	t.Helper()
 	hists, err := tr.Histograms()
 	require.NoError(t, err)
 	for _, got := range hists {
 		if !got.Overflow && got.Key == key {
-			for _, n := range got.Value.Buckets {
+			for _, n := range got.Buckets {
 				calls += uint64(n)
 			}
-			return calls, got.Value
+			return calls, got
 		}
 	}
 	return 0, h
@@ -85,26 +84,24 @@ func testHistogramsCountCallsTheSelectionDrops(t *testing.T) {
 	require.NoError(t, err)
 
 	pid := uint32(os.Getpid())
-	write := bpf.MonitorHistKey{Tgid: pid, Type: uint8(bpf.MonitorSyscallTypeSYSCALL_WRITE),
-		FdKind: uint8(bpf.MonitorFdKindFD_KIND_FILE), FileClass: uint8(bpf.MonitorFileClassFILE_CLASS_WAL)}
+	write := HistKey{PID: pid, Syscall: SyscallWrite, FDKind: FDKindFile, FileClass: FileClassWAL}
 	calls, h := histogramOf(t, tr, write)
 	assert.EqualValues(t, writes, calls, "writes counted")
 	assert.EqualValues(t, writes*size, h.Bytes, "bytes written")
 	assert.NotZero(t, h.SumNs)
 
-	fsync := bpf.MonitorHistKey{Tgid: pid, Type: uint8(bpf.MonitorSyscallTypeSYSCALL_FSYNC),
-		FdKind: uint8(bpf.MonitorFdKindFD_KIND_DIRECTORY), FileClass: uint8(bpf.MonitorFileClassFILE_CLASS_WAL)}
+	fsync := HistKey{PID: pid, Syscall: SyscallFsync, FDKind: FDKindDirectory, FileClass: FileClassWAL}
 	calls, h = histogramOf(t, tr, fsync)
 	assert.EqualValues(t, syncs, calls, "directory fsyncs counted")
 	assert.Zero(t, h.Bytes)
 
 	fdatasync := write
-	fdatasync.Type = uint8(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC)
+	fdatasync.Syscall = SyscallFdatasync
 	calls, _ = histogramOf(t, tr, fdatasync)
 	assert.Zero(t, calls, "fdatasync is not attached")
 
 	assert.GreaterOrEqual(t, after.Calls-before.Calls, uint64(writes+syncs), "calls seen")
-	assert.Zero(t, tr.Reader.AvailableBytes(), "no record passed min_duration")
+	assert.Zero(t, tr.reader.AvailableBytes(), "no record passed min_duration")
 	assert.Zero(t, after.RingbufFull)
 }
 
@@ -117,23 +114,23 @@ func TestFileClasses(t *testing.T) {
 	defer tr.Close()
 
 	dir := t.TempDir()
-	classes := map[string]bpf.MonitorFileClass{
-		"db":                                     bpf.MonitorFileClassFILE_CLASS_DB,
-		"0000000000000001-000000000000002a.wal":  bpf.MonitorFileClassFILE_CLASS_WAL,
-		"0.tmp":                                  bpf.MonitorFileClassFILE_CLASS_TMP,
-		"000000000000002a-0000000000000003.snap": bpf.MonitorFileClassFILE_CLASS_SNAP,
-		"000000000000002a.snap.db":               bpf.MonitorFileClassFILE_CLASS_DB,
-		"x.wal.broken":                           bpf.MonitorFileClassFILE_CLASS_OTHER,
-		"dbx":                                    bpf.MonitorFileClassFILE_CLASS_OTHER,
-		"a":                                      bpf.MonitorFileClassFILE_CLASS_OTHER,
-		"wal":                                    bpf.MonitorFileClassFILE_CLASS_OTHER, // a file, not the WAL directory
+	classes := map[string]FileClass{
+		"db":                                     FileClassDB,
+		"0000000000000001-000000000000002a.wal":  FileClassWAL,
+		"0.tmp":                                  FileClassTmp,
+		"000000000000002a-0000000000000003.snap": FileClassSnap,
+		"000000000000002a.snap.db":               FileClassDB,
+		"x.wal.broken":                           FileClassOther,
+		"dbx":                                    FileClassOther,
+		"a":                                      FileClassOther,
+		"wal":                                    FileClassOther, // a file, not the WAL directory
 	}
 	// One pwrite64 per class, repeated per name so that the count tells names apart.
 	names := make([]string, 0, len(classes))
 	for name := range classes {
 		names = append(names, name)
 	}
-	want := map[bpf.MonitorFileClass]uint64{}
+	want := map[FileClass]uint64{}
 	for i, name := range names {
 		f, err := os.Create(filepath.Join(dir, name))
 		require.NoError(t, err)
@@ -145,8 +142,7 @@ func TestFileClasses(t *testing.T) {
 		want[classes[name]] += uint64(i + 1)
 	}
 	for class, n := range want {
-		key := bpf.MonitorHistKey{Tgid: uint32(os.Getpid()), Type: uint8(bpf.MonitorSyscallTypeSYSCALL_PWRITE64),
-			FdKind: uint8(bpf.MonitorFdKindFD_KIND_FILE), FileClass: uint8(class)}
+		key := HistKey{PID: uint32(os.Getpid()), Syscall: SyscallPwrite64, FDKind: FDKindFile, FileClass: class}
 		calls, _ := histogramOf(t, tr, key)
 		assert.Equal(t, n, calls, "class %s", class)
 	}

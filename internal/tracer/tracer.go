@@ -1,7 +1,9 @@
 //go:build linux
 
-// Package tracer loads etcd_monitor.c into the kernel, attaches it to the syscall
-// tracepoints and hands out the ring buffer reader and the drop counters.
+// Package tracer is the kernel session: it loads etcd_monitor.c into the kernel,
+// attaches it to the syscall tracepoints, and hands out what the kernel collects
+// as domain types: records, histograms, counters, losses. It is the only package
+// that ships and imports bpf.
 package tracer
 
 import (
@@ -81,8 +83,12 @@ type Tracer struct {
 	sched       []link.Link // attached before the enters, detached after them
 	enters      []link.Link
 	recordSpace int // bytes one record takes in the ring, header included
-	Reader      *ringbuf.Reader
-	block       *blockObjects // nil without Options.Block
+	// reader is set once by Start and never reset: after Close, a goroutine still
+	// reading gets ErrClosed.
+	reader *ringbuf.Reader
+	rec    ringbuf.Record // reused by ReadRecord
+	closed bool
+	block  *blockObjects // nil without Options.Block
 }
 
 // Host probes, variables so that tests can stand in for a host that lacks them.
@@ -151,7 +157,7 @@ func Start(opts Options) (_ *Tracer, err error) {
 	if err := t.attach(); err != nil {
 		return nil, err
 	}
-	if t.Reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
 	}
 	return t, nil
@@ -323,7 +329,30 @@ func recordSpace(payloadBytes int) int {
 }
 
 // PendingRecords is how many records wait in the ring buffer.
-func (t *Tracer) PendingRecords() int { return t.Reader.AvailableBytes() / t.recordSpace }
+func (t *Tracer) PendingRecords() int { return t.reader.AvailableBytes() / t.recordSpace }
+
+// ErrFlushed is ReadRecord's answer once the records pending at FlushRecords were read.
+var ErrFlushed = ringbuf.ErrFlushed
+
+// ErrClosed is ReadRecord's answer after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// ReadRecord waits for the next record, until the deadline SetReadDeadline set
+// (then it returns os.ErrDeadlineExceeded), and returns its raw bytes: they are
+// valid until the next ReadRecord. One goroutine at a time may read.
+func (t *Tracer) ReadRecord() ([]byte, error) {
+	if err := t.reader.ReadInto(&t.rec); err != nil {
+		return nil, err
+	}
+	return t.rec.RawSample, nil
+}
+
+// SetReadDeadline bounds the wait of ReadRecord; the zero time waits forever.
+func (t *Tracer) SetReadDeadline(deadline time.Time) { t.reader.SetDeadline(deadline) }
+
+// FlushRecords makes ReadRecord return what is pending without waiting for the
+// producer's wake-up, then ErrFlushed.
+func (t *Tracer) FlushRecords() error { return t.reader.Flush() }
 
 // cgroupID is the id bpf_get_current_cgroup_id returns for tasks in dir: the
 // inode number of the cgroup v2 directory.
@@ -513,10 +542,10 @@ func closeAll(links []link.Link) error {
 // partly started tracer and more than once.
 func (t *Tracer) Close() error {
 	errs := []error{t.Detach()}
-	if t.Reader != nil {
-		errs = append(errs, t.Reader.Close())
-		t.Reader = nil
+	if t.reader != nil && !t.closed {
+		errs = append(errs, t.reader.Close())
 	}
+	t.closed = true
 	errs = append(errs, t.objs.Close())
 	t.objs = bpf.MonitorObjects{}
 	if t.block != nil {
@@ -538,41 +567,76 @@ func (t *Tracer) RemovePID(pid int) error {
 	return err
 }
 
-// Histogram is the kernel's latency histogram of one process's calls of one
-// syscall on one kind (and class) of fd. Its bucket counters are 32 bits wide and
-// wrap: a reader accumulates differences between reads.
+// The latency histograms' layout: OpenTelemetry exponential buckets at HistScale,
+// bucket 0 of Histogram.Buckets being index HistFirstIndex.
+const (
+	HistScale      = bpf.HistScale
+	HistBuckets    = bpf.HistBuckets
+	HistFirstIndex = bpf.HistFirstIndex
+)
+
+// HistKey is what one histogram counts: one process's calls of one syscall on one
+// kind (and class) of fd.
+type HistKey struct {
+	PID       uint32
+	Syscall   Syscall
+	FDKind    FDKind
+	FileClass FileClass
+}
+
+func (k HistKey) kernel() bpf.MonitorHistKey {
+	return bpf.MonitorHistKey{Tgid: k.PID, Type: uint8(k.Syscall), FdKind: uint8(k.FDKind), FileClass: uint8(k.FileClass)}
+}
+
+func histKeyOf(k bpf.MonitorHistKey) HistKey {
+	return HistKey{PID: k.Tgid, Syscall: Syscall(k.Type), FDKind: FDKind(k.FdKind), FileClass: FileClass(k.FileClass)}
+}
+
+// HistCounts are one kernel latency histogram's counts. Its bucket counters are
+// 32 bits wide and wrap: a reader accumulates differences between reads.
+type HistCounts struct {
+	SumNs   uint64
+	Bytes   uint64 // the bytes the counted calls (or requests) wrote or served
+	Buckets [HistBuckets]uint32
+}
+
+func histCountsOf(h bpf.MonitorHist) HistCounts {
+	return HistCounts{SumNs: h.SumNs, Bytes: h.Bytes, Buckets: h.Buckets}
+}
+
+// Histogram is the kernel's latency histogram of the calls of one key.
 type Histogram struct {
-	Key      bpf.MonitorHistKey
+	Key      HistKey
 	Overflow bool // the calls that found the map full, whatever their key
-	Value    bpf.MonitorHist
+	HistCounts
 }
 
 // Histograms reads every histogram, the overflow one last (when it counted any call).
 func (t *Tracer) Histograms() ([]Histogram, error) {
 	var (
 		out []Histogram
-		h   Histogram
+		key bpf.MonitorHistKey
+		val bpf.MonitorHist
 	)
 	iter := t.objs.Hists.Iterate()
-	for iter.Next(&h.Key, &h.Value) {
-		out = append(out, h)
+	for iter.Next(&key, &val) {
+		out = append(out, Histogram{Key: histKeyOf(key), HistCounts: histCountsOf(val)})
 	}
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("reading the histograms: %w", err)
 	}
-	overflow := Histogram{Overflow: true}
-	if err := t.objs.HistOverflow.Lookup(uint32(0), &overflow.Value); err != nil {
+	if err := t.objs.HistOverflow.Lookup(uint32(0), &val); err != nil {
 		return nil, fmt.Errorf("reading the overflow histogram: %w", err)
 	}
-	if overflow.Value.SumNs != 0 || slices.ContainsFunc(overflow.Value.Buckets[:], func(n uint32) bool { return n != 0 }) {
-		out = append(out, overflow)
+	if val.SumNs != 0 || slices.ContainsFunc(val.Buckets[:], func(n uint32) bool { return n != 0 }) {
+		out = append(out, Histogram{Overflow: true, HistCounts: histCountsOf(val)})
 	}
 	return out, nil
 }
 
 // DeleteHistogram frees a histogram's slot, for a process that exited.
-func (t *Tracer) DeleteHistogram(key bpf.MonitorHistKey) error {
-	err := t.objs.Hists.Delete(key)
+func (t *Tracer) DeleteHistogram(key HistKey) error {
+	err := t.objs.Hists.Delete(key.kernel())
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
 	}

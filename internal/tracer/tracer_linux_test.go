@@ -189,7 +189,7 @@ func TestStartDefaults(t *testing.T) {
 		tr, err = Start(Options{Comm: "etcd", RingBufferSize: 1 << 20})
 		require.NoError(t, err)
 	})
-	require.NotNil(t, tr.Reader)
+	require.NotNil(t, tr.reader)
 	assert.Len(t, objs.Programs, 15, "an enter and an exit per syscall, and sched_switch's")
 	assert.Len(t, objs.Maps, 15)      // 11 of its own, the 4 it shares with the disks' view (bpf/disk.h)
 	bpftest.RequireLinks(t, objs, 14) // scheduler off: sched_switch's program is loaded, not attached
@@ -404,10 +404,10 @@ func TestPayloadCaptureAtEverySize(t *testing.T) {
 			defer tr.Close()
 			w.Release(t, time.Minute)
 			// Three records are too few to wake the reader: read what is pending.
-			require.NoError(t, tr.Reader.Flush())
-			tr.Reader.SetDeadline(time.Now().Add(10 * time.Second))
+			require.NoError(t, tr.reader.Flush())
+			tr.reader.SetDeadline(time.Now().Add(10 * time.Second))
 			for i := range writes {
-				rec, err := tr.Reader.Read()
+				rec, err := tr.reader.Read()
 				require.NoError(t, err, "record %d of %d", i+1, writes)
 				ev, payload, err := bpf.Decode(rec.RawSample)
 				require.NoError(t, err)

@@ -200,7 +200,7 @@ func (h *harness) buildWriters() error {
 
 // microPackage holds the record path's Go benchmarks, relative to the repository
 // root: they test the receiver's module, not this one.
-const microPackage = "."
+const microPackage = "./internal/convert"
 
 func (h *harness) micro() error {
 	logf("phase micro: Go benchmarks of the decode-and-build path")

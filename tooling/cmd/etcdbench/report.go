@@ -517,7 +517,7 @@ func (r *report) writeMicro(w func(string, ...any), targets *[]string) {
 	w("## Decode and build: Go benchmark\n\n")
 	w("`go test -run '^$' -bench 'BenchmarkLogBuilderAppend|BenchmarkPdataOnly' -benchmem -count 5 %s` ", microPackage)
 	w(
-		"(`logs_bench_linux_test.go`): logBuilder.append over a realistic 144-byte WAL write record, batches of 1024 as " +
+		"(`internal/convert/logs_bench_test.go`): LogBuilder.Append over a realistic 144-byte WAL write record, batches of 1024 as " +
 			"the receiver builds them; BenchmarkPdataOnly builds the same log records with pdata calls alone (pdata's own " +
 			"allocations). Medians of 5.\n\n")
 	w("| benchmark | ns/record | B/record | allocs/record |\n|---|---|---|---|\n")

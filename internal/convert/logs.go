@@ -1,6 +1,6 @@
 //go:build linux
 
-package etcdebpfreceiver
+package convert
 
 import (
 	"math"
@@ -10,47 +10,12 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
-// Attribute keys: part of the receiver's contract, documented in docs/records.md. The
-// Resource of a process's records carries attrProcessPID and attrProcessExecName,
-// as the Resource of its metrics does.
-const (
-	// On every record.
-	attrType = "etcd.syscall.type"
-	attrRaw  = "etcd.syscall.raw"
-	attrTID  = "thread.id"
-
-	// On every record when decode is on.
-	attrName       = "etcd.syscall.name"
-	attrFD         = "etcd.syscall.fd"
-	attrFDKind     = "etcd.syscall.fd_kind"
-	attrFileName   = "file.name"
-	attrFileInode  = "file.inode"
-	attrCount      = "etcd.syscall.count"
-	attrOffset     = "etcd.syscall.offset"
-	attrRet        = "etcd.syscall.ret"
-	attrDurationNs = "etcd.syscall.duration_ns"
-	attrPayload    = "etcd.syscall.payload"
-
-	// When decode and scheduler are on: where the call's time went besides a CPU.
-	attrBlockedNs  = "etcd.syscall.blocked_ns"
-	attrRunnableNs = "etcd.syscall.runnable_ns"
-
-	// When decode and block are on, for a call on a file of a covered disk: what the
-	// disk did while the call ran.
-	attrDisk            = "system.device"
-	attrDiskRequests    = "etcd.syscall.disk.requests"
-	attrDiskDeviceNs    = "etcd.syscall.disk.device_ns"
-	attrDiskOwnBytes    = "etcd.syscall.disk.own_bytes"
-	attrDiskOthersBytes = "etcd.syscall.disk.others_bytes"
-)
-
-// logBuilder turns raw ring-buffer records into log records of one plog.Logs,
+// LogBuilder turns raw ring-buffer records into log records of one plog.Logs,
 // grouped into one ResourceLogs per process.
-type logBuilder struct {
+type LogBuilder struct {
 	decode  bool
 	scope   pcommon.InstrumentationScope
 	strings stringCache
@@ -72,11 +37,11 @@ type logBuilder struct {
 // gets a Resource of its own, so that no record is labelled with another name.
 type processKey struct {
 	pid  uint32
-	comm [16]int8
+	comm tracer.Comm
 }
 
-func newLogBuilder(decode bool, scopeName, version string, capacity int) *logBuilder {
-	b := &logBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}, disks: map[uint32]string{}}
+func NewLogBuilder(decode bool, scopeName, version string, capacity int) *LogBuilder {
+	b := &LogBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}, disks: map[uint32]string{}}
 	b.scope.SetName(scopeName)
 	b.scope.SetVersion(version)
 	b.reset(capacity)
@@ -84,7 +49,7 @@ func newLogBuilder(decode bool, scopeName, version string, capacity int) *logBui
 }
 
 // reset starts a new batch; the previous plog.Logs now belongs to the consumer.
-func (b *logBuilder) reset(capacity int) {
+func (b *LogBuilder) reset(capacity int) {
 	b.logs = plog.NewLogs()
 	b.capacity, b.n = capacity, 0
 	b.processes = map[processKey]plog.LogRecordSlice{}
@@ -92,19 +57,20 @@ func (b *logBuilder) reset(capacity int) {
 	b.bootOffset = bootOffset()
 }
 
-func (b *logBuilder) len() int { return b.n }
+// Len is how many records the batch holds.
+func (b *LogBuilder) Len() int { return b.n }
 
-// take returns the batch built so far and starts a new one.
-func (b *logBuilder) take(capacity int) plog.Logs {
+// Take returns the batch built so far and starts a new one.
+func (b *LogBuilder) Take(capacity int) plog.Logs {
 	logs := b.logs
 	b.reset(capacity)
 	return logs
 }
 
-// recordsOf returns the log records of ev's process, adding its ResourceLogs on
+// recordsOf returns the log records of rec's process, adding its ResourceLogs on
 // the process's first record in the batch.
-func (b *logBuilder) recordsOf(ev *bpf.MonitorEvent) plog.LogRecordSlice {
-	key := processKey{pid: ev.Pid, comm: ev.Comm}
+func (b *LogBuilder) recordsOf(rec tracer.Record) plog.LogRecordSlice {
+	key := processKey{pid: rec.PID(), comm: rec.Comm()}
 	if key == b.last && b.n > 0 {
 		return b.lastRecs
 	}
@@ -113,8 +79,8 @@ func (b *logBuilder) recordsOf(ev *bpf.MonitorEvent) plog.LogRecordSlice {
 		rl := b.logs.ResourceLogs().AppendEmpty()
 		res := rl.Resource().Attributes()
 		res.EnsureCapacity(2)
-		res.PutInt(attrProcessPID, int64(ev.Pid))
-		res.PutStr(attrProcessExecName, b.strings.get(ev.Comm[:]))
+		res.PutInt(AttrProcessPID, int64(rec.PID()))
+		res.PutStr(AttrProcessExecName, b.strings.get(rec.CommName()))
 		sl := rl.ScopeLogs().AppendEmpty()
 		b.scope.CopyTo(sl.Scope())
 		recs = sl.LogRecords()
@@ -125,74 +91,76 @@ func (b *logBuilder) recordsOf(ev *bpf.MonitorEvent) plog.LogRecordSlice {
 	return recs
 }
 
-// append adds the record in raw, or returns an error and adds nothing if raw is not a record.
-func (b *logBuilder) append(raw []byte, observed pcommon.Timestamp) error {
-	ev, payload, err := bpf.Decode(raw)
+// Append adds the record in raw, or returns an error and adds nothing if raw is not a record.
+func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
+	rec, err := tracer.DecodeRecord(raw)
 	if err != nil {
 		return err
 	}
-	lr := b.recordsOf(ev).AppendEmpty()
+	lr := b.recordsOf(rec).AppendEmpty()
 	b.n++
-	typ := bpf.MonitorSyscallType(ev.Type)
-	lr.SetTimestamp(monotonicToWall(ev.StartNs, b.bootOffset))
+	syscall := rec.Syscall()
+	lr.SetTimestamp(monotonicToWall(rec.StartNs(), b.bootOffset))
 	lr.SetObservedTimestamp(observed)
-	lr.Body().SetStr(typ.String())
+	lr.Body().SetStr(syscall.String())
 
 	attrs := lr.Attributes()
-	takesCount := typ != bpf.MonitorSyscallTypeSYSCALL_FSYNC && typ != bpf.MonitorSyscallTypeSYSCALL_FDATASYNC
-	sched := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) != 0
-	disk := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_DISK) != 0
+	fileName, payload := rec.FileName(), rec.Payload()
+	takesCount := syscall.TakesCount()
+	sched := rec.Scheduled()
+	disk := rec.OnDisk()
 	if !b.decode {
 		attrs.EnsureCapacity(3)
 	} else {
 		// Exactly the attributes below: the slice is allocated once, at its size.
-		attrs.EnsureCapacity(8 + btoi(ev.FileName[0] != 0) + btoi(ev.Inode != 0) + btoi(takesCount) +
-			btoi(ev.Offset >= 0) + btoi(len(payload) > 0) + 2*btoi(sched) + 5*btoi(disk))
+		attrs.EnsureCapacity(8 + btoi(len(fileName) > 0) + btoi(rec.Inode() != 0) + btoi(takesCount) +
+			btoi(rec.Offset() >= 0) + btoi(len(payload) > 0) + 2*btoi(sched) + 5*btoi(disk))
 	}
-	attrs.PutInt(attrType, int64(ev.Type))
+	attrs.PutInt(AttrType, int64(syscall))
 	// FromRaw copies (one allocation of exactly the record's size): the ring
 	// buffer reader reuses raw for the next record.
-	attrs.PutEmptyBytes(attrRaw).FromRaw(raw)
-	attrs.PutInt(attrTID, int64(ev.Tid))
+	attrs.PutEmptyBytes(AttrRaw).FromRaw(raw)
+	attrs.PutInt(AttrTID, int64(rec.TID()))
 	if !b.decode {
 		return nil
 	}
-	attrs.PutStr(attrName, typ.String())
-	attrs.PutInt(attrFD, int64(ev.Fd))
-	attrs.PutStr(attrFDKind, bpf.MonitorFdKind(ev.FdKind).String())
-	if ev.FileName[0] != 0 {
-		attrs.PutStr(attrFileName, b.strings.get(ev.FileName[:]))
+	attrs.PutStr(AttrName, syscall.String())
+	attrs.PutInt(AttrFD, int64(rec.FD()))
+	attrs.PutStr(AttrFDKind, rec.FDKind().String())
+	if len(fileName) > 0 {
+		attrs.PutStr(AttrFileName, b.strings.get(fileName))
 	}
-	if ev.Inode != 0 {
-		attrs.PutStr(attrFileInode, b.inodes.get(ev.Inode))
+	if rec.Inode() != 0 {
+		attrs.PutStr(AttrFileInode, b.inodes.get(rec.Inode()))
 	}
 	if takesCount {
-		attrs.PutInt(attrCount, int64(ev.Count))
+		attrs.PutInt(AttrCount, int64(rec.Count()))
 	}
-	if ev.Offset >= 0 {
-		attrs.PutInt(attrOffset, ev.Offset)
+	if rec.Offset() >= 0 {
+		attrs.PutInt(AttrOffset, rec.Offset())
 	}
-	attrs.PutInt(attrRet, ev.Ret)
-	attrs.PutInt(attrDurationNs, int64(ev.DurationNs))
+	attrs.PutInt(AttrRet, rec.Ret())
+	attrs.PutInt(AttrDurationNs, int64(rec.DurationNs()))
 	if sched {
-		attrs.PutInt(attrBlockedNs, int64(ev.BlockedNs))
-		attrs.PutInt(attrRunnableNs, int64(ev.RunnableNs))
+		attrs.PutInt(AttrBlockedNs, int64(rec.BlockedNs()))
+		attrs.PutInt(AttrRunnableNs, int64(rec.RunnableNs()))
 	}
 	if disk {
-		attrs.PutStr(attrDisk, b.diskName(ev.Disk))
-		attrs.PutInt(attrDiskRequests, int64(ev.DiskRequests))
-		attrs.PutInt(attrDiskDeviceNs, int64(ev.DiskDeviceNs))
-		attrs.PutInt(attrDiskOwnBytes, int64(ev.DiskOwnBytes))
-		attrs.PutInt(attrDiskOthersBytes, int64(ev.DiskOthersBytes))
+		d := rec.Disk()
+		attrs.PutStr(AttrDisk, b.diskName(d.Dev))
+		attrs.PutInt(AttrDiskRequests, int64(d.Requests))
+		attrs.PutInt(AttrDiskDeviceNs, int64(d.DeviceNs))
+		attrs.PutInt(AttrDiskOwnBytes, int64(d.OwnBytes))
+		attrs.PutInt(AttrDiskOthersBytes, int64(d.OthersBytes))
 	}
 	if len(payload) > 0 {
-		attrs.PutEmptyBytes(attrPayload).FromRaw(payload)
+		attrs.PutEmptyBytes(AttrPayload).FromRaw(payload)
 	}
 	return nil
 }
 
 // diskName is the name in /sys/block of the disk dev, as the disk metrics name it.
-func (b *logBuilder) diskName(dev uint32) string {
+func (b *LogBuilder) diskName(dev uint32) string {
 	name, ok := b.disks[dev]
 	if !ok {
 		if len(b.disks) >= maxCachedStrings {
@@ -242,8 +210,7 @@ const maxCachedStrings = 4096
 // and file names repeat in every record, and the cache saves an allocation each.
 type stringCache map[string]string
 
-func (c stringCache) get(name []int8) string {
-	b := bpf.CString(name)
+func (c stringCache) get(b []byte) string {
 	if s, ok := c[string(b)]; ok { // no allocation: the compiler optimizes map lookups by []byte conversion
 		return s
 	}

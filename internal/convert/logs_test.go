@@ -1,6 +1,6 @@
 //go:build linux
 
-package etcdebpfreceiver
+package convert
 
 import (
 	"bytes"
@@ -15,12 +15,13 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 func walSync() bpf.MonitorEvent {
 	ev := bpf.MonitorEvent{
-		Version: bpf.RecordVersion, Type: uint16(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC),
-		FdKind: uint8(bpf.MonitorFdKindFD_KIND_FILE), Pid: 100, Tid: 101, Fd: 9, Inode: 555,
+		Version: bpf.RecordVersion, Type: uint16(tracer.SyscallFdatasync),
+		FdKind: uint8(tracer.FDKindFile), Pid: 100, Tid: 101, Fd: 9, Inode: 555,
 		Offset: -1, StartNs: 5_000_000_000, DurationNs: 244_000,
 	}
 	copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
@@ -29,18 +30,18 @@ func walSync() bpf.MonitorEvent {
 }
 
 func TestAppendDecodedRecord(t *testing.T) {
-	b := newLogBuilder(true, "scope", "v1", 1)
+	b := NewLogBuilder(true, "scope", "v1", 1)
 	b.bootOffset = 1_700_000_000_000_000_000
 	raw := recordtest.Encode(walSync(), nil)
 	observed := pcommon.Timestamp(42)
-	require.NoError(t, b.append(raw, observed))
+	require.NoError(t, b.Append(raw, observed))
 
-	require.Equal(t, 1, b.len())
-	logs := b.take(16)
-	assert.Equal(t, 0, b.len(), "take starts a new batch")
+	require.Equal(t, 1, b.Len())
+	logs := b.Take(16)
+	assert.Equal(t, 0, b.Len(), "take starts a new batch")
 	require.Equal(t, 1, logs.ResourceLogs().Len())
 	rl := logs.ResourceLogs().At(0)
-	assert.Equal(t, map[string]any{attrProcessPID: int64(100), attrProcessExecName: "etcd"}, rl.Resource().Attributes().AsRaw(),
+	assert.Equal(t, map[string]any{AttrProcessPID: int64(100), AttrProcessExecName: "etcd"}, rl.Resource().Attributes().AsRaw(),
 		"the process's identity is on the Resource")
 	sl := rl.ScopeLogs().At(0)
 	assert.Equal(t, "scope", sl.Scope().Name())
@@ -50,16 +51,16 @@ func TestAppendDecodedRecord(t *testing.T) {
 	assert.Equal(t, observed, lr.ObservedTimestamp())
 	assert.Equal(t, "fdatasync", lr.Body().AsRaw(), "the body is the syscall's name")
 	assert.Equal(t, map[string]any{
-		attrType:       int64(6),
-		attrRaw:        raw,
-		attrTID:        int64(101),
-		attrName:       "fdatasync",
-		attrFD:         int64(9),
-		attrFDKind:     "file",
-		attrFileName:   "0000000000000000-0000000000000000.wal",
-		attrFileInode:  "555",
-		attrRet:        int64(0),
-		attrDurationNs: int64(244_000),
+		AttrType:       int64(6),
+		AttrRaw:        raw,
+		AttrTID:        int64(101),
+		AttrName:       "fdatasync",
+		AttrFD:         int64(9),
+		AttrFDKind:     "file",
+		AttrFileName:   "0000000000000000-0000000000000000.wal",
+		AttrFileInode:  "555",
+		AttrRet:        int64(0),
+		AttrDurationNs: int64(244_000),
 	}, lr.Attributes().AsRaw(), "no count and no offset for fdatasync, no payload when none was captured")
 }
 
@@ -68,11 +69,11 @@ func TestAppendDecodedRecord(t *testing.T) {
 func TestAppendSchedulerSplit(t *testing.T) {
 	ev := walSync()
 	ev.BlockedNs, ev.RunnableNs, ev.Measured = 200_000, 30_000, uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED)
-	b := newLogBuilder(true, "scope", "v1", 1)
-	require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
-	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
-	assert.Equal(t, int64(200_000), attrs[attrBlockedNs])
-	assert.Equal(t, int64(30_000), attrs[attrRunnableNs])
+	b := NewLogBuilder(true, "scope", "v1", 1)
+	require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+	attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
+	assert.Equal(t, int64(200_000), attrs[AttrBlockedNs])
+	assert.Equal(t, int64(30_000), attrs[AttrRunnableNs])
 }
 
 // A record on a covered disk carries what the disk did during the call, the disk named as in /sys/block.
@@ -80,38 +81,38 @@ func TestAppendDiskDuringCall(t *testing.T) {
 	ev := walSync()
 	ev.Disk, ev.DiskRequests, ev.DiskDeviceNs, ev.DiskOwnBytes, ev.DiskOthersBytes = 7<<20|12345, 3, 180_000, 4096, 1<<20
 	ev.Measured = uint32(bpf.MonitorRecordMeasuredMEASURED_DISK)
-	b := newLogBuilder(true, "scope", "v1", 1)
-	require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
-	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
-	assert.Equal(t, "7:12345", attrs[attrDisk], "a disk /sys does not list is named by its numbers")
-	assert.Equal(t, int64(3), attrs[attrDiskRequests])
-	assert.Equal(t, int64(180_000), attrs[attrDiskDeviceNs])
-	assert.Equal(t, int64(4096), attrs[attrDiskOwnBytes])
-	assert.Equal(t, int64(1<<20), attrs[attrDiskOthersBytes])
-	assert.NotContains(t, attrs, attrBlockedNs, "the scheduler part did not measure this one")
+	b := NewLogBuilder(true, "scope", "v1", 1)
+	require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+	attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
+	assert.Equal(t, "7:12345", attrs[AttrDisk], "a disk /sys does not list is named by its numbers")
+	assert.Equal(t, int64(3), attrs[AttrDiskRequests])
+	assert.Equal(t, int64(180_000), attrs[AttrDiskDeviceNs])
+	assert.Equal(t, int64(4096), attrs[AttrDiskOwnBytes])
+	assert.Equal(t, int64(1<<20), attrs[AttrDiskOthersBytes])
+	assert.NotContains(t, attrs, AttrBlockedNs, "the scheduler part did not measure this one")
 }
 
 func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 	for _, tc := range []struct {
-		typ       bpf.MonitorSyscallType
+		typ       tracer.Syscall
 		wantCount bool
 	}{
-		{bpf.MonitorSyscallTypeSYSCALL_WRITE, true},
-		{bpf.MonitorSyscallTypeSYSCALL_PWRITE64, true},
-		{bpf.MonitorSyscallTypeSYSCALL_WRITEV, true},
-		{bpf.MonitorSyscallTypeSYSCALL_PWRITEV, true},
-		{bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE, true},
-		{bpf.MonitorSyscallTypeSYSCALL_FSYNC, false},
-		{bpf.MonitorSyscallTypeSYSCALL_FDATASYNC, false},
+		{tracer.SyscallWrite, true},
+		{tracer.SyscallPwrite64, true},
+		{tracer.SyscallWritev, true},
+		{tracer.SyscallPwritev, true},
+		{tracer.SyscallSyncFileRange, true},
+		{tracer.SyscallFsync, false},
+		{tracer.SyscallFdatasync, false},
 	} {
 		t.Run(tc.typ.String(), func(t *testing.T) {
 			ev := walSync()
 			ev.Type, ev.Count = uint16(tc.typ), 0 // a write of 0 bytes still has a count
-			b := newLogBuilder(true, "scope", "v1", 1)
-			require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
-			lr := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
+			b := NewLogBuilder(true, "scope", "v1", 1)
+			require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+			lr := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
 			assert.Equal(t, tc.typ.String(), lr.Body().Str())
-			count, ok := lr.Attributes().Get(attrCount)
+			count, ok := lr.Attributes().Get(AttrCount)
 			require.Equal(t, tc.wantCount, ok)
 			if ok {
 				assert.Equal(t, int64(0), count.Int())
@@ -122,26 +123,26 @@ func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 
 func TestAppendRawOnlyAndPayload(t *testing.T) {
 	ev := walSync()
-	ev.Type = uint16(bpf.MonitorSyscallTypeSYSCALL_PWRITE64)
+	ev.Type = uint16(tracer.SyscallPwrite64)
 	ev.Offset, ev.Count, ev.Ret, ev.PayloadLen = 4096, 100, 100, 4
 
 	raw := recordtest.Encode(ev, []byte("abcd"))
-	b := newLogBuilder(true, "scope", "v1", 1)
-	require.NoError(t, b.append(raw, 0))
-	attrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
-	off, _ := attrs.Get(attrOffset)
+	b := NewLogBuilder(true, "scope", "v1", 1)
+	require.NoError(t, b.Append(raw, 0))
+	attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
+	off, _ := attrs.Get(AttrOffset)
 	assert.Equal(t, int64(4096), off.Int())
-	count, _ := attrs.Get(attrCount)
+	count, _ := attrs.Get(AttrCount)
 	assert.Equal(t, int64(100), count.Int())
-	payload, _ := attrs.Get(attrPayload)
+	payload, _ := attrs.Get(AttrPayload)
 	assert.Equal(t, []byte("abcd"), payload.Bytes().AsRaw())
 
-	b = newLogBuilder(false, "scope", "v1", 1)
-	require.NoError(t, b.append(raw, 0))
-	rl := b.take(1).ResourceLogs().At(0)
+	b = NewLogBuilder(false, "scope", "v1", 1)
+	require.NoError(t, b.Append(raw, 0))
+	rl := b.Take(1).ResourceLogs().At(0)
 	lr := rl.ScopeLogs().At(0).LogRecords().At(0)
-	assert.ElementsMatch(t, []string{attrType, attrRaw, attrTID}, keys(lr.Attributes()), "decode off: the raw bytes, the type and the thread")
-	assert.ElementsMatch(t, []string{attrProcessPID, attrProcessExecName}, keys(rl.Resource().Attributes()), "decode off: the process's identity")
+	assert.ElementsMatch(t, []string{AttrType, AttrRaw, AttrTID}, keys(lr.Attributes()), "decode off: the raw bytes, the type and the thread")
+	assert.ElementsMatch(t, []string{AttrProcessPID, AttrProcessExecName}, keys(rl.Resource().Attributes()), "decode off: the process's identity")
 	assert.Equal(t, "pwrite64", lr.Body().Str(), "decode off: the body still names the syscall")
 }
 
@@ -157,12 +158,12 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 		record(100, 103, "renamed"), // a thread that renamed itself: its own Resource
 		record(200, 202, "etcd"),
 	}
-	b := newLogBuilder(true, "scope", "v1", 8)
+	b := NewLogBuilder(true, "scope", "v1", 8)
 	for _, ev := range events {
-		require.NoError(t, b.append(recordtest.Encode(ev, nil), 0))
+		require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
 	}
-	require.Equal(t, len(events), b.len())
-	logs := b.take(8)
+	require.Equal(t, len(events), b.Len())
+	logs := b.Take(8)
 	assert.Equal(t, len(events), logs.LogRecordCount())
 
 	type group struct {
@@ -173,13 +174,13 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 	var got []group
 	for i := 0; i < logs.ResourceLogs().Len(); i++ {
 		rl := logs.ResourceLogs().At(i)
-		pid, _ := rl.Resource().Attributes().Get(attrProcessPID)
-		thread, _ := rl.Resource().Attributes().Get(attrProcessExecName)
+		pid, _ := rl.Resource().Attributes().Get(AttrProcessPID)
+		thread, _ := rl.Resource().Attributes().Get(AttrProcessExecName)
 		g := group{pid: pid.Int(), thread: thread.Str()}
 		require.Equal(t, 1, rl.ScopeLogs().Len())
 		assert.Equal(t, "scope", rl.ScopeLogs().At(0).Scope().Name(), "every Resource carries the scope")
 		for _, lr := range rl.ScopeLogs().At(0).LogRecords().All() {
-			tid, _ := lr.Attributes().Get(attrTID)
+			tid, _ := lr.Attributes().Get(AttrTID)
 			g.tids = append(g.tids, tid.Int())
 		}
 		got = append(got, g)
@@ -190,14 +191,14 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 		{100, "renamed", []int64{103}},
 	}, got, "one Resource per process and name, in order of first record; records in arrival order")
 
-	require.NoError(t, b.append(recordtest.Encode(events[0], nil), 0))
-	assert.Equal(t, 1, b.take(8).ResourceLogs().Len(), "a new batch starts without Resources")
+	require.NoError(t, b.Append(recordtest.Encode(events[0], nil), 0))
+	assert.Equal(t, 1, b.Take(8).ResourceLogs().Len(), "a new batch starts without Resources")
 }
 
 // The ring buffer reader reuses its buffer for the next record: the byte
 // attributes must be copies that no later record overwrites.
 func TestAppendOwnsItsBytes(t *testing.T) {
-	b := newLogBuilder(true, "scope", "v1", 4096)
+	b := NewLogBuilder(true, "scope", "v1", 4096)
 	ev := walSync()
 	ev.PayloadLen = 8
 	buf := recordtest.Encode(ev, []byte("payload0"))
@@ -205,20 +206,20 @@ func TestAppendOwnsItsBytes(t *testing.T) {
 	for i := range cap(want) {
 		binary.LittleEndian.PutUint64(buf[bpf.EventSize:], uint64(i))
 		want = append(want, bytes.Clone(buf))
-		require.NoError(t, b.append(buf, 0))
+		require.NoError(t, b.Append(buf, 0))
 	}
 	clear(buf)
-	lrs := b.take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+	lrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
 	require.Equal(t, len(want), lrs.Len())
 	for i, lr := range lrs.All() {
-		raw, _ := lr.Attributes().Get(attrRaw)
-		payload, _ := lr.Attributes().Get(attrPayload)
+		raw, _ := lr.Attributes().Get(AttrRaw)
+		payload, _ := lr.Attributes().Get(AttrPayload)
 		require.Equal(t, want[i], raw.Bytes().AsRaw(), "record %d", i)
 		require.Equal(t, want[i][bpf.EventSize:], payload.Bytes().AsRaw(), "record %d", i)
 	}
-	raw, _ := lrs.At(0).Attributes().Get(attrRaw)
+	raw, _ := lrs.At(0).Attributes().Get(AttrRaw)
 	raw.Bytes().Append(0xff)
-	next, _ := lrs.At(1).Attributes().Get(attrRaw)
+	next, _ := lrs.At(1).Attributes().Get(AttrRaw)
 	assert.Equal(t, want[1], next.Bytes().AsRaw(), "growing one record's bytes leaves the next record's alone")
 }
 
@@ -231,12 +232,12 @@ func keys(m pcommon.Map) []string {
 }
 
 func TestAppendRejectsMalformed(t *testing.T) {
-	b := newLogBuilder(true, "scope", "v1", 1)
+	b := NewLogBuilder(true, "scope", "v1", 1)
 	raw := recordtest.Encode(walSync(), nil)
 	for _, bad := range [][]byte{nil, raw[:10], raw[:len(raw)-1]} {
-		assert.Error(t, b.append(bad, 0))
+		assert.Error(t, b.Append(bad, 0))
 	}
-	assert.Equal(t, 0, b.len(), "nothing is added for a malformed record")
+	assert.Equal(t, 0, b.Len(), "nothing is added for a malformed record")
 }
 
 func TestBootOffsetMatchesWallClock(t *testing.T) {
@@ -250,13 +251,10 @@ func TestBootOffsetMatchesWallClock(t *testing.T) {
 
 func TestStringCacheBounded(t *testing.T) {
 	c := stringCache{}
-	assert.Equal(t, "etcd", c.get(recordtest.Chars("etcd", 16)))
-	assert.Equal(t, "etcd", c.get(recordtest.Chars("etcd", 16)))
-	unterminated := make([]int8, 4)
-	copy(unterminated, recordtest.Chars("abcde", 6)[:4])
-	assert.Equal(t, "abcd", c.get(unterminated), "a full field has no NUL")
+	assert.Equal(t, "etcd", c.get([]byte("etcd")))
+	assert.Equal(t, "etcd", c.get([]byte("etcd")))
 	for i := range 2 * maxCachedStrings {
-		c.get(recordtest.Chars(string(rune('a'+i%26))+string(rune(i)), 16))
+		c.get([]byte(string(rune('a'+i%26)) + string(rune(i))))
 	}
 	assert.LessOrEqual(t, len(c), maxCachedStrings)
 }
@@ -276,8 +274,8 @@ func FuzzAppend(f *testing.F) {
 	f.Add(recordtest.Encode(walSync(), nil))
 	f.Add([]byte{1, 0})
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		b := newLogBuilder(true, "scope", "v1", 1)
-		if err := b.append(raw, 0); err == nil && b.len() != 1 {
+		b := NewLogBuilder(true, "scope", "v1", 1)
+		if err := b.Append(raw, 0); err == nil && b.Len() != 1 {
 			t.Fatal("accepted record not added")
 		}
 	})

@@ -1,9 +1,10 @@
 //go:build linux
 
-package etcdebpfreceiver
+package hostwatch
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,14 +15,20 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
+// ExecutableFilter is the kernel's set of allowed executables.
+type ExecutableFilter interface {
+	AllowExecutable(tracer.FileID) error
+	ForbidExecutable(tracer.FileID) error
+}
+
 // maxOldExecutables is how many replaced executables stay allowed while processes
 // still run them: the kernel's target_exes map holds the current one and these.
 const maxOldExecutables = 7
 
-// exeWatch keeps the kernel's allowed executables in step with the file at path:
+// Executable keeps the kernel's allowed executables in step with the file at path:
 // an upgrade replaces the file, and the new one must be traced from its first
 // exec, while an etcd still running the old one stays traced until it exits.
-type exeWatch struct {
+type Executable struct {
 	path    string
 	current tracer.FileID
 	old     []tracer.FileID // replaced, allowed while a process runs them
@@ -29,8 +36,21 @@ type exeWatch struct {
 	logger  *zap.Logger
 }
 
-// check picks up a changed file at path and retires replaced files nothing runs.
-func (w *exeWatch) check(t *tracer.Tracer) {
+// NewExecutable resolves path, the file the kernel filter will allow, and
+// returns its watch; ID is what to allow at the start.
+func NewExecutable(path string, logger *zap.Logger) (*Executable, error) {
+	id, err := tracer.ExecutableID(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w; set executable to the path of the etcd binary the traced etcd runs (ls -l /proc/<etcd pid>/exe)", err)
+	}
+	return &Executable{path: path, current: id, logger: logger}, nil
+}
+
+// ID is the file at path as last seen: the one the kernel filter allows.
+func (w *Executable) ID() tracer.FileID { return w.current }
+
+// Check picks up a changed file at path and retires replaced files nothing runs.
+func (w *Executable) Check(t ExecutableFilter) {
 	id, err := tracer.ExecutableID(w.path)
 	switch {
 	case err != nil && !w.missing:

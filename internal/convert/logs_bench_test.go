@@ -1,6 +1,6 @@
 //go:build linux
 
-package etcdebpfreceiver
+package convert
 
 import (
 	"testing"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // benchRecord is a realistic record: etcd's WAL write(2) of 4 KiB, as the kernel
@@ -18,8 +19,8 @@ import (
 // (bpf.PayloadMax bytes) whatever payload_bytes is, and payloadLen of it is valid.
 func benchRecord(payloadLen int) []byte {
 	ev := bpf.MonitorEvent{
-		Version: bpf.RecordVersion, Type: uint16(bpf.MonitorSyscallTypeSYSCALL_WRITE),
-		FdKind: uint8(bpf.MonitorFdKindFD_KIND_FILE), PayloadLen: uint16(payloadLen),
+		Version: bpf.RecordVersion, Type: uint16(tracer.SyscallWrite),
+		FdKind: uint8(tracer.FDKindFile), PayloadLen: uint16(payloadLen),
 		Pid: 4242, Tid: 4251, Fd: 12, CgroupId: 1234, Inode: 3670031,
 		Count: 4096, Offset: -1, Ret: 4096, StartNs: 123456789012, DurationNs: 14500,
 	}
@@ -58,7 +59,7 @@ func processCPU(b *testing.B) int64 {
 func benchAppend(b *testing.B, decode bool, payloadLen int) {
 	const batchSize = 1024 // the default max_batch_size
 	raw := benchRecord(payloadLen)
-	lb := newLogBuilder(decode, "bench", "0", 1024)
+	lb := NewLogBuilder(decode, "bench", "0", 1024)
 	lb.reset(batchSize)
 	ts := pcommon.Timestamp(1)
 	b.ReportAllocs()
@@ -66,11 +67,11 @@ func benchAppend(b *testing.B, decode bool, payloadLen int) {
 	b.ResetTimer()
 	defer reportCPU(b)()
 	for range b.N {
-		if err := lb.append(raw, ts); err != nil {
+		if err := lb.Append(raw, ts); err != nil {
 			b.Fatal(err)
 		}
-		if lb.len() == batchSize {
-			_ = lb.take(batchSize)
+		if lb.Len() == batchSize {
+			_ = lb.Take(batchSize)
 		}
 	}
 }
@@ -98,8 +99,8 @@ func BenchmarkPdataOnly(b *testing.B) {
 			newBatch := func() plog.LogRecordSlice {
 				logs := plog.NewLogs()
 				rl := logs.ResourceLogs().AppendEmpty()
-				rl.Resource().Attributes().PutInt(attrProcessPID, 4242)
-				rl.Resource().Attributes().PutStr(attrProcessExecName, "etcd")
+				rl.Resource().Attributes().PutInt(AttrProcessPID, 4242)
+				rl.Resource().Attributes().PutStr(AttrProcessExecName, "etcd")
 				lrs := rl.ScopeLogs().AppendEmpty().LogRecords()
 				lrs.EnsureCapacity(batchSize)
 				return lrs
@@ -123,20 +124,20 @@ func BenchmarkPdataOnly(b *testing.B) {
 				default:
 					attrs.EnsureCapacity(11)
 				}
-				attrs.PutInt(attrType, 1)
-				attrs.PutEmptyBytes(attrRaw).FromRaw(raw)
-				attrs.PutInt(attrTID, 4251)
+				attrs.PutInt(AttrType, 1)
+				attrs.PutEmptyBytes(AttrRaw).FromRaw(raw)
+				attrs.PutInt(AttrTID, 4251)
 				if tc.decode {
-					attrs.PutStr(attrName, "write")
-					attrs.PutInt(attrFD, 12)
-					attrs.PutStr(attrFDKind, "file")
-					attrs.PutStr(attrFileName, file)
-					attrs.PutStr(attrFileInode, inode)
-					attrs.PutInt(attrCount, 4096)
-					attrs.PutInt(attrRet, 4096)
-					attrs.PutInt(attrDurationNs, 14500)
+					attrs.PutStr(AttrName, "write")
+					attrs.PutInt(AttrFD, 12)
+					attrs.PutStr(AttrFDKind, "file")
+					attrs.PutStr(AttrFileName, file)
+					attrs.PutStr(AttrFileInode, inode)
+					attrs.PutInt(AttrCount, 4096)
+					attrs.PutInt(AttrRet, 4096)
+					attrs.PutInt(AttrDurationNs, 14500)
 					if len(payload) > 0 {
-						attrs.PutEmptyBytes(attrPayload).FromRaw(payload)
+						attrs.PutEmptyBytes(AttrPayload).FromRaw(payload)
 					}
 				}
 				if lrs.Len() == batchSize {

@@ -1,10 +1,8 @@
 //go:build linux
 
-package etcdebpfreceiver
+package hostwatch
 
 import (
-	"os"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -12,13 +10,19 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
+// LossTable is the kernel's table of lost records by process.
+type LossTable interface {
+	Losses() (map[int]tracer.Loss, error)
+	ForgetLosses(pid int) error
+}
+
 // lossLogInterval is the least time between two log lines about one process.
 const lossLogInterval = time.Minute
 
-// lossReporter says which processes lost records: a warning per process at most
+// LossReporter says which processes lost records: a warning per process at most
 // once a lossLogInterval, and a last one when it exits. It also frees the kernel's
 // per-process entries of processes that exited.
-type lossReporter struct {
+type LossReporter struct {
 	logger    *zap.Logger
 	processes map[int]*lossLog // by pid: the processes that lost records
 }
@@ -30,18 +34,19 @@ type lossLog struct {
 	at       time.Time   // when it was logged; zero before the first line
 }
 
-func newLossReporter(logger *zap.Logger) *lossReporter {
-	return &lossReporter{logger: logger, processes: map[int]*lossLog{}}
+func NewLossReporter(logger *zap.Logger) *LossReporter {
+	return &LossReporter{logger: logger, processes: map[int]*lossLog{}}
 }
 
-func (l *lossReporter) check(t *tracer.Tracer, now time.Time) {
+// Check reads the table and logs what is due as of now.
+func (l *LossReporter) Check(t LossTable, now time.Time) {
 	losses, err := t.Losses()
 	if err != nil {
 		l.logger.Warn("Reading the per-process losses failed", zap.Error(err))
 		return
 	}
 	for pid, loss := range losses {
-		exited := processExited(pid)
+		exited := ProcessExited(pid)
 		p := l.processes[pid]
 		if p == nil {
 			p = &lossLog{}
@@ -73,14 +78,4 @@ func since(last, now time.Time) time.Duration {
 		return 0
 	}
 	return now.Sub(last).Round(time.Second)
-}
-
-// processName is "comm (executable)" of a running process, what a name in a log
-// line needs to be told from an impostor: the comm alone can be faked.
-func processName(pid int) string {
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
-	if err != nil {
-		exe = "unknown"
-	}
-	return processComm(pid) + " (" + exe + ")"
 }

@@ -1,0 +1,254 @@
+//go:build linux
+
+// Package controller runs one kernel session for a receiver: it owns every
+// goroutine (the ring buffer's reader, the metrics' collection, the host watch)
+// under one lifetime, Start to Close, and the self-telemetry that reads the
+// session. It takes the session through Session, so that its lifecycle is
+// tested without the kernel.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/otel/metric"
+	"go.uber.org/zap"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// Session is the kernel session: *tracer.Tracer, or a fake in tests.
+type Session interface {
+	// ReadRecord returns the next record's raw bytes, valid until the next call;
+	// os.ErrDeadlineExceeded at the deadline, tracer.ErrFlushed once what was
+	// pending at FlushRecords was read, tracer.ErrClosed after Close.
+	ReadRecord() ([]byte, error)
+	SetReadDeadline(time.Time)
+	FlushRecords() error
+	PendingRecords() int
+
+	Histograms() ([]tracer.Histogram, error)
+	DeleteHistogram(tracer.HistKey) error
+	Counters() (tracer.Counters, error)
+
+	hostwatch.ExecutableFilter
+	hostwatch.PIDFilter
+	hostwatch.LossTable
+
+	// Detach stops new records and counts; what is in the ring stays readable.
+	Detach() error
+	// Close frees the session; nothing may read it afterwards.
+	Close() error
+}
+
+// Open starts a session with opts: tracer.Start in the receiver.
+type Open func(opts tracer.Options) (Session, error)
+
+// Config is what the controller runs.
+type Config struct {
+	Tracer     tracer.Options // what the session traces; Start adds the executable
+	Executable string         // the file to trace and watch (absolute path); empty: any
+
+	Logs          consumer.Logs // nil: no records are read
+	Decode        bool
+	MaxBatchSize  int
+	FlushInterval time.Duration
+
+	Metrics            consumer.Metrics // nil: no histograms are collected
+	CollectionInterval time.Duration
+}
+
+// TargetCheckInterval is how often the host watch checks the executable, the pids and the losses.
+const TargetCheckInterval = time.Second
+
+// Controller runs one session: Start, then Drain, then Close, once each.
+type Controller struct {
+	cfg      Config
+	settings receiver.Settings
+	open     Open
+	obsrecv  *receiverhelper.ObsReport
+
+	session   Session
+	telemetry *metadata.TelemetryBuilder
+	cancel    context.CancelFunc // cancels the context the pipeline is called with
+	drainOnce sync.Once
+	// Each goroutine closes its channel when it returns; nil when it was not started.
+	readerDone  chan struct{}
+	metricsDone chan struct{}
+	watchDone   chan struct{}
+	stopMetrics chan struct{} // closed by Drain: collect once more and return
+}
+
+// New returns a controller of cfg that opens its session with open.
+func New(set receiver.Settings, cfg Config, open Open) (*Controller, error) {
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              "ebpf",
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating obsreport: %w", err)
+	}
+	return &Controller{cfg: cfg, settings: set, open: open, obsrecv: obsrecv}, nil
+}
+
+// Start opens the session, registers the self-telemetry that reads it, and
+// starts the goroutines. On error nothing is left running or loaded.
+func (c *Controller) Start() error {
+	tb, err := metadata.NewTelemetryBuilder(c.settings.TelemetrySettings)
+	if err != nil {
+		return fmt.Errorf("creating telemetry: %w", err)
+	}
+	s, exe, err := c.openSession(tb)
+	if err != nil {
+		tb.Shutdown()
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c.session, c.telemetry, c.cancel = s, tb, cancel
+	// The goroutines get what they use as arguments: after a Drain that timed out,
+	// a reader stuck in the pipeline may outlive the controller.
+	if c.cfg.Logs != nil {
+		c.readerDone = make(chan struct{})
+		go c.readRecords(ctx, s, tb, c.readerDone)
+	}
+	if c.cfg.Metrics != nil {
+		c.stopMetrics, c.metricsDone = make(chan struct{}), make(chan struct{})
+		go c.collectMetrics(ctx, s, c.stopMetrics, c.metricsDone)
+	}
+	var pids *hostwatch.PIDs
+	if len(c.cfg.Tracer.PIDs) > 0 {
+		pids = hostwatch.NewPIDs(c.cfg.Tracer.PIDs, tb.EtcdebpfTargetsExited, c.settings.Logger)
+	}
+	c.watchDone = make(chan struct{})
+	go watchHost(ctx, s, exe, pids, hostwatch.NewLossReporter(c.settings.Logger), c.watchDone)
+	return nil
+}
+
+// Session is the session Start opened: the receiver's tests read the kernel's
+// tables through it.
+func (c *Controller) Session() Session { return c.session }
+
+// openSession opens the session the configuration asks for and registers the
+// kernel's counters with tb; on error nothing stays loaded.
+func (c *Controller) openSession(tb *metadata.TelemetryBuilder) (Session, *hostwatch.Executable, error) {
+	opts := c.cfg.Tracer
+	var exe *hostwatch.Executable
+	if c.cfg.Executable != "" {
+		var err error
+		if exe, err = hostwatch.NewExecutable(c.cfg.Executable, c.settings.Logger); err != nil {
+			return nil, nil, err
+		}
+		opts.Executables = []tracer.FileID{exe.ID()}
+	}
+	s, err := c.open(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := registerKernelCounters(tb, s); err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, exe, nil
+}
+
+func registerKernelCounters(tb *metadata.TelemetryBuilder, s Session) error {
+	observe := func(pick func(tracer.Counters) uint64) metric.Int64Callback {
+		return func(_ context.Context, o metric.Int64Observer) error {
+			c, err := s.Counters()
+			if err != nil {
+				return err
+			}
+			o.Observe(int64(pick(c)))
+			return nil
+		}
+	}
+	return errors.Join(
+		tb.RegisterEtcdebpfCallsTracedCallback(observe(func(c tracer.Counters) uint64 { return c.Calls })),
+		tb.RegisterEtcdebpfRecordsLostRingbufFullCallback(observe(func(c tracer.Counters) uint64 { return c.RingbufFull })),
+		tb.RegisterEtcdebpfRecordsLostInflightFullCallback(observe(func(c tracer.Counters) uint64 { return c.InflightFull })),
+		tb.RegisterEtcdebpfRecordsLostOverBudgetCallback(observe(func(c tracer.Counters) uint64 { return c.OverBudget })),
+		tb.RegisterEtcdebpfRecordsLostUnattributedCallback(observe(func(c tracer.Counters) uint64 { return c.Unattributed })),
+	)
+}
+
+// Drain detaches the programs and delivers the histograms' last counts and the
+// records left in the ring buffer, the first time it is called. If ctx ends
+// first, it returns, and what was not delivered is dropped at Close.
+func (c *Controller) Drain(ctx context.Context) error {
+	var err error
+	c.drainOnce.Do(func() { err = errors.Join(c.drain(ctx)...) })
+	return err
+}
+
+func (c *Controller) drain(ctx context.Context) []error {
+	errs := []error{c.session.Detach()}
+	if c.metricsDone != nil {
+		close(c.stopMetrics)
+		select {
+		case <-c.metricsDone:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("etcdebpf: the last collection of metrics did not finish before shutdown's deadline: %w", ctx.Err()))
+		}
+	}
+	if c.readerDone != nil {
+		// After a flush the reader returns what is pending, then ErrFlushed: readRecords returns.
+		errs = append(errs, c.session.FlushRecords())
+		select {
+		case <-c.readerDone:
+		case <-ctx.Done():
+			pending := c.session.PendingRecords()
+			c.settings.Logger.Warn("Shutdown's deadline came with the pipeline still busy: records left in the ring buffer are dropped",
+				zap.Int("records", pending))
+			errs = append(errs, fmt.Errorf("etcdebpf: %d records still in the ring buffer at shutdown: %w", pending, ctx.Err()))
+		}
+	}
+	return errs
+}
+
+// Close cancels the pipeline call in progress, stops the host watch after its
+// last word on losses, and frees the session and the self-telemetry.
+func (c *Controller) Close() error {
+	c.cancel()
+	<-c.watchDone
+	err := c.session.Close()
+	c.telemetry.Shutdown()
+	return err
+}
+
+// watchHost keeps the executable filter in step with the file (when exe is set),
+// the pid filter with the processes (when pids is set), and reports which
+// processes lost records, once a TargetCheckInterval.
+func watchHost(ctx context.Context, s Session, exe *hostwatch.Executable, pids *hostwatch.PIDs, losses *hostwatch.LossReporter, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(TargetCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			losses.Check(s, time.Now()) // the last word on what was lost
+			return
+		case now := <-tick.C:
+			if exe != nil {
+				exe.Check(s)
+			}
+			if pids != nil {
+				pids.Check(ctx, s)
+			}
+			losses.Check(s, now)
+		}
+	}
+}
+
+// now is the pipeline's timestamp of the present.
+func now() pcommon.Timestamp { return pcommon.NewTimestampFromTime(time.Now()) }

@@ -1,0 +1,59 @@
+//go:build linux
+
+package controller
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+)
+
+// collectMetrics sends the histograms to the metrics pipeline every
+// CollectionInterval, and once more when stop is closed.
+func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, now(),
+		func(tgid uint32) string { return hostwatch.ProcessComm(int(tgid)) })
+	tick := time.NewTicker(c.cfg.CollectionInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			c.collectOnce(ctx, s, m)
+		case <-stop:
+			c.collectOnce(ctx, s, m)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metrics) {
+	hists, err := s.Histograms()
+	if err != nil {
+		c.settings.Logger.Error("Reading the kernel's histograms failed", zap.Error(err))
+		return
+	}
+	md, gone := m.Collect(hists, now(), func(tgid uint32) bool { return hostwatch.ProcessExited(int(tgid)) })
+	for _, key := range gone {
+		if err := s.DeleteHistogram(key); err != nil {
+			c.settings.Logger.Warn("Deleting an exited process's histogram failed", zap.Uint32("pid", key.PID), zap.Error(err))
+		}
+	}
+	points := md.DataPointCount()
+	if points == 0 {
+		return
+	}
+	ctx = c.obsrecv.StartMetricsOp(ctx)
+	err = c.cfg.Metrics.ConsumeMetrics(ctx, md)
+	c.obsrecv.EndMetricsOp(ctx, metadata.Type.String(), points, err)
+	if err != nil {
+		c.settings.Logger.Debug("The pipeline refused metrics", zap.Int("data_points", points), zap.Error(err))
+	}
+}

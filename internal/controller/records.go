@@ -1,0 +1,76 @@
+//go:build linux
+
+package controller
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// readRecords reads the ring buffer into a batch and sends the batch down the
+// pipeline when it is full or FlushInterval after the last send, whichever comes
+// first: the producer does not wake the reader for every record. It returns once
+// the session is flushed (Drain: what was pending has been read) or closed.
+func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
+	defer close(done)
+	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize)
+	var n readCounts
+	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))
+	for {
+		raw, err := s.ReadRecord()
+		if err == nil {
+			n.read++
+			if err := b.Append(raw, now()); err != nil {
+				n.malformed, n.lastErr = n.malformed+1, err
+			}
+			if b.Len() < c.cfg.MaxBatchSize {
+				continue
+			}
+		}
+		c.send(ctx, b, tb, &n)
+		switch {
+		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+			s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))
+		case errors.Is(err, tracer.ErrFlushed), errors.Is(err, tracer.ErrClosed):
+			return
+		default:
+			c.settings.Logger.Error("Reading the ring buffer failed; no more records will be read", zap.Error(err))
+			return
+		}
+	}
+}
+
+// readCounts are the records read since the last send.
+type readCounts struct {
+	read, malformed int64
+	lastErr         error // why the last malformed record did not decode
+}
+
+// send counts what was read, then hands the batch, if any, to the pipeline.
+func (c *Controller) send(ctx context.Context, b *convert.LogBuilder, tb *metadata.TelemetryBuilder, n *readCounts) {
+	tb.EtcdebpfRecordsRead.Add(ctx, n.read)
+	if n.malformed > 0 {
+		tb.EtcdebpfRecordsMalformed.Add(ctx, n.malformed)
+		c.settings.Logger.Warn("Dropped malformed records", zap.Int64("records", n.malformed), zap.Error(n.lastErr))
+	}
+	*n = readCounts{}
+	records := b.Len()
+	if records == 0 {
+		return
+	}
+	logs := b.Take(c.cfg.MaxBatchSize)
+	ctx = c.obsrecv.StartLogsOp(ctx)
+	err := c.cfg.Logs.ConsumeLogs(ctx, logs)
+	c.obsrecv.EndLogsOp(ctx, metadata.Type.String(), records, err)
+	if err != nil {
+		c.settings.Logger.Debug("The pipeline refused records", zap.Int("records", records), zap.Error(err))
+	}
+}

@@ -1,0 +1,53 @@
+// Package convert turns what the kernel session hands out into pdata: records
+// into log records, histograms into cumulative metrics. The attribute keys and
+// metric names, part of the receiver's contract (docs/records.md and
+// docs/metrics.md list them), are all here.
+package convert
+
+// Resource attributes, on the records and the metrics of a process.
+const (
+	AttrProcessPID      = "process.pid"
+	AttrProcessExecName = "process.executable.name"
+)
+
+// Log record attributes.
+const (
+	// On every record.
+	AttrType = "etcd.syscall.type"
+	AttrRaw  = "etcd.syscall.raw"
+	AttrTID  = "thread.id"
+
+	// On every record when decode is on.
+	AttrName       = "etcd.syscall.name"
+	AttrFD         = "etcd.syscall.fd"
+	AttrFDKind     = "etcd.syscall.fd_kind"
+	AttrFileName   = "file.name"
+	AttrFileInode  = "file.inode"
+	AttrCount      = "etcd.syscall.count"
+	AttrOffset     = "etcd.syscall.offset"
+	AttrRet        = "etcd.syscall.ret"
+	AttrDurationNs = "etcd.syscall.duration_ns"
+	AttrPayload    = "etcd.syscall.payload"
+
+	// When decode and scheduler are on: where the call's time went besides a CPU.
+	AttrBlockedNs  = "etcd.syscall.blocked_ns"
+	AttrRunnableNs = "etcd.syscall.runnable_ns"
+
+	// When decode and block are on, for a call on a file of a covered disk: what the
+	// disk did while the call ran.
+	AttrDisk            = "system.device"
+	AttrDiskRequests    = "etcd.syscall.disk.requests"
+	AttrDiskDeviceNs    = "etcd.syscall.disk.device_ns"
+	AttrDiskOwnBytes    = "etcd.syscall.disk.own_bytes"
+	AttrDiskOthersBytes = "etcd.syscall.disk.others_bytes"
+)
+
+// Metric names and the data point attributes that only metrics carry; their
+// points also carry AttrName and AttrFDKind.
+const (
+	MetricDuration     = "etcd.syscall.duration"
+	MetricBytesWritten = "etcd.syscall.bytes_written"
+
+	AttrFileClass = "etcd.syscall.file_class"
+	AttrOverflow  = "otel.metric.overflow"
+)

@@ -1,0 +1,113 @@
+//go:build linux
+
+package convert
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// durationPoint finds the duration data point of pid with the given attributes.
+func durationPoint(md pmetric.Metrics, pid int, name, kind, class string) (pmetric.ExponentialHistogramDataPoint, bool) {
+	for _, rm := range md.ResourceMetrics().All() {
+		if p, ok := rm.Resource().Attributes().Get(AttrProcessPID); !ok || p.Int() != int64(pid) {
+			continue
+		}
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() != MetricDuration {
+					continue
+				}
+				for _, dp := range m.ExponentialHistogram().DataPoints().All() {
+					attrs := dp.Attributes()
+					n, _ := attrs.Get(AttrName)
+					k, _ := attrs.Get(AttrFDKind)
+					c, _ := attrs.Get(AttrFileClass)
+					if n.Str() == name && k.Str() == kind && c.Str() == class {
+						return dp, true
+					}
+				}
+			}
+		}
+	}
+	return pmetric.NewExponentialHistogramDataPoint(), false
+}
+
+func TestHistogramCollector(t *testing.T) {
+	c := NewMetrics("scope", "v1", 100, func(uint32) string { return "" })
+	exited := map[uint32]bool{}
+	isExited := func(tgid uint32) bool { return exited[tgid] }
+	c.comms[7] = "etcd"
+
+	walSync := tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
+	sockWrite := tracer.HistKey{PID: 7, Syscall: tracer.SyscallWrite, FDKind: tracer.FDKindSocket, FileClass: tracer.FileClassNone}
+	sync, write := tracer.Histogram{Key: walSync}, tracer.Histogram{Key: sockWrite}
+	sync.Buckets[120], sync.Buckets[123] = 5, 1
+	sync.SumNs = 6_000_000
+	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
+	write.SumNs, write.Bytes = 1000, 4096
+
+	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200, isExited)
+	assert.Empty(t, gone)
+	require.Equal(t, 1, md.ResourceMetrics().Len())
+	res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
+	assert.Equal(t, map[string]any{AttrProcessPID: int64(7), AttrProcessExecName: "etcd"}, res)
+
+	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
+	require.True(t, ok)
+	assert.Equal(t, 2, md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().Len(),
+		"a key the map iteration returned twice is one point")
+	assert.EqualValues(t, tracer.HistScale, dp.Scale())
+	assert.Equal(t, tracer.HistFirstIndex+120, dp.Positive().Offset(), "trimmed to the first non-empty bucket")
+	assert.Equal(t, []uint64{5, 0, 0, 1}, dp.Positive().BucketCounts().AsRaw())
+	assert.EqualValues(t, 6, dp.Count())
+	assert.InDelta(t, 0.006, dp.Sum(), 1e-12)
+	assert.Equal(t, pcommon.Timestamp(100), dp.StartTimestamp())
+	assert.Equal(t, pcommon.Timestamp(200), dp.Timestamp())
+
+	// The kernel's 32-bit counter wraps: the cumulative count keeps growing.
+	write.Buckets[60] = 2 // 4 more calls
+	write.Bytes = 8192
+	exited[7] = true
+	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300, isExited)
+	dp, ok = durationPoint(md, 7, "write", "socket", "")
+	require.True(t, ok)
+	_, hasClass := dp.Attributes().Get(AttrFileClass)
+	assert.False(t, hasClass, "a socket has no file class")
+	assert.EqualValues(t, uint64(math.MaxUint32-1)+4, dp.Count())
+
+	// Bytes are reported for writes only.
+	sums := 0
+	for _, m := range md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().All() {
+		if m.Name() == MetricBytesWritten {
+			for _, wp := range m.Sum().DataPoints().All() {
+				sums++
+				assert.EqualValues(t, 8192, wp.IntValue())
+				assert.True(t, m.Sum().IsMonotonic())
+				assert.Equal(t, pmetric.AggregationTemporalityCumulative, m.Sum().AggregationTemporality())
+			}
+		}
+	}
+	assert.Equal(t, 1, sums, "one bytes series: the socket write")
+
+	// An exited process's series is reported one last time, then forgotten.
+	assert.ElementsMatch(t, []tracer.HistKey{walSync, sockWrite}, gone)
+	md, _ = c.Collect(nil, 400, isExited)
+	assert.Zero(t, md.ResourceMetrics().Len())
+
+	// Calls that found the kernel's map full: one series, marked as the SDKs mark theirs.
+	over := tracer.Histogram{Overflow: true}
+	over.Buckets[0] = 3
+	md, _ = c.Collect([]tracer.Histogram{over}, 500, isExited)
+	require.Equal(t, 1, md.ResourceMetrics().Len())
+	dp = md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
+	assert.Equal(t, map[string]any{AttrOverflow: true}, dp.Attributes().AsRaw())
+	assert.EqualValues(t, 3, dp.Count())
+}
