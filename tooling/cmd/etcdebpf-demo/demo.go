@@ -35,6 +35,8 @@ type Options struct {
 	Lines     int           // records printed per second at most
 	Keep      bool          // keep the temporary directory (etcd data, configs, logs)
 	Serve     bool          // after the summary, keep the backends running until ctx ends
+	Cluster   bool          // act 2: the three-member cluster and its faults
+	Report    string        // where act 2 writes its picture (HTML)
 	Out       io.Writer
 }
 
@@ -62,6 +64,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := writeNextQueries(ctx, d.out, d.vl, d.vm); err != nil {
 		return err
 	}
+	if o.Cluster {
+		if err := d.actTwo(ctx); err != nil {
+			return fmt.Errorf("act 2: %w", err)
+		}
+	} else {
+		fmt.Fprintln(d.out, "\nAct 2 (a three-member cluster whose leader's disk goes slow, about 90 s more) was skipped: run without -cluster=false to see it.")
+	}
 	if o.Serve {
 		fmt.Fprintf(d.out, "\nVictoriaLogs (%s/select/vmui) and VictoriaMetrics (%s/vmui) keep running with the data; Ctrl-C stops them.\n", d.vl.URL, d.vm.URL)
 		<-ctx.Done()
@@ -82,6 +91,8 @@ type demo struct {
 	vl, vm *victoria.Server
 	col    *collector.Collector
 	objs   bpfobjects.Held // what the collector's receiver loaded
+
+	collectorBin, etcdBin string // found or built in step 1 and 2
 
 	stops []namedStop // in start order
 }
@@ -121,12 +132,14 @@ func (d *demo) start(ctx context.Context) error {
 		return err
 	}
 	d.step("collector: %s", bin)
+	d.collectorBin = bin
 
 	etcdBin, err := etcdtest.Find(ctx, d.EtcdBin, indent(d.out))
 	if err != nil {
 		return err
 	}
 	d.step("etcd: %s (%s)", etcdBin, etcdtest.Version(etcdBin))
+	d.etcdBin = etcdBin
 
 	if d.dir, err = os.MkdirTemp("", "etcdebpf-demo-"); err != nil {
 		return err

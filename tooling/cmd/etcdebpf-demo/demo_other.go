@@ -19,6 +19,8 @@ type Options struct {
 	Lines     int
 	Keep      bool
 	Serve     bool
+	Cluster   bool
+	Report    string
 	Out       io.Writer
 }
 

@@ -26,6 +26,8 @@ func main() {
 	flag.IntVar(&o.Lines, "lines", 15, "print at most this many records a second")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the temporary directory with etcd's data and the collector's config and log")
 	flag.BoolVar(&o.Serve, "serve", false, "after the summary, keep VictoriaLogs and VictoriaMetrics running (with the data) until Ctrl-C, to try queries")
+	flag.BoolVar(&o.Cluster, "cluster", true, "act 2: a three-member cluster whose leader's disk is throttled, then a noisy neighbour, then CPU contention (about 90 s)")
+	flag.StringVar(&o.Report, "report", "", "where act 2 writes its picture, an HTML page: per member WAL fdatasync latency over time, fault windows shaded, leader changes marked (default: _build/demo-cluster.html in the checkout)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: sudo %s [flags]\n\n", os.Args[0])
 		fmt.Fprintln(flag.CommandLine.Output(), "Traces a local etcd with the otelcol-etcd collector and prints what reaches an OTLP backend.")

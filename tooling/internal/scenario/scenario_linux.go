@@ -1,12 +1,5 @@
 //go:build linux
 
-// Package scenario runs the failure the receiver exists for: a three-member
-// etcd cluster on loopback under a put load, traced by the collector with one
-// receiver, while faults are injected and removed on a schedule (a member's
-// disk throttled through a cgroup I/O limit, a noisy neighbour writing to the
-// same disk, CPU contention on one member's CPU). It records, per phase, what
-// etcd said about itself, and keeps what the receiver sent, so that the two
-// can be set side by side. The demo's second act and the e2e test run it.
 package scenario
 
 import (
@@ -131,14 +124,13 @@ func Start(ctx context.Context, o Options) (_ *Scenario, err error) {
 	return s, nil
 }
 
-// Member is the member with pid, or nil.
-func (s *Scenario) Member(pid int) *etcdtest.Server {
-	for _, m := range s.Cluster.Members {
-		if m.PID() == pid {
-			return m
-		}
+// Members names the members and their pids, in member order.
+func (s *Scenario) Members() []Member {
+	out := make([]Member, len(s.Cluster.Members))
+	for i, m := range s.Cluster.Members {
+		out[i] = Member{Name: m.Name, PID: m.PID()}
 	}
-	return nil
+	return out
 }
 
 // StartLoad starts etcd's benchmark tool putting keys through every member

@@ -1,0 +1,271 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/scenario"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
+)
+
+// actTwoPhases is the second act's schedule: the leader's disk throttled long
+// enough for the leader to move, then a noisy neighbour on the same disk, then
+// CPU contention on the (new) leader.
+var actTwoPhases = []scenario.Phase{
+	{Name: "healthy", Duration: 10 * time.Second},
+	{Name: "leader's disk throttled", Fault: scenario.DiskThrottle, Target: scenario.TheLeader, Duration: 25 * time.Second},
+	{Name: "recovered", Duration: 10 * time.Second},
+	{Name: "noisy neighbour", Fault: scenario.Neighbour, Duration: 15 * time.Second},
+	{Name: "leader's CPU contended", Fault: scenario.CPUContention, Target: scenario.TheLeader, Duration: 15 * time.Second},
+}
+
+// actTwo runs the failure the receiver exists for: three members, the
+// leader's disk slowed, what etcd says and what the receiver measured, per
+// member and per phase, then the picture and the queries that find the slow
+// member in the backends.
+func (d *demo) actTwo(ctx context.Context) error {
+	start := time.Now()
+	out := d.out
+	fmt.Fprintln(out, "\n== Act 2: a three-member etcd cluster on loopback under a put load; the leader's disk is throttled, then a noisy neighbour writes to the same disk, then the leader's CPU is contended")
+	dir, err := scenario.MkdirOnDisk("etcdebpf-demo-cluster-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if d.Keep {
+			fmt.Fprintf(out, "kept %s (the members' data and logs, the collector's config and log)\n", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+	s, err := scenario.Start(ctx, scenario.Options{
+		EtcdBin: d.etcdBin, Collector: d.collectorBin, Dir: dir,
+		OTLPHTTPLogs: d.vl.OTLPLogsEndpoint(), OTLPHTTPMetrics: d.vm.OTLPMetricsEndpoint(),
+		Progress: indent(out),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := s.Stop(); err != nil {
+			fmt.Fprintf(out, "!! stopping the scenario: %v\n", err)
+		}
+		fmt.Fprintln(out, "act 2 stopped: the fault removed (no cgroup left), the load, the collector and the members stopped")
+	}()
+	if err := s.StartLoad(); err != nil {
+		return err
+	}
+	results, err := s.Run(ctx, actTwoPhases, func(r scenario.PhaseResult) { writePhaseLine(out, r) })
+	if err != nil {
+		return err
+	}
+	s.StopLoad()
+	if err := s.StopCollector(); err != nil {
+		return err
+	}
+	series := scenario.WALSeriesByPID(s.Sink.Metrics())
+	writePhaseTables(out, results, series)
+
+	report := scenario.Report{Members: s.Members(), Series: series, Phases: results, Leaders: s.LeaderChanges()}
+	path := reportPath(d.Report)
+	if err := writeReportFile(path, report); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nThe picture (per member WAL fdatasync latency over time, fault windows shaded, leader changes marked): %s\n", path)
+	png := strings.TrimSuffix(path, filepath.Ext(path)) + ".png"
+	if _, err := scenario.Chromium(); err != nil {
+		fmt.Fprintf(out, "(no screenshot of it: %v)\n", err)
+	} else if err := scenario.Screenshot(ctx, path, png, len(report.Members)); err != nil {
+		fmt.Fprintf(out, "!! its screenshot failed: %v\n", err)
+	} else {
+		fmt.Fprintf(out, "and its screenshot, rendered by headless Chromium: %s\n", png)
+	}
+	if err := writeClusterQueries(ctx, out, d.vl, d.vm, s, throttledPhase(results)); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nAct 2 took %s (-cluster=false skips it).\n", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// throttledPhase is the first phase whose fault throttled a disk.
+func throttledPhase(results []scenario.PhaseResult) scenario.PhaseResult {
+	for _, r := range results {
+		if r.Fault == scenario.DiskThrottle {
+			return r
+		}
+	}
+	return scenario.PhaseResult{}
+}
+
+// reportPath is where the picture goes: given, else _build/demo-cluster.html
+// in the checkout, else in the current directory.
+func reportPath(given string) string {
+	if given == "" {
+		given = "demo-cluster.html"
+		if root, err := checkout.Root(); err == nil {
+			given = filepath.Join(root, "_build", given)
+		}
+	}
+	abs, err := filepath.Abs(given)
+	if err != nil {
+		return given
+	}
+	return abs
+}
+
+func writeReportFile(path string, r scenario.Report) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := r.WriteHTML(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writePhaseLine says, as a phase ends, how the cluster fared in it.
+func writePhaseLine(out io.Writer, r scenario.PhaseResult) {
+	leader, puts := "none", 0.0
+	var changes float64
+	for i, a := range r.After {
+		if a.Leader {
+			leader = a.Member
+		}
+		puts = max(puts, a.Puts-r.Before[i].Puts)
+		changes = max(changes, a.LeaderChanges-r.Before[i].LeaderChanges)
+	}
+	fmt.Fprintf(out, "   -> %s: %.0f puts/s, leader now %s, %.0f leader change(s)\n", r.Name, puts/r.Duration().Seconds(), leader, changes)
+}
+
+// writePhaseTables prints, per phase, each member's WAL fdatasyncs as the
+// receiver measured them beside etcd's own figures.
+func writePhaseTables(out io.Writer, results []scenario.PhaseResult, series map[int]scenario.WALSeries) {
+	fmt.Fprintln(out, "\nWAL fdatasync per member and phase: the receiver (kernel, every call in its histogram) | etcd's own histogram")
+	fmt.Fprintln(out, "(etcd's percentiles are interpolated in its 1, 2, 4, ... ms buckets; leader changes, heartbeat failures: etcd's counters; warnings: etcd's log)")
+	for _, r := range results {
+		what := r.Fault.String()
+		if r.Target != "" {
+			what += " on " + r.Target
+		}
+		fmt.Fprintf(out, "\n%s (%s, %s):\n", r.Name, what, r.Duration().Round(100*time.Millisecond))
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "  \tmember\trole\tsyncs\tetcd\tp50\tetcd\tp99\tetcd\tleader changes\theartbeat failures\tslow fdatasync\tlate heartbeat\t")
+		for _, f := range r.Figures(series) {
+			role := "follower"
+			if f.Leader {
+				role = "leader"
+			}
+			if f.Hit {
+				role += " *"
+			}
+			fmt.Fprintf(tw, "  \t%s\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%d\t%d\t\n", f.Member, role,
+				f.Receiver.Count, f.EtcdSyncs,
+				histQuantile(f.Receiver.Buckets, 0.5), histQuantile(f.Etcd, 0.5), histQuantile(f.Receiver.Buckets, 0.99), histQuantile(f.Etcd, 0.99),
+				f.LeaderChanges, f.HeartbeatFailures, f.SlowFdatasyncs, f.LateHeartbeats)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(out, "(* the member the fault hit; role at the phase's end)")
+}
+
+// histQuantile prints h's q-quantile, or "-" where h counts nothing.
+func histQuantile(h etcdtest.Histogram, q float64) string {
+	v, ok := h.Quantile(q)
+	if !ok {
+		return "-"
+	}
+	return fmtDur(seconds(v))
+}
+
+// memberLabel names a member by its pid for the queries' answers.
+func memberLabel(s *scenario.Scenario, pid string) string {
+	for _, m := range s.Cluster.Members {
+		if fmt.Sprint(m.PID()) == pid {
+			return m.Name
+		}
+	}
+	return strings.TrimSpace(pid)
+}
+
+// writeClusterQueries runs the queries that find the slow member in the
+// backends and prints them with their answers: what an operator types when
+// a cluster's leader keeps moving.
+func writeClusterQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Server, s *scenario.Scenario, throttled scenario.PhaseResult) error {
+	pids := make([]string, len(s.Cluster.Members))
+	for i, m := range s.Cluster.Members {
+		pids[i] = strconv.Itoa(m.PID())
+	}
+	fmt.Fprintf(out, "\n== Finding the slow member in the backends (members: %s)\n", memberList(s))
+	logs := victoria.Query{
+		Question: "VictoriaLogs: whose WAL syncs took 10 ms or more (the collector sends a record for every call that long), in the last 5 minutes",
+		Query: `_time:5m etcd.syscall.name:=fdatasync file.name:~"\\.wal$" process.pid:in(` + strings.Join(pids, ",") + `)` +
+			` | stats by (process.pid) count() slow_syncs, max(etcd.syscall.duration_ns) max_ns | math round(max_ns/1e6, 0.1) as max_ms` +
+			` | sort by (slow_syncs desc) | fields process.pid, slow_syncs, max_ms`,
+		Columns: []string{"process.pid", "slow_syncs", "max_ms"},
+	}
+	rows, err := vl.LogsQL(ctx, logs.Query)
+	if err != nil {
+		return err
+	}
+	labelMembers(s, rows, "process.pid")
+	if err := writeAnswer(out, logs, rows); err != nil {
+		return err
+	}
+
+	window := throttled.End.Sub(throttled.Start).Round(time.Second)
+	metrics := victoria.Query{
+		Question: fmt.Sprintf("VictoriaMetrics: each member's WAL fdatasync p99 in ms over the %s the disk was throttled (the receiver's histograms, every call counted; evaluated at the fault's end)", window),
+		Query: fmt.Sprintf(`round(histogram_quantile(0.99, sum by (process_pid, vmrange) (increase_pure(etcd_syscall_duration_seconds_bucket`+
+			`{etcd_syscall_name="fdatasync",etcd_syscall_file_class="wal",process_pid=~"%s"}[%ds]))) * 1e3, 0.01)`, strings.Join(pids, "|"), int(window.Seconds())),
+		Columns: []string{"process_pid", "value"},
+	}
+	samples, err := vm.PromQL(ctx, metrics.Query, throttled.End)
+	if err != nil {
+		return err
+	}
+	rows = rows[:0]
+	for _, smp := range samples {
+		rows = append(rows, map[string]string{"process_pid": smp.Labels["process_pid"], "value": strconv.FormatFloat(smp.Value, 'f', -1, 64)})
+	}
+	labelMembers(s, rows, "process_pid")
+	if err := writeAnswer(out, metrics, rows); err != nil {
+		return err
+	}
+	if throttled.Target != "" {
+		fmt.Fprintf(out, "\nThe fault hit %s (pid %d): both answers point at it.\n", throttled.Target, throttled.TargetPID)
+	}
+	return nil
+}
+
+// labelMembers appends the member's name to each row's pid.
+func labelMembers(s *scenario.Scenario, rows []map[string]string, key string) {
+	for _, row := range rows {
+		if pid, ok := row[key]; ok {
+			row[key] = pid + " (" + memberLabel(s, pid) + ")"
+		}
+	}
+}
+
+func memberList(s *scenario.Scenario) string {
+	var parts []string
+	for _, m := range s.Cluster.Members {
+		parts = append(parts, fmt.Sprintf("%s pid %d", m.Name, m.PID()))
+	}
+	return strings.Join(parts, ", ")
+}
