@@ -9,7 +9,7 @@ COLLECTOR   := _build/otelcol-etcd/otelcol-etcd
 export BPF2GO_CC    ?= clang-14
 export BPF2GO_STRIP ?= llvm-strip-14
 
-.PHONY: test race generate check-generated collector ocb demo etcd vet kernels
+.PHONY: test race generate check-generated collector ocb demo etcd vet kernels image
 
 ## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end):
 ##       the receiver's module, then the tooling module (demo, bench, e2e, examples)
@@ -65,6 +65,14 @@ collector: ocb
 	@rm -f $(COLLECTOR).stamp
 	@start=$$(date +%s.%N) && GOFLAGS=-buildvcs=false $(OCB) --config builder-config.yaml && touch -d "@$$start" $(COLLECTOR).stamp
 	@echo "==> built $(COLLECTOR)"
+
+IMAGE ?= localhost/otelcol-etcd:0.1.0
+## image: the collector's container image $(IMAGE), built offline with podman from Containerfile (FROM scratch,
+##        the built binary only); examples/kubernetes/daemonset.yaml runs it (docs/kubernetes.md)
+image: collector
+	@ctx=$$(mktemp -d) && cp $(COLLECTOR) "$$ctx/" && \
+		podman build --pull=never --network=none -f Containerfile -t $(IMAGE) "$$ctx"; \
+		rc=$$?; rm -rf "$$ctx"; exit $$rc
 
 # ocb: install the pinned ocb unless the one in GOPATH/bin is already that version.
 ocb:
