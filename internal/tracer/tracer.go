@@ -386,10 +386,16 @@ func explainLoadError(err error) error {
 	}
 	if isRefusal(err) {
 		if why := explainRefusal(); why != "" {
+			// The cause is known: keep the kernel's errno, not cilium/ebpf's
+			// guess at memlock that it appends to every EPERM.
+			var errno unix.Errno
+			if errors.As(err, &errno) {
+				err = errno
+			}
 			return fmt.Errorf("loading BPF programs was refused: %s: %w", why, err)
 		}
 		return fmt.Errorf("loading BPF programs was refused: run the collector as root, or grant it CAP_BPF, CAP_PERFMON "+
-			"and CAP_SYS_RESOURCE (see the README's Privileges section): %w", err)
+			"and CAP_SYS_RESOURCE (docs/privileges-and-security.md): %w", err)
 	}
 	return fmt.Errorf("loading BPF programs: %w", err)
 }

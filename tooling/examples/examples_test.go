@@ -1,13 +1,10 @@
 package examples
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,9 +25,9 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/etcdebpf/etcdebpfreceiver"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/kube"
 )
 
 // TestMain runs the tests from the top-level examples folder, where users find
@@ -142,57 +139,6 @@ func TestKubernetesCollectorConfig(t *testing.T) {
 	assert.Equal(t, scope, rc.CgroupPath)
 }
 
-// Just the parts of the Kubernetes objects the test checks.
-type (
-	object struct {
-		Kind     string            `yaml:"kind"`
-		Metadata metadata          `yaml:"metadata"`
-		Data     map[string]string `yaml:"data"`
-		Spec     struct {
-			Template struct {
-				Spec podSpec `yaml:"spec"`
-			} `yaml:"template"`
-			Ports []struct {
-				Port int `yaml:"port"`
-			} `yaml:"ports"`
-		} `yaml:"spec"`
-	}
-	metadata struct {
-		Name      string `yaml:"name"`
-		Namespace string `yaml:"namespace"`
-	}
-	podSpec struct {
-		HostPID    bool        `yaml:"hostPID"`
-		Containers []container `yaml:"containers"`
-		Volumes    []struct {
-			Name      string `yaml:"name"`
-			ConfigMap *struct {
-				Name string `yaml:"name"`
-			} `yaml:"configMap"`
-			HostPath *struct {
-				Path string `yaml:"path"`
-			} `yaml:"hostPath"`
-		} `yaml:"volumes"`
-	}
-	container struct {
-		Args []string `yaml:"args"`
-		Env  []struct {
-			Name  string `yaml:"name"`
-			Value string `yaml:"value"`
-		} `yaml:"env"`
-		SecurityContext struct {
-			Privileged   bool `yaml:"privileged"`
-			Capabilities struct {
-				Add []string `yaml:"add"`
-			} `yaml:"capabilities"`
-		} `yaml:"securityContext"`
-		VolumeMounts []struct {
-			Name      string `yaml:"name"`
-			MountPath string `yaml:"mountPath"`
-		} `yaml:"volumeMounts"`
-	}
-)
-
 func TestKubernetesDaemonSet(t *testing.T) {
 	objs := kubernetesObjects(t, "kubernetes/daemonset.yaml")
 	cm, ok := objs["ConfigMap"]
@@ -206,48 +152,60 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	assert.Equal(t, string(want), cm.Data["collector.yaml"], "the ConfigMap is kubernetes/collector.yaml verbatim")
 
 	pod := ds.Spec.Template.Spec
-	assert.True(t, pod.HostPID, "hostPID: the receiver filters on host PIDs and needs etcd's process visible")
+	assert.True(t, pod.HostPID, "hostPID: the kernel reports host pids")
 	require.Len(t, pod.Containers, 1)
 	c := pod.Containers[0]
-	sc := c.SecurityContext
-	assert.True(t, sc.Privileged || (slices.Contains(sc.Capabilities.Add, "BPF") && slices.Contains(sc.Capabilities.Add, "PERFMON")),
-		"loading BPF needs privileged, or CAP_BPF and CAP_PERFMON")
 
-	hostPaths := map[string]string{} // volume name -> host path
-	configVolume := ""
-	for _, v := range pod.Volumes {
-		switch {
-		case v.HostPath != nil:
-			hostPaths[v.Name] = v.HostPath.Path
-		case v.ConfigMap != nil:
-			assert.Equal(t, cm.Metadata.Name, v.ConfigMap.Name, "the config volume references the ConfigMap")
-			configVolume = v.Name
-		}
-	}
-	require.NotEmpty(t, configVolume, "a volume mounts the ConfigMap")
+	// Unprivileged: what tooling/e2e's TestDaemonSetUnderPodman runs, and no more.
+	sc := c.SecurityContext
+	require.NotNil(t, sc.Privileged)
+	assert.False(t, *sc.Privileged)
+	require.NotNil(t, sc.AllowPrivilegeEscalation)
+	assert.False(t, *sc.AllowPrivilegeEscalation)
+	assert.True(t, sc.ReadOnlyRootFilesystem)
+	assert.Equal(t, []string{"ALL"}, sc.Capabilities.Drop)
+	assert.ElementsMatch(t, []string{"BPF", "PERFMON"}, sc.Capabilities.Add)
+	require.NotNil(t, sc.SeccompProfile)
+	assert.Equal(t, "Localhost", sc.SeccompProfile.Type)
+	assert.FileExists(t, filepath.Join("kubernetes", "seccomp", sc.SeccompProfile.LocalhostProfile), "the profile ships beside the manifest")
+
 	mounts := map[string]string{} // host path (or config) -> mount path
 	for _, m := range c.VolumeMounts {
-		if m.Name == configVolume {
+		v := pod.Volume(m.Name)
+		require.NotNil(t, v, "volume %s", m.Name)
+		assert.True(t, m.ReadOnly, "%s is mounted read-only", m.Name)
+		switch {
+		case v.ConfigMap != nil:
+			assert.Equal(t, cm.Metadata.Name, v.ConfigMap.Name, "the config volume references the ConfigMap")
 			mounts["config"] = m.MountPath
-		} else if hp, ok := hostPaths[m.Name]; ok {
-			mounts[hp] = m.MountPath
+		case v.HostPath != nil:
+			mounts[v.HostPath.Path] = m.MountPath
 		}
 	}
-	assert.Equal(t, "/sys/kernel/tracing", mounts["/sys/kernel/tracing"], "tracefs at its usual place: the receiver looks there")
-	assert.Equal(t, "/sys/kernel/btf", mounts["/sys/kernel/btf"], "kernel BTF for CO-RE")
-	assert.NotEmpty(t, mounts["/sys/fs/cgroup"], "the host's cgroup v2 root, for cgroup_path")
-	require.NotEmpty(t, mounts["config"])
+	assert.Equal(t, map[string]string{
+		"config":              "/etc/otelcol-etcd",
+		"/sys/kernel/tracing": "/sys/kernel/tracing", // the receiver looks there
+		"/sys/fs/cgroup":      "/host/sys/fs/cgroup", // for ETCD_CGROUP_PATH
+	}, mounts, "the mounts it needs and no others (BTF is in the container's own sysfs)")
 	assert.Contains(t, c.Args, "--config="+filepath.Join(mounts["config"], "collector.yaml"), "the collector reads the mounted ConfigMap")
 
-	env := map[string]string{}
-	for _, e := range c.Env {
-		env[e.Name] = e.Value
-	}
+	env := c.EnvMap()
 	assert.NotEmpty(t, env["OTLP_ENDPOINT"], "the collector config needs OTLP_ENDPOINT")
 	assert.Contains(t, env, "ETCD_CGROUP_PATH")
 	if p := env["ETCD_CGROUP_PATH"]; p != "" {
 		assert.True(t, strings.HasPrefix(p, mounts["/sys/fs/cgroup"]), "cgroup_path lies under the mounted cgroup root")
 	}
+
+	// The default pipeline is histograms and slow calls; every call is an opt-in.
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, rc := load(t, "kubernetes/collector.yaml")
+	assert.Equal(t, 10*time.Millisecond, rc.MinDuration, "log records for slow calls only")
+	assert.Contains(t, cfg.Service.Pipelines[pipeline.NewID(pipeline.SignalMetrics)].Receivers, receiverID, "histograms of every call")
+	t.Setenv("ETCDEBPF_MIN_DURATION", "0s")
+	_, rc = load(t, "kubernetes/collector.yaml")
+	assert.Zero(t, rc.MinDuration, "ETCDEBPF_MIN_DURATION=0s: a record of every call")
 }
 
 // The gateway relays the agents' OTLP to VictoriaLogs and VictoriaMetrics: each
@@ -300,21 +258,10 @@ func mustParseID(t *testing.T, s string) component.ID {
 }
 
 // kubernetesObjects decodes the manifests in path, by kind.
-func kubernetesObjects(t *testing.T, path string) map[string]object {
+func kubernetesObjects(t *testing.T, path string) map[string]kube.Object {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	objs, err := kube.Decode(path)
 	require.NoError(t, err)
-	objs := map[string]object{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var o object
-		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-			break
-		} else {
-			require.NoError(t, err, path)
-		}
-		objs[o.Kind] = o
-	}
 	return objs
 }
 
@@ -330,7 +277,7 @@ func TestKubernetesGatewayDeployment(t *testing.T) {
 	pod := dep.Spec.Template.Spec
 	require.Len(t, pod.Containers, 1)
 	c := pod.Containers[0]
-	assert.False(t, c.SecurityContext.Privileged, "a gateway only relays OTLP")
+	assert.False(t, c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged, "a gateway only relays OTLP")
 	assert.False(t, pod.HostPID)
 	require.Len(t, pod.Volumes, 1)
 	require.NotNil(t, pod.Volumes[0].ConfigMap)
@@ -347,7 +294,7 @@ func TestKubernetesGatewayDeployment(t *testing.T) {
 	require.Len(t, svc.Spec.Ports, 1)
 	assert.Equal(t, fmt.Sprintf("%s.%s.svc:%d", svc.Metadata.Name, svc.Metadata.Namespace, svc.Spec.Ports[0].Port), agentEndpoint,
 		"the agents send to this Service")
-	for _, o := range []object{cm, dep, svc} {
+	for _, o := range []kube.Object{cm, dep, svc} {
 		assert.Equal(t, svc.Metadata.Namespace, o.Metadata.Namespace)
 	}
 }

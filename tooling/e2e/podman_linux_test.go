@@ -1,0 +1,249 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/kube"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/podman"
+)
+
+// shippedPod is the DaemonSet of examples/kubernetes/daemonset.yaml, ready to
+// run under podman: its pod spec, its one container, and its ConfigMap written
+// out as the volume shows it.
+type shippedPod struct {
+	pod       kube.PodSpec
+	container kube.Container
+	host      podman.Host
+}
+
+func readShippedPod(t *testing.T) shippedPod {
+	t.Helper()
+	root, err := checkout.Root()
+	require.NoError(t, err)
+	dir := filepath.Join(root, "examples", "kubernetes")
+	objs, err := kube.Decode(filepath.Join(dir, "daemonset.yaml"))
+	require.NoError(t, err)
+	ds, cm := objs["DaemonSet"], objs["ConfigMap"]
+	require.Len(t, ds.Spec.Template.Spec.Containers, 1)
+	configDir := t.TempDir()
+	require.NoError(t, os.Chmod(configDir, 0o755))
+	require.NoError(t, podman.WriteConfigMap(cm, configDir))
+	return shippedPod{
+		pod:       ds.Spec.Template.Spec,
+		container: ds.Spec.Template.Spec.Containers[0],
+		host:      podman.Host{ConfigMaps: map[string]string{cm.Metadata.Name: configDir}, SeccompDir: filepath.Join(dir, "seccomp")},
+	}
+}
+
+// setEnv sets the container's variable name to value.
+func (p *shippedPod) setEnv(name, value string) {
+	p.container.Env = append(p.container.Env, kube.EnvVar{Name: name, Value: value}) // podman: the last -e wins
+}
+
+// podmanArgs is `podman run` for p with image. Beyond the manifest it adds only
+// what a test on one machine needs: the host's network, to reach the test's
+// OTLP sink on loopback, and a second config turning off the collector's own
+// metrics listener (:8888), which on the host's network would collide with
+// other collectors'.
+func podmanArgs(t *testing.T, p shippedPod, name, image string) []string {
+	t.Helper()
+	flags, err := podman.RunFlags(p.pod, p.container, p.host)
+	require.NoError(t, err)
+	overlay := t.TempDir()
+	require.NoError(t, os.Chmod(overlay, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(overlay, "test.yaml"), []byte("service:\n  telemetry:\n    metrics:\n      level: none\n"), 0o644))
+	args := append([]string{"run", "--rm", "--name", name, "--network=host", "-v", overlay + ":/etc/otelcol-etcd-test:ro"}, flags...)
+	args = append(args, image)
+	return append(append(args, p.container.Args...), "--config=/etc/otelcol-etcd-test/test.yaml")
+}
+
+// requirePodman skips (or fails, in CI) without podman, and returns the image
+// of the collector built from this checkout, removed when the test ends.
+func requirePodman(t *testing.T) string {
+	t.Helper()
+	bpftest.RequireBPF(t)
+	if err := podman.Available(); err != nil {
+		bpftest.SkipOrFail(t, err.Error())
+	}
+	bin := collectorBinary(t)
+	root, err := checkout.Root()
+	require.NoError(t, err)
+	image := fmt.Sprintf("localhost/otelcol-etcd:e2e-%d", os.Getpid())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	require.NoError(t, podman.BuildImage(ctx, root, bin, image))
+	t.Cleanup(func() { _, _ = podman.Output(context.Background(), "rmi", "-f", image) })
+	return image
+}
+
+// notInName is what podman refuses in a container name.
+var notInName = regexp.MustCompile(`[^a-z0-9_.-]+`)
+
+// containerName is unique to this test run, so that cleanup removes only ours.
+func containerName(t *testing.T) string {
+	return fmt.Sprintf("etcdebpf-e2e-%d-%s", os.Getpid(), notInName.ReplaceAllString(strings.ToLower(t.Name()), "-"))
+}
+
+// The DaemonSet as shipped, under podman with its own security context (host
+// PID namespace, root with CAP_BPF and CAP_PERFMON only, the shipped seccomp
+// profile, a read-only root, no privilege escalation) and its own collector
+// config (histograms and slow calls): it traces a real etcd 3.6 on the host,
+// and its WAL fdatasync histogram counts every sync etcd counted.
+func TestDaemonSetUnderPodman(t *testing.T) {
+	image := requirePodman(t)
+	etcdBin := bpftest.RequireEtcd(t)
+	sink, err := otlpsink.Start("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(sink.Stop)
+
+	p := readShippedPod(t)
+	p.setEnv("OTLP_ENDPOINT", sink.Endpoint())
+	name := containerName(t)
+	col, err := subprocess.Start(subprocess.Options{
+		Name:    "the collector's container",
+		Path:    "podman",
+		Args:    podman.Args(podmanArgs(t, p, name, image)...),
+		LogPath: filepath.Join(t.TempDir(), "container.log"),
+		Ready:   "Everything is ready",
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = col.Stop(20 * time.Second)
+		_, _ = podman.Output(context.Background(), "rm", "-f", "-t", "0", name)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, col.WaitReady(ctx))
+
+	// etcd starts after the collector is tracing: every WAL sync of its life is
+	// seen, and its counter is the kernel's fdatasyncs on *.wal plus one (the
+	// member directory's fsync at the WAL's creation, field notes).
+	srv, err := etcdtest.Start(etcdBin, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(srv.Stop)
+	const puts = 200
+	require.NoError(t, srv.PutN("podman", puts, 256))
+	etcdSyncs, err := srv.Metric("etcd_disk_wal_fsync_duration_seconds_count")
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, int(etcdSyncs), puts/2, "each put is a raft entry that etcd syncs")
+
+	want := uint64(etcdSyncs) - 1
+	var got uint64
+	deadline := time.Now().Add(40 * time.Second) // collection_interval is 10s
+	for time.Now().Before(deadline) {
+		if got = walSyncCount(sink.Metrics(), srv.PID()); got >= want {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("etcd pid %d: %d WAL fdatasyncs in the receiver's histogram, etcd_disk_wal_fsync_duration_seconds_count %d",
+		srv.PID(), got, int(etcdSyncs))
+	assert.Equal(t, want, got, "WAL fdatasyncs vs etcd's own counter minus its directory fsync; container log:\n%s", col.Tail())
+	require.NoError(t, col.Stop(20*time.Second), "the collector stops cleanly on SIGTERM; container log:\n%s", col.Tail())
+}
+
+// walSyncCount is the latest cumulative count of etcd.syscall.duration for
+// fdatasync on WAL files of process pid.
+func walSyncCount(batches []pmetric.Metrics, pid int) uint64 {
+	var latest uint64
+	for _, md := range batches {
+		for i := 0; i < md.ResourceMetrics().Len(); i++ {
+			rm := md.ResourceMetrics().At(i)
+			if v, ok := rm.Resource().Attributes().Get("process.pid"); !ok || v.Int() != int64(pid) {
+				continue
+			}
+			for j := 0; j < rm.ScopeMetrics().Len(); j++ {
+				ms := rm.ScopeMetrics().At(j).Metrics()
+				for k := 0; k < ms.Len(); k++ {
+					if ms.At(k).Name() != "etcd.syscall.duration" {
+						continue
+					}
+					dps := ms.At(k).ExponentialHistogram().DataPoints()
+					for l := 0; l < dps.Len(); l++ {
+						attrs := dps.At(l).Attributes()
+						name, _ := attrs.Get("etcd.syscall.name")
+						kind, _ := attrs.Get("etcd.syscall.fd_kind")
+						class, _ := attrs.Get("etcd.syscall.file_class")
+						if name.Str() == "fdatasync" && kind.Str() == "file" && class.Str() == "wal" {
+							latest = max(latest, dps.At(l).Count())
+						}
+					}
+				}
+			}
+		}
+	}
+	return latest
+}
+
+// Each way the DaemonSet can be deployed short of what it needs, in the same
+// runtime: the collector exits 1 at Start with one line naming the cause and
+// the fix.
+func TestDaemonSetUnderPodmanRefusals(t *testing.T) {
+	image := requirePodman(t)
+	shipped := readShippedPod(t)
+	type refusal struct {
+		name   string
+		change func(*shippedPod)
+		want   []string
+	}
+	refusals := []refusal{
+		{"without hostPID", func(p *shippedPod) { p.pod.HostPID = false },
+			[]string{"not in the host's PID namespace", "hostPID: true"}},
+		{"without the tracefs mount", func(p *shippedPod) {
+			p.container.VolumeMounts = slices.DeleteFunc(p.container.VolumeMounts, func(m kube.VolumeMount) bool { return m.Name == "tracefs" })
+		}, []string{"tracefs is not mounted", "mount it before starting the collector"}},
+		{"under the runtime's default seccomp profile", func(p *shippedPod) {
+			p.container.SecurityContext.SeccompProfile.Type = "RuntimeDefault"
+		}, []string{"seccomp", "Seccomp: 2", "examples/kubernetes/seccomp/etcdebpf.json"}},
+	}
+	// Every capability the manifest adds is needed: without any one, Start names it.
+	for i, capability := range shipped.container.SecurityContext.Capabilities.Add {
+		refusals = append(refusals, refusal{"without " + capability, func(p *shippedPod) {
+			add := p.container.SecurityContext.Capabilities.Add
+			p.container.SecurityContext.Capabilities.Add = append(append([]string{}, add[:i]...), add[i+1:]...)
+		}, []string{"lacks CAP_" + capability, "grant it CAP_" + capability}})
+	}
+	for _, r := range refusals {
+		t.Run(r.name, func(t *testing.T) {
+			p := readShippedPod(t)
+			p.setEnv("OTLP_ENDPOINT", "127.0.0.1:1") // never reached: Start fails first
+			r.change(&p)
+			name := containerName(t)
+			t.Cleanup(func() { _, _ = podman.Output(context.Background(), "rm", "-f", "-t", "0", name) })
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			out, err := podman.Command(ctx, podmanArgs(t, p, name, image)...).CombinedOutput()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, "the collector must fail: %s", out)
+			assert.Equal(t, 1, exit.ExitCode(), "%s", out)
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			last := lines[len(lines)-1]
+			t.Logf("last line: %s", last)
+			assert.True(t, strings.HasPrefix(last, "Error: "), "the collector's last line is its error: %s", out)
+			for _, w := range r.want {
+				assert.Contains(t, last, w)
+			}
+			assert.NotContains(t, last, "MEMLOCK", "the cause, not cilium/ebpf's fallback")
+		})
+	}
+}
