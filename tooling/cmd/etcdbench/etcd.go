@@ -27,22 +27,27 @@ const (
 	cfgBpftrace  = "D"
 	cfgStrace    = "E"
 	cfgMetrics   = "F"
+	// F as it was before the disk and scheduler views (issue 16): their yardstick.
+	cfgMetricsBare = "G"
 )
 
 // configs are the configurations the etcd phase alternates (-configs picks some).
-var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace, cfgMetrics}
+var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace, cfgMetrics, cfgMetricsBare}
 
 var configNames = map[string]string{
-	cfgBaseline:  "no tracing (baseline)",
-	cfgRecv:      "otelcol-etcd, etcdebpf payload off",
-	cfgRecvPay64: "otelcol-etcd, etcdebpf payload_bytes: 64",
-	cfgBpftrace:  "bpftrace, 7 syscalls, latency hist per syscall",
-	cfgStrace:    "strace -f, 7 syscalls, -o /dev/null",
-	cfgMetrics:   "otelcol-etcd, histograms + logs at min_duration: 10ms",
+	cfgBaseline:    "no tracing (baseline)",
+	cfgRecv:        "otelcol-etcd, etcdebpf payload off",
+	cfgRecvPay64:   "otelcol-etcd, etcdebpf payload_bytes: 64",
+	cfgBpftrace:    "bpftrace, 7 syscalls, latency hist per syscall",
+	cfgStrace:      "strace -f, 7 syscalls, -o /dev/null",
+	cfgMetrics:     "otelcol-etcd, histograms + logs at min_duration: 10ms",
+	cfgMetricsBare: "F with scheduler: false, block: false",
 }
 
 // isCollector reports whether cfg runs otelcol-etcd.
-func isCollector(cfg string) bool { return cfg == cfgRecv || cfg == cfgRecvPay64 || cfg == cfgMetrics }
+func isCollector(cfg string) bool {
+	return cfg == cfgRecv || cfg == cfgRecvPay64 || cfg == cfgMetrics || cfg == cfgMetricsBare
+}
 
 // tracedSyscalls are the receiver's seven syscalls.
 var tracedSyscalls = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
@@ -74,8 +79,9 @@ func collectorPipeline(pid int, cfg string) collector.Pipeline {
 	switch cfg {
 	case cfgRecvPay64:
 		p.PayloadBytes = 64
-	case cfgMetrics:
+	case cfgMetrics, cfgMetricsBare:
 		p.MinDuration, p.CollectionInterval, p.MetricsToDebug = 10*time.Millisecond, 10*time.Second, true
+		p.SchedulerOff, p.BlockOff = cfg == cfgMetricsBare, cfg == cfgMetricsBare
 	}
 	return p
 }

@@ -43,12 +43,20 @@ var (
 // startInproc starts the receiver in a logs pipeline, and with histograms in a
 // metrics pipeline too (one receiver for both, as in the collector).
 func startInproc(payload int, histograms bool, budget etcdebpf.BudgetConfig) (*inproc, error) {
+	return startInprocWith(histograms, func(cfg *etcdebpf.Config) {
+		cfg.PayloadBytes = payload
+		cfg.Budget = budget
+	})
+}
+
+// startInprocWith starts the receiver tracing comm with decode on and the
+// default configuration as edit changes it.
+func startInprocWith(histograms bool, edit func(*etcdebpf.Config)) (*inproc, error) {
 	f := etcdebpf.NewFactory()
 	cfg := f.CreateDefaultConfig().(*etcdebpf.Config)
 	cfg.Comm = comm
-	cfg.PayloadBytes = payload
-	cfg.Budget = budget
 	cfg.Decode = true
+	edit(cfg)
 	r := &inproc{}
 	next, err := consumer.NewLogs(func(_ context.Context, ld plog.Logs) error {
 		r.records.Add(int64(ld.LogRecordCount()))

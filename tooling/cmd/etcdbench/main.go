@@ -53,6 +53,9 @@ type options struct {
 	collCalls   int
 	collRuns    int
 	collExports string
+	switchRuns  int
+	switchTurns int
+	pingpong    int
 }
 
 func logf(format string, args ...any) {
@@ -64,7 +67,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
-	flag.StringVar(&o.phases, "phases", "micro,loop,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run")
+	flag.StringVar(&o.phases, "phases", "micro,loop,switch,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
@@ -81,7 +84,14 @@ func main() {
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the harness (the in-process receiver of the loop and ceiling phases) to this file")
 	flag.StringVar(&comm, "comm", "etcd", "process name to trace: etcd and the matched write loop run under it "+
 		"(on a shared machine whose other tracers match \"etcd\", a unique name keeps them off the measurement)")
+	flag.IntVar(&o.switchRuns, "switch-runs", 5, "runs per context-switch variant")
+	flag.IntVar(&o.switchTurns, "switch-rounds", 200_000, "hand-overs (two context switches each) per context-switch run")
+	flag.IntVar(&o.pingpong, "pingpong", 0, "internal: be the switch phase's ping-pong child for this many hand-overs")
 	flag.Parse()
+	if o.pingpong > 0 {
+		pingpong(o.pingpong)
+		return
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -137,6 +147,7 @@ func runAll(o options) error {
 	}{
 		{h.micro, h.has("micro")},
 		{h.loops, h.has("loop")},
+		{h.switches, h.has("switch")},
 		{h.ceiling, h.has("ceiling")},
 		{h.collcpu, h.has("collcpu")},
 		{h.etcd, h.has("bpfstats") || h.has("etcd")},
@@ -222,6 +233,18 @@ func (h *harness) loops() error {
 	}
 	logf("phase loop: BPF run-time stats")
 	h.rep.loopStats, err = h.loop.loopBPFStats(o.loopCalls / 2)
+	return err
+}
+
+func (h *harness) switches() error {
+	o := h.o
+	logf("phase switch: %d runs x %d variants of %d hand-overs", o.switchRuns, len(switchVariants), o.switchTurns)
+	var err error
+	if h.rep.switches, err = runSwitches(o.switchRuns, o.switchTurns, h.work); err != nil {
+		return err
+	}
+	logf("phase switch: BPF run-time stats")
+	h.rep.switchStats, err = switchBPFStats(o.switchTurns)
 	return err
 }
 

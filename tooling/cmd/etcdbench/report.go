@@ -30,13 +30,15 @@ type report struct {
 	total             int
 	version           string // codeVersion at the start
 
-	micro     string
-	collcpu   []collSample
-	loops     []loopSample
-	loopStats map[string][]progDelta
-	ceiling   []ceilingSample
-	etcdStats []etcdStat
-	runs      []runSample
+	micro       string
+	collcpu     []collSample
+	loops       []loopSample
+	loopStats   map[string][]progDelta
+	switches    []switchSample
+	switchStats []progDelta
+	ceiling     []ceilingSample
+	etcdStats   []etcdStat
+	runs        []runSample
 }
 
 func median(xs []float64) float64 {
@@ -143,6 +145,7 @@ func (r *report) write(path string) error {
 	r.writeEtcd(w, &targets)
 	r.writeEtcdStats(w)
 	r.writeLoops(w, &targets)
+	r.writeSwitches(w, &targets)
 	r.writeCeiling(w, &targets)
 	r.writeCollectorCPU(w)
 	r.writeMicro(w, &targets)
@@ -287,6 +290,10 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 		if d != nil && len(d.cpur) > 0 {
 			*targets = append(*targets, fmt.Sprintf("| %s: etcd CPU/put within noise of bpftrace's histogram (D) | CPU/put ratio %.3f vs D %.3f (etcd alone %.1f vs %.1f µs/put) | compare with the rounds' spread |",
 				configNames[cfgMetrics], median(m.cpur), median(d.cpur), median(m.etcdCPU), median(d.etcdCPU)))
+		}
+		if g := aggs[cfgMetricsBare]; g != nil && len(g.ratio) > 0 {
+			*targets = append(*targets, fmt.Sprintf("| %s (scheduler and block on) within noise of G (%s): throughput and CPU/put | throughput ratio %.3f vs G %.3f; CPU/put ratio %.3f vs G %.3f | compare with the rounds' spread |",
+				configNames[cfgMetrics], configNames[cfgMetricsBare], median(m.ratio), median(g.ratio), median(m.cpur), median(g.cpur)))
 		}
 	}
 }

@@ -30,6 +30,8 @@ type Pipeline struct {
 	RingBuffer    int           // the receiver's ring_buffer_size in bytes; 0 for the default
 	Compression   string        // the otlp_grpc exporter's compression; "" for its default (gzip)
 	Batch         bool          // a batch processor (its defaults) in the logs pipeline
+	SchedulerOff  bool          // the receiver's scheduler: false
+	BlockOff      bool          // the receiver's block: false
 
 	// CollectionInterval, when positive, adds a metrics pipeline with the
 	// receiver's histograms, sent this often.
@@ -69,6 +71,12 @@ func (p Pipeline) YAML() string {
 	}
 	if p.RingBuffer > 0 {
 		fmt.Fprintf(&b, "    ring_buffer_size: %d\n", p.RingBuffer)
+	}
+	if p.SchedulerOff {
+		b.WriteString("    scheduler: false\n")
+	}
+	if p.BlockOff {
+		b.WriteString("    block: false\n")
 	}
 	processors := ""
 	if p.Batch {
