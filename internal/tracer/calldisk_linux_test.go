@@ -52,6 +52,7 @@ func alignedBlocks(n int) []byte {
 // pipe, on no disk, carries none of it.
 func TestCallsCarryTheirDisk(t *testing.T) {
 	d := disktest.Quiet(t)
+	requireSchedInfo(t)
 	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"write", "fdatasync"},
 		Block: true, Disks: []uint32{d.Dev}, Scheduler: true})
 	require.NoError(t, err)

@@ -74,6 +74,7 @@ func drainAll(t *testing.T, tr *Tracer) []bpf.MonitorEvent {
 // run_delay in schedstat. Its WAL syncs wait for the disk: blocked time.
 func TestEtcdUnderCPUContention(t *testing.T) {
 	bpftest.RequireBPF(t)
+	requireSchedInfo(t)
 	srv, err := etcdtest.Start(bpftest.RequireEtcd(t), t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)

@@ -54,6 +54,15 @@ func startSpinners(t *testing.T, n, cpu int) {
 	}
 }
 
+// requireSchedInfo skips a test of the scheduler part on a kernel that keeps no
+// run delay per thread, saying so: Start refuses the part there (TestSchedulerNeedsSchedInfo).
+func requireSchedInfo(t *testing.T) {
+	t.Helper()
+	if err := haveSchedInfo(); err != nil {
+		t.Skipf("this kernel lacks what the scheduler part reads: %v", err)
+	}
+}
+
 // lastCPU is the highest CPU this process may run on.
 func lastCPU(t *testing.T) int {
 	t.Helper()
@@ -113,6 +122,7 @@ func drainRecords(t *testing.T, tr *Tracer, tid, want int) []bpf.MonitorEvent {
 // nothing of it.
 func TestSchedulerSplitsCallTime(t *testing.T) {
 	bpftest.RequireBPF(t)
+	requireSchedInfo(t)
 	t.Run("pairing this kernel gets", func(t *testing.T) { testSchedulerSplitsCallTime(t) })
 	t.Run("inflight hash", func(t *testing.T) {
 		replace(t, &haveTaskStorage, func() error { return fmt.Errorf("forced by the test: %w", ebpf.ErrNotSupported) })
@@ -256,7 +266,7 @@ func TestSchedulerOff(t *testing.T) {
 // A kernel without per-thread run delays fails Start with the scheduler part on and names the way out.
 func TestSchedulerNeedsSchedInfo(t *testing.T) {
 	bpftest.RequireBPF(t)
-	require.NoError(t, haveSchedInfo(), "this kernel's BTF")
+	requireSchedInfo(t)
 	replace(t, &haveSchedInfo, func() error { return fmt.Errorf("scheduler: forced by the test: set scheduler: false") })
 	_, err := Start(Options{Comm: "etcd", RingBufferSize: 1 << 20, Scheduler: true})
 	require.Error(t, err)
