@@ -346,7 +346,7 @@ func TestShutdownLeavesNothingInKernel(t *testing.T) {
 	require.NoError(t, err)
 	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
 	require.Len(t, objs.Programs, 15, "an enter and an exit program for each of the 7 syscalls, and sched_switch's")
-	bpftest.RequireLinks(t, objs, 15)
+	bpftest.RequireLinks(t, objs, 14, 1)
 	bpftest.RequireAlive(t, objs)
 
 	require.NoError(t, rcv.Shutdown(context.Background()))

@@ -75,7 +75,8 @@ func drainAll(t *testing.T, tr *Tracer) []bpf.MonitorEvent {
 func TestEtcdUnderCPUContention(t *testing.T) {
 	bpftest.RequireBPF(t)
 	requireSchedInfo(t)
-	srv, err := etcdtest.Start(bpftest.RequireEtcd(t), t.TempDir())
+	dir := t.TempDir()
+	srv, err := etcdtest.Start(bpftest.RequireEtcd(t), dir)
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)
 	pid := srv.PID()
@@ -130,5 +131,9 @@ func TestEtcdUnderCPUContention(t *testing.T) {
 		pid, cpu, puts, len(records), len(runnable), time.Duration(total), time.Duration(delays), syncs, syncsBlocked)
 	assert.NotZero(t, total, "etcd's calls waited for the CPU the spinners held")
 	assert.GreaterOrEqual(t, syncs, uint64(puts), "a WAL sync a put at least")
+	if bpftest.InMemory(t, dir) {
+		t.Logf("etcd's data directory %s is in memory: its syncs wait for no disk, so blocked time is not checked", dir)
+		return
+	}
 	assert.Greater(t, syncsBlocked, syncs/2, "the WAL syncs waited for the disk")
 }

@@ -58,20 +58,22 @@ func KernelAtLeast(t testing.TB, major, minor int) bool {
 	return have[0] > major || have[0] == major && have[1] >= minor
 }
 
-// RequireLinks checks the BPF links a started tracer holds: one per program,
-// where there are BPF links for tracepoints at all.
-func RequireLinks(t testing.TB, objs bpfobjects.Held, programs int) {
+// RequireLinks checks the BPF links a started tracer holds: one per attached
+// program, where there are BPF links for tracepoints at all. Raw tracepoints
+// (sched_switch's) attach through a BPF link on every kernel the receiver runs on.
+func RequireLinks(t testing.TB, objs bpfobjects.Held, tracepoints, rawTracepoints int) {
 	t.Helper()
 	if KernelAtLeast(t, 5, 15) {
-		if len(objs.Links) != programs {
-			t.Fatalf("%d BPF links, want one per program (%d)", len(objs.Links), programs)
+		if len(objs.Links) != tracepoints+rawTracepoints {
+			t.Fatalf("%d BPF links, want one per attached program (%d)", len(objs.Links), tracepoints+rawTracepoints)
 		}
 		return
 	}
-	if len(objs.Links) != 0 {
-		t.Fatalf("%d BPF links before Linux 5.15, where tracepoints attach through perf events, which are no BPF links", len(objs.Links))
+	if len(objs.Links) != rawTracepoints {
+		t.Fatalf("%d BPF links before Linux 5.15, want %d: tracepoints attach through perf events there, which are no BPF links; raw tracepoints are",
+			len(objs.Links), rawTracepoints)
 	}
-	t.Logf("no BPF links to check before Linux 5.15: tracepoints attach through perf events; their programs and maps are checked")
+	t.Logf("before Linux 5.15 only raw tracepoints attach through BPF links: tracepoints' perf events are not checked; their programs and maps are")
 }
 
 // RequireBPF skips the test unless it can load BPF programs: it needs root.
@@ -286,4 +288,15 @@ func StartImpostor(t testing.TB) int {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd.Process.Pid
+}
+
+// InMemory reports whether dir is on a file system held in memory (tmpfs, ramfs:
+// the QEMU guests' root), where a sync has no disk to wait for.
+func InMemory(t testing.TB, dir string) bool {
+	t.Helper()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatalf("statfs %s: %v", dir, err)
+	}
+	return fs.Type == unix.TMPFS_MAGIC || fs.Type == unix.RAMFS_MAGIC
 }
