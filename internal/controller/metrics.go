@@ -18,7 +18,8 @@ import (
 func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, now(),
-		func(tgid uint32) string { return hostwatch.ProcessComm(int(tgid)) })
+		func(tgid uint32) string { return hostwatch.ProcessComm(int(tgid)) }).
+		WithCommandArgs(commandArgs)
 	tick := time.NewTicker(c.cfg.CollectionInterval)
 	defer tick.Stop()
 	for {
@@ -57,3 +58,6 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 		c.settings.Logger.Debug("The pipeline refused metrics", zap.Int("data_points", points), zap.Error(err))
 	}
 }
+
+// commandArgs reads a traced process's command line for its Resource.
+func commandArgs(pid uint32) []string { return hostwatch.ProcessCommandArgs(int(pid)) }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
@@ -21,7 +22,8 @@ import (
 // the session is flushed (Drain: what was pending has been read) or closed.
 func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
 	defer close(done)
-	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize)
+	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize).
+		WithCommandArgs(commandArgs, func(pid uint32) bool { return hostwatch.ProcessExited(int(pid)) })
 	var n readCounts
 	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))
 	for {

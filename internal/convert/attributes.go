@@ -8,6 +8,9 @@ package convert
 const (
 	AttrProcessPID      = "process.pid"
 	AttrProcessExecName = "process.executable.name"
+	// AttrProcessCommandArgs is the process's argv from /proc/<pid>/cmdline,
+	// the semantic conventions' process.command_args (a string array).
+	AttrProcessCommandArgs = "process.command_args"
 )
 
 // Log record attributes.

@@ -30,6 +30,7 @@ type LogBuilder struct {
 	processes map[processKey]plog.LogRecordSlice
 	last      processKey // the process of the previous record, and its records
 	lastRecs  plog.LogRecordSlice
+	args      commandArgs
 }
 
 // processKey is what identifies a Resource: the process and the task's name.
@@ -48,6 +49,14 @@ func NewLogBuilder(decode bool, scopeName, version string, capacity int) *LogBui
 	return b
 }
 
+// WithCommandArgs puts process.command_args on each process's Resource, read
+// by read once per process; exited says when a process is gone, and its
+// command line is read again should its pid return.
+func (b *LogBuilder) WithCommandArgs(read func(pid uint32) []string, exited func(pid uint32) bool) *LogBuilder {
+	b.args = commandArgs{read: read, exited: exited, byPID: map[uint32][]string{}}
+	return b
+}
+
 // reset starts a new batch; the previous plog.Logs now belongs to the consumer.
 func (b *LogBuilder) reset(capacity int) {
 	b.logs = plog.NewLogs()
@@ -55,6 +64,9 @@ func (b *LogBuilder) reset(capacity int) {
 	b.processes = map[processKey]plog.LogRecordSlice{}
 	b.last, b.lastRecs = processKey{}, plog.LogRecordSlice{}
 	b.bootOffset = bootOffset()
+	if b.args.read != nil {
+		b.args.sweep()
+	}
 }
 
 // Len is how many records the batch holds.
@@ -78,9 +90,10 @@ func (b *LogBuilder) recordsOf(rec tracer.Record) plog.LogRecordSlice {
 	if !ok {
 		rl := b.logs.ResourceLogs().AppendEmpty()
 		res := rl.Resource().Attributes()
-		res.EnsureCapacity(2)
+		res.EnsureCapacity(3)
 		res.PutInt(AttrProcessPID, int64(rec.PID()))
 		res.PutStr(AttrProcessExecName, b.strings.get(rec.CommName()))
+		b.args.put(res, rec.PID())
 		sl := rl.ScopeLogs().AppendEmpty()
 		b.scope.CopyTo(sl.Scope())
 		recs = sl.LogRecords()

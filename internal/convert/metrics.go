@@ -37,6 +37,7 @@ type Metrics struct {
 	overflow *series           // calls that found the kernel's map full
 	comms    map[uint32]string // process names by tgid, read once
 	comm     func(tgid uint32) string
+	args     commandArgs
 }
 
 // NewMetrics returns the converter of one session's histograms; comm names a
@@ -51,6 +52,13 @@ func NewMetrics(scopeName, version string, start pcommon.Timestamp, comm func(tg
 	}
 	c.scope.SetName(scopeName)
 	c.scope.SetVersion(version)
+	return c
+}
+
+// WithCommandArgs puts process.command_args on each process's Resource, read
+// by read once per process and forgotten when its series are.
+func (c *Metrics) WithCommandArgs(read func(pid uint32) []string) *Metrics {
+	c.args = commandArgs{read: read, byPID: map[uint32][]string{}}
 	return c
 }
 
@@ -90,6 +98,7 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, exite
 		if comm := c.commOf(tgid); comm != "" {
 			res.PutStr(AttrProcessExecName, comm)
 		}
+		c.args.put(res, tgid)
 		durations, written := c.appendMetrics(rm)
 		for _, key := range keys {
 			c.appendPoints(durations, written, key, c.series[key], now)
@@ -108,6 +117,7 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, exite
 	for _, key := range gone {
 		delete(c.series, key)
 		delete(c.comms, key.PID)
+		c.args.forget(key.PID)
 	}
 	return md, gone
 }

@@ -28,6 +28,16 @@ func ProcessComm(pid int) string {
 	return strings.TrimSuffix(string(b), "\n")
 }
 
+// ProcessCommandArgs is a running process's argv, as /proc/<pid>/cmdline
+// holds it (NUL-separated); nil if it is gone or has none (a kernel thread).
+func ProcessCommandArgs(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
 // processName is "comm (executable)" of a running process, what a name in a log
 // line needs to be told from an impostor: the comm alone can be faked.
 func processName(pid int) string {

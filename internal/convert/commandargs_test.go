@@ -1,0 +1,58 @@
+//go:build linux
+
+package convert
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// A process's command line is on its Resource, in records and metrics alike;
+// it is read once per process, and again once the process was gone (a pid can
+// come back as another process).
+func TestCommandArgsOnTheResource(t *testing.T) {
+	reads := map[uint32]int{}
+	args := map[uint32][]string{100: {"etcd", "--name", "etcd-1"}}
+	read := func(pid uint32) []string { reads[pid]++; return args[pid] }
+	exited := map[uint32]bool{}
+
+	b := NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, func(pid uint32) bool { return exited[pid] })
+	raw := recordtest.Encode(walSync(), nil) // pid 100
+	for range 3 {
+		require.NoError(t, b.Append(raw, 0))
+	}
+	res := b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
+	assert.Equal(t, []any{"etcd", "--name", "etcd-1"}, res[AttrProcessCommandArgs])
+	require.NoError(t, b.Append(raw, 0))
+	b.Take(4)
+	assert.Equal(t, 1, reads[100], "read once for the process, across batches")
+
+	exited[100] = true
+	b.Take(4) // a new batch forgets the processes gone
+	exited[100] = false
+	args[100] = []string{"etcd", "--name", "etcd-9"}
+	require.NoError(t, b.Append(raw, 0))
+	res = b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
+	assert.Equal(t, []any{"etcd", "--name", "etcd-9"}, res[AttrProcessCommandArgs], "the pid's new process")
+
+	delete(args, 100)
+	b = NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, func(uint32) bool { return false })
+	require.NoError(t, b.Append(raw, 0))
+	_, ok := b.Take(4).ResourceLogs().At(0).Resource().Attributes().Get(AttrProcessCommandArgs)
+	assert.False(t, ok, "no attribute for a process without a command line")
+
+	args[7] = []string{"etcd", "--name", "etcd-2"}
+	m := NewMetrics("scope", "v1", 100, func(uint32) string { return "etcd" }).WithCommandArgs(read)
+	sync := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
+	sync.Buckets[120] = 1
+	md, _ := m.Collect([]tracer.Histogram{sync}, 200, func(uint32) bool { return false })
+	assert.Equal(t, []any{"etcd", "--name", "etcd-2"}, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[AttrProcessCommandArgs])
+	m.Collect([]tracer.Histogram{sync}, 300, func(uint32) bool { return true }) // gone: forgotten
+	m.Collect([]tracer.Histogram{sync}, 400, func(uint32) bool { return false })
+	assert.Equal(t, 2, reads[7], "read again after the process was reported gone")
+}
