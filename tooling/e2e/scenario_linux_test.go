@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/scenario"
 )
 
@@ -58,7 +59,15 @@ func TestLeaderDiskThrottled(t *testing.T) {
 	after, err := s.Snapshots()
 	require.NoError(t, err)
 	require.NoError(t, s.StopCollector()) // its last collection is in the sink
-	series := scenario.WALSeriesByPID(s.Sink.Metrics())
+	obs := s.Observed()
+	series := obs.Series
+
+	// Each member's Resource says which member it is: its command line.
+	for _, m := range s.Members() {
+		args := commandArgsOf(t, s.Sink, m.PID)
+		assert.Subset(t, args, []string{"--name", m.Name}, "member %s's Resource carries its command line", m.Name)
+		assert.Equal(t, procCmdline(t, m.PID), args, "as /proc/%d/cmdline holds it", m.PID)
+	}
 
 	for i, b := range before {
 		got := series[b.PID].Between(b.At, after[i].At)
@@ -68,7 +77,7 @@ func TestLeaderDiskThrottled(t *testing.T) {
 	}
 
 	for _, r := range results {
-		for _, f := range r.Figures(series) {
+		for _, f := range r.Figures(obs) {
 			p50, _ := f.Receiver.Buckets.Quantile(0.5)
 			p99, _ := f.Receiver.Buckets.Quantile(0.99)
 			etcdP99, _ := f.Etcd.Quantile(0.99)
@@ -77,15 +86,21 @@ func TestLeaderDiskThrottled(t *testing.T) {
 		}
 	}
 
-	healthy, throttled := results[0].Figures(series), results[1]
+	healthy, throttled := results[0].Figures(obs), results[1]
 	hit := false
-	for i, f := range throttled.Figures(series) {
+	for i, f := range throttled.Figures(obs) {
 		p99, ok := f.Receiver.Buckets.Quantile(0.99)
 		require.True(t, ok, "member %s made no WAL syncs while %s was throttled", f.Member, throttled.Target)
 		floor := scenario.ThrottleFloor(f.Receiver.Scale)
 		if f.Hit {
 			hit = true
 			assert.GreaterOrEqual(t, p99, floor, "the throttled member's p99 lies in or above the bucket of 1/%d s", scenario.ThrottleIOPS)
+			// Its slow syncs' records say why: off the CPU, waiting in the
+			// kernel (the cgroup's queue), not runnable.
+			c := f.Slow
+			require.NotZero(t, c.Syncs, "records of the throttled member's slow syncs arrived")
+			t.Logf("its %d slow syncs: %.0f%% blocked, %.0f%% runnable, device time %.0f%% of theirs", c.Syncs, 100*c.Share(c.BlockedNs), 100*c.Share(c.RunnableNs), 100*c.Share(c.DeviceNs))
+			assert.Greater(t, c.Share(c.BlockedNs), 0.8, "the throttled member's slow syncs were blocked")
 			continue
 		}
 		assert.Less(t, p99, floor/4, "member %s, not throttled, syncs two octaves or more below the throttle", f.Member)
@@ -100,6 +115,41 @@ func TestLeaderDiskThrottled(t *testing.T) {
 		}
 	}
 	require.True(t, hit, "the fault hit a member: %+v", throttled)
+}
+
+// commandArgsOf is process.command_args of pid's Resource in the sink's
+// metrics, failing unless every Resource of pid has the same.
+func commandArgsOf(t *testing.T, sink *otlpsink.Sink, pid int) []string {
+	t.Helper()
+	var args []string
+	for _, md := range sink.Metrics() {
+		for i := 0; i < md.ResourceMetrics().Len(); i++ {
+			res := md.ResourceMetrics().At(i).Resource().Attributes()
+			if p, ok := res.Get("process.pid"); !ok || int(p.Int()) != pid {
+				continue
+			}
+			v, ok := res.Get("process.command_args")
+			require.True(t, ok, "pid %d's Resource has no process.command_args: %v", pid, res.AsRaw())
+			var got []string
+			for j := 0; j < v.Slice().Len(); j++ {
+				got = append(got, v.Slice().At(j).Str())
+			}
+			if args != nil {
+				require.Equal(t, args, got, "pid %d: one command line in every collection", pid)
+			}
+			args = got
+		}
+	}
+	require.NotNil(t, args, "no metrics of pid %d", pid)
+	return args
+}
+
+// procCmdline is /proc/pid/cmdline split at its NULs.
+func procCmdline(t *testing.T, pid int) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	require.NoError(t, err)
+	return strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
 }
 
 // diskDir is a temporary directory on a disk, removed when the test ends.

@@ -74,10 +74,11 @@ func (d *demo) actTwo(ctx context.Context) error {
 	if err := s.StopCollector(); err != nil {
 		return err
 	}
-	series := scenario.WALSeriesByPID(s.Sink.Metrics())
-	writePhaseTables(out, results, series)
+	obs := s.Observed()
+	writePhaseTables(out, results, obs)
+	writeCauses(out, results, obs)
 
-	report := scenario.Report{Members: s.Members(), Series: series, Phases: results, Leaders: s.LeaderChanges()}
+	report := scenario.Report{Members: s.Members(), Series: obs.Series, Phases: results, Leaders: s.LeaderChanges()}
 	path := reportPath(d.Report)
 	if err := writeReportFile(path, report); err != nil {
 		return err
@@ -155,7 +156,7 @@ func writePhaseLine(out io.Writer, r scenario.PhaseResult) {
 
 // writePhaseTables prints, per phase, each member's WAL fdatasyncs as the
 // receiver measured them beside etcd's own figures.
-func writePhaseTables(out io.Writer, results []scenario.PhaseResult, series map[int]scenario.WALSeries) {
+func writePhaseTables(out io.Writer, results []scenario.PhaseResult, obs scenario.Observed) {
 	fmt.Fprintln(out, "\nWAL fdatasync per member and phase: the receiver (kernel, every call in its histogram) | etcd's own histogram")
 	fmt.Fprintln(out, "(etcd's percentiles are interpolated in its 1, 2, 4, ... ms buckets; leader changes, heartbeat failures: etcd's counters; warnings: etcd's log)")
 	for _, r := range results {
@@ -166,7 +167,7 @@ func writePhaseTables(out io.Writer, results []scenario.PhaseResult, series map[
 		fmt.Fprintf(out, "\n%s (%s, %s):\n", r.Name, what, r.Duration().Round(100*time.Millisecond))
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "  \tmember\trole\tsyncs\tetcd\tp50\tetcd\tp99\tetcd\tleader changes\theartbeat failures\tslow fdatasync\tlate heartbeat\t")
-		for _, f := range r.Figures(series) {
+		for _, f := range r.Figures(obs) {
 			role := "follower"
 			if f.Leader {
 				role = "leader"
@@ -182,6 +183,33 @@ func writePhaseTables(out io.Writer, results []scenario.PhaseResult, series map[
 		tw.Flush()
 	}
 	fmt.Fprintln(out, "(* the member the fault hit; role at the phase's end)")
+}
+
+// writeCauses prints, per phase and member, where the slow WAL syncs' time
+// went, from their records (docs/why-slow.md): the layer (the disk, a CPU,
+// the kernel's own work) and what the disk did meanwhile.
+func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Observed) {
+	fmt.Fprintf(out, "\nWhy the WAL syncs of %s or more were slow (from their records: blocked = off the CPU waiting, for the disk or the journal;\n", scenario.SlowCall)
+	fmt.Fprintln(out, "runnable = waiting for a CPU; device = the disk's own service time meanwhile; others' bytes = what other processes submitted to the disk meanwhile):")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  \tphase\tmember\tslow syncs\ttheir time\tblocked\trunnable\ton CPU\tdevice\town bytes\tothers' bytes\t")
+	for _, r := range results {
+		for _, f := range r.Figures(obs) {
+			c := f.Slow
+			if c.Syncs == 0 {
+				continue
+			}
+			name := f.Member
+			if f.Hit {
+				name += " *"
+			}
+			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t%s\t\n", r.Name, name, c.Syncs, fmtDur(time.Duration(c.DurationNs)),
+				100*c.Share(c.BlockedNs), 100*c.Share(c.RunnableNs), 100*c.Share(c.OnCPUNs()), 100*c.Share(c.DeviceNs), fmtBytes(c.DiskOwnBytes), fmtBytes(c.DiskOtherBytes))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "(* the member the fault hit. A throttle shows as blocked time with little device time: the writes waited in the kernel's")
+	fmt.Fprintln(out, "cgroup queue before the disk saw them; a neighbour as device time and others' bytes; CPU contention as runnable time)")
 }
 
 // histQuantile prints h's q-quantile, or "-" where h counts nothing.

@@ -24,17 +24,31 @@ type MemberFigures struct {
 	LeaderChanges, HeartbeatFailures float64 // etcd's counters' growth
 	SlowFdatasyncs, LateHeartbeats   int     // its log's warnings in the phase
 	Puts                             float64 // puts it applied
+
+	Slow Causes // its slow WAL syncs' (those the receiver sent records of) and where their time went
 }
 
-// Figures sets each member's figures over the phase beside the receiver's,
-// series being WALSeriesByPID of what the receiver sent.
-func (r PhaseResult) Figures(series map[int]WALSeries) []MemberFigures {
+// Observed is what the receiver sent, read out of the sink: the WAL
+// fdatasync histograms and the slow syncs' records.
+type Observed struct {
+	Series map[int]WALSeries // by pid
+	Slow   []SlowSync
+}
+
+// Observed reads what the receiver sent so far.
+func (s *Scenario) Observed() Observed {
+	return Observed{Series: WALSeriesByPID(s.Sink.Metrics()), Slow: SlowSyncs(s.Sink.Records())}
+}
+
+// Figures sets each member's figures over the phase beside the receiver's.
+func (r PhaseResult) Figures(obs Observed) []MemberFigures {
 	out := make([]MemberFigures, len(r.Before))
 	for i, b := range r.Before {
 		a := r.After[i]
 		out[i] = MemberFigures{
 			Member: b.Member, PID: b.PID, Leader: a.Leader, Hit: b.Member == r.Target,
-			Receiver:          series[b.PID].Between(b.At, a.At),
+			Receiver:          obs.Series[b.PID].Between(b.At, a.At),
+			Slow:              causesOf(obs.Slow, b.PID, b.At, a.At),
 			EtcdSyncs:         a.WALSyncs - b.WALSyncs,
 			Etcd:              a.WAL.Since(b.WAL),
 			LeaderChanges:     a.LeaderChanges - b.LeaderChanges,
