@@ -6,6 +6,7 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
@@ -17,8 +18,7 @@ import (
 // CollectionInterval, and once more when stop is closed.
 func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, now(),
-		func(tgid uint32) string { return hostwatch.ProcessComm(int(tgid)) }).
+	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, now(), lookupProcess).
 		WithCommandArgs(commandArgs)
 	tick := time.NewTicker(c.cfg.CollectionInterval)
 	defer tick.Stop()
@@ -41,7 +41,7 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 		c.settings.Logger.Error("Reading the kernel's histograms failed", zap.Error(err))
 		return
 	}
-	md, gone := m.Collect(hists, now(), func(tgid uint32) bool { return hostwatch.ProcessExited(int(tgid)) })
+	md, gone := m.Collect(hists, now())
 	for _, key := range gone {
 		if err := s.DeleteHistogram(key); err != nil {
 			c.settings.Logger.Warn("Deleting an exited process's histogram failed", zap.Uint32("pid", key.PID), zap.Error(err))
@@ -61,3 +61,13 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 
 // commandArgs reads a traced process's command line for its Resource.
 func commandArgs(pid uint32) []string { return hostwatch.ProcessCommandArgs(int(pid)) }
+
+// lookupProcess is the process procfs shows as tgid: its start time tells it
+// from an earlier one given the same pid.
+func lookupProcess(tgid uint32) (convert.Process, bool) {
+	p, ok := hostwatch.ReadProcess(int(tgid))
+	if !ok {
+		return convert.Process{}, false
+	}
+	return convert.Process{Comm: hostwatch.ProcessComm(p.PID), Start: pcommon.NewTimestampFromTime(p.StartTime()), ID: p.Start}, true
+}

@@ -11,6 +11,9 @@ const (
 	// AttrProcessCommandArgs is the process's argv from /proc/<pid>/cmdline,
 	// the semantic conventions' process.command_args (a string array).
 	AttrProcessCommandArgs = "process.command_args"
+	// AttrProcessCreationTime (semantic conventions: ISO 8601) tells a process from a
+	// later one given the same pid, on the metrics' Resource.
+	AttrProcessCreationTime = "process.creation.time"
 )
 
 // Log record attributes.

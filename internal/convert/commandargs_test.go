@@ -47,12 +47,15 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	assert.False(t, ok, "no attribute for a process without a command line")
 
 	args[7] = []string{"etcd", "--name", "etcd-2"}
-	m := NewMetrics("scope", "v1", 100, func(uint32) string { return "etcd" }).WithCommandArgs(read)
+	running := true
+	m := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{Comm: "etcd", ID: 1}, running }).WithCommandArgs(read)
 	sync := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
 	sync.Buckets[120] = 1
-	md, _ := m.Collect([]tracer.Histogram{sync}, 200, func(uint32) bool { return false })
+	md, _ := m.Collect([]tracer.Histogram{sync}, 200)
 	assert.Equal(t, []any{"etcd", "--name", "etcd-2"}, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[AttrProcessCommandArgs])
-	m.Collect([]tracer.Histogram{sync}, 300, func(uint32) bool { return true }) // gone: forgotten
-	m.Collect([]tracer.Histogram{sync}, 400, func(uint32) bool { return false })
+	running = false
+	m.Collect([]tracer.Histogram{sync}, 300) // gone: forgotten
+	running = true
+	m.Collect([]tracer.Histogram{sync}, 400)
 	assert.Equal(t, 2, reads[7], "read again after the process was reported gone")
 }

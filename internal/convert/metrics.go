@@ -4,6 +4,7 @@ package convert
 
 import (
 	"slices"
+	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -31,24 +32,43 @@ func (s *series) update(h *tracer.HistCounts) {
 // Metrics turns the kernel's histograms into cumulative OTLP metrics: a Resource
 // per traced process, a data point per syscall, fd kind and file class.
 type Metrics struct {
-	scope    pcommon.InstrumentationScope
-	start    pcommon.Timestamp // before the programs were attached: no call counted is older
-	series   map[tracer.HistKey]*series
-	overflow *series           // calls that found the kernel's map full
-	comms    map[uint32]string // process names by tgid, read once
-	comm     func(tgid uint32) string
-	args     commandArgs
+	scope     pcommon.InstrumentationScope
+	start     pcommon.Timestamp // before the programs were attached: no call counted is older
+	series    map[tracer.HistKey]*series
+	overflow  *series                   // calls that found the kernel's map full
+	processes map[uint32]*tracedProcess // by tgid, from the first collection that saw it
+	lookup    Lookup
+	args      commandArgs
 }
 
-// NewMetrics returns the converter of one session's histograms; comm names a
-// running process (empty when it is gone).
-func NewMetrics(scopeName, version string, start pcommon.Timestamp, comm func(tgid uint32) string) *Metrics {
+// Process is what the converter knows of a running process.
+type Process struct {
+	Comm  string
+	Start pcommon.Timestamp // when it started
+	// ID tells it from a later process given its pid (procfs's start time in
+	// clock ticks: exact, where Start is computed from the boot time).
+	ID uint64
+}
+
+// Lookup is the process running as tgid now; false if there is none.
+type Lookup func(tgid uint32) (Process, bool)
+
+// tracedProcess is a process whose series are being reported.
+type tracedProcess struct {
+	Process
+	seriesStart pcommon.Timestamp // its series' StartTimestamp: its start, or the session's if later
+}
+
+// NewMetrics returns the converter of one session's histograms; lookup tells
+// which process runs as a tgid, so that one that exited, and a newcomer given
+// its pid, are told apart.
+func NewMetrics(scopeName, version string, start pcommon.Timestamp, lookup Lookup) *Metrics {
 	c := &Metrics{
-		scope:  pcommon.NewInstrumentationScope(),
-		start:  start,
-		series: map[tracer.HistKey]*series{},
-		comms:  map[uint32]string{},
-		comm:   comm,
+		scope:     pcommon.NewInstrumentationScope(),
+		start:     start,
+		series:    map[tracer.HistKey]*series{},
+		processes: map[uint32]*tracedProcess{},
+		lookup:    lookup,
 	}
 	c.scope.SetName(scopeName)
 	c.scope.SetVersion(version)
@@ -64,9 +84,10 @@ func (c *Metrics) WithCommandArgs(read func(pid uint32) []string) *Metrics {
 
 // Collect adds hists, the kernel's current histograms, to the running series and
 // returns every series as of now. It returns the keys read of the processes that
-// exited says are gone: their series were reported for the last time, and are
-// forgotten, and can be deleted from the kernel.
-func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, exited func(tgid uint32) bool) (pmetric.Metrics, []tracer.HistKey) {
+// are gone, or whose pid another process now has: their series were reported
+// for the last time, and are forgotten, and can be deleted from the kernel. A
+// newcomer's series start afresh at the next collection, from its own start.
+func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp) (pmetric.Metrics, []tracer.HistKey) {
 	byProcess := map[uint32][]tracer.HistKey{}
 	for i := range hists {
 		h := &hists[i]
@@ -92,22 +113,27 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, exite
 	md := pmetric.NewMetrics()
 	var gone []tracer.HistKey
 	for tgid, keys := range byProcess {
+		p, ended := c.process(tgid)
 		rm := md.ResourceMetrics().AppendEmpty()
 		res := rm.Resource().Attributes()
 		res.PutInt(AttrProcessPID, int64(tgid))
-		if comm := c.commOf(tgid); comm != "" {
-			res.PutStr(AttrProcessExecName, comm)
+		if p.Comm != "" {
+			res.PutStr(AttrProcessExecName, p.Comm)
+		}
+		if p.Start != 0 {
+			res.PutStr(AttrProcessCreationTime, p.Start.AsTime().UTC().Format(time.RFC3339Nano))
 		}
 		c.args.put(res, tgid)
 		durations, written := c.appendMetrics(rm)
 		for _, key := range keys {
-			c.appendPoints(durations, written, key, c.series[key], now)
+			c.appendPoints(durations, written, key, c.series[key], p.seriesStart, now)
 		}
 		if written.DataPoints().Len() == 0 {
 			rm.ScopeMetrics().At(0).Metrics().RemoveIf(func(m pmetric.Metric) bool { return m.Name() == MetricBytesWritten })
 		}
-		if exited(tgid) {
+		if ended {
 			gone = append(gone, keys...)
+			delete(c.processes, tgid)
 		}
 	}
 	if c.overflow != nil {
@@ -116,10 +142,24 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, exite
 	}
 	for _, key := range gone {
 		delete(c.series, key)
-		delete(c.comms, key.PID)
 		c.args.forget(key.PID)
 	}
 	return md, gone
+}
+
+// process is the process whose series tgid's histograms are, and whether it
+// ended: it exited, or another process runs as tgid now.
+func (c *Metrics) process(tgid uint32) (*tracedProcess, bool) {
+	now, running := c.lookup(tgid)
+	p := c.processes[tgid]
+	if p == nil {
+		p = &tracedProcess{seriesStart: c.start}
+		if running {
+			p.Process, p.seriesStart = now, max(now.Start, c.start)
+		}
+		c.processes[tgid] = p
+	}
+	return p, !running || now.ID != p.ID
 }
 
 func (c *Metrics) appendMetrics(rm pmetric.ResourceMetrics) (pmetric.ExponentialHistogram, pmetric.Sum) {
@@ -142,14 +182,14 @@ func (c *Metrics) appendMetrics(rm pmetric.ResourceMetrics) (pmetric.Exponential
 	return durations, written
 }
 
-func (c *Metrics) appendPoints(durations pmetric.ExponentialHistogram, written pmetric.Sum, key tracer.HistKey, s *series, now pcommon.Timestamp) {
+func (c *Metrics) appendPoints(durations pmetric.ExponentialHistogram, written pmetric.Sum, key tracer.HistKey, s *series, start, now pcommon.Timestamp) {
 	dp := durations.DataPoints().AppendEmpty()
 	putKeyAttributes(dp.Attributes(), key)
-	c.fillHistogram(dp, s, now)
+	fillHistogram(dp, s, start, now)
 	if key.Syscall.Writes() {
 		wp := written.DataPoints().AppendEmpty()
 		putKeyAttributes(wp.Attributes(), key)
-		wp.SetStartTimestamp(c.start)
+		wp.SetStartTimestamp(start)
 		wp.SetTimestamp(now)
 		wp.SetIntValue(int64(s.bytes))
 	}
@@ -160,7 +200,7 @@ func (c *Metrics) appendPoints(durations pmetric.ExponentialHistogram, written p
 func (c *Metrics) appendOverflowPoints(durations pmetric.ExponentialHistogram, written pmetric.Sum, now pcommon.Timestamp) {
 	dp := durations.DataPoints().AppendEmpty()
 	dp.Attributes().PutBool(AttrOverflow, true)
-	c.fillHistogram(dp, c.overflow, now)
+	fillHistogram(dp, c.overflow, c.start, now)
 	wp := written.DataPoints().AppendEmpty()
 	wp.Attributes().PutBool(AttrOverflow, true)
 	wp.SetStartTimestamp(c.start)
@@ -177,8 +217,8 @@ func putKeyAttributes(attrs pcommon.Map, key tracer.HistKey) {
 }
 
 // fillHistogram copies the series into dp, trimmed to its first and last non-empty buckets.
-func (c *Metrics) fillHistogram(dp pmetric.ExponentialHistogramDataPoint, s *series, now pcommon.Timestamp) {
-	dp.SetStartTimestamp(c.start)
+func fillHistogram(dp pmetric.ExponentialHistogramDataPoint, s *series, start, now pcommon.Timestamp) {
+	dp.SetStartTimestamp(start)
 	dp.SetTimestamp(now)
 	dp.SetScale(tracer.HistScale)
 	first, last, count := -1, -1, uint64(0)
@@ -198,16 +238,4 @@ func (c *Metrics) fillHistogram(dp pmetric.ExponentialHistogramDataPoint, s *ser
 	}
 	dp.Positive().SetOffset(tracer.HistFirstIndex + int32(first))
 	dp.Positive().BucketCounts().FromRaw(s.buckets[first : last+1])
-}
-
-// commOf is the process's name, read once; empty if it is gone.
-func (c *Metrics) commOf(tgid uint32) string {
-	if name, ok := c.comms[tgid]; ok {
-		return name
-	}
-	name := c.comm(tgid)
-	if name != "" {
-		c.comms[tgid] = name
-	}
-	return name
 }

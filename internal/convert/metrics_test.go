@@ -41,10 +41,8 @@ func durationPoint(md pmetric.Metrics, pid int, name, kind, class string) (pmetr
 }
 
 func TestHistogramCollector(t *testing.T) {
-	c := NewMetrics("scope", "v1", 100, func(uint32) string { return "" })
-	exited := map[uint32]bool{}
-	isExited := func(tgid uint32) bool { return exited[tgid] }
-	c.comms[7] = "etcd"
+	running := map[uint32]Process{7: {Comm: "etcd", Start: 50, ID: 5}} // started before the session (100)
+	c := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok })
 
 	walSync := tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
 	sockWrite := tracer.HistKey{PID: 7, Syscall: tracer.SyscallWrite, FDKind: tracer.FDKindSocket, FileClass: tracer.FileClassNone}
@@ -54,11 +52,12 @@ func TestHistogramCollector(t *testing.T) {
 	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
 	write.SumNs, write.Bytes = 1000, 4096
 
-	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200, isExited)
+	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200)
 	assert.Empty(t, gone)
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
-	assert.Equal(t, map[string]any{AttrProcessPID: int64(7), AttrProcessExecName: "etcd"}, res)
+	assert.Equal(t, map[string]any{AttrProcessPID: int64(7), AttrProcessExecName: "etcd",
+		AttrProcessCreationTime: "1970-01-01T00:00:00.00000005Z"}, res)
 
 	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
@@ -69,14 +68,14 @@ func TestHistogramCollector(t *testing.T) {
 	assert.Equal(t, []uint64{5, 0, 0, 1}, dp.Positive().BucketCounts().AsRaw())
 	assert.EqualValues(t, 6, dp.Count())
 	assert.InDelta(t, 0.006, dp.Sum(), 1e-12)
-	assert.Equal(t, pcommon.Timestamp(100), dp.StartTimestamp())
+	assert.Equal(t, pcommon.Timestamp(100), dp.StartTimestamp(), "counted from the session's start, after the process's")
 	assert.Equal(t, pcommon.Timestamp(200), dp.Timestamp())
 
 	// The kernel's 32-bit counter wraps: the cumulative count keeps growing.
 	write.Buckets[60] = 2 // 4 more calls
 	write.Bytes = 8192
-	exited[7] = true
-	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300, isExited)
+	delete(running, 7)
+	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300)
 	dp, ok = durationPoint(md, 7, "write", "socket", "")
 	require.True(t, ok)
 	_, hasClass := dp.Attributes().Get(AttrFileClass)
@@ -99,15 +98,56 @@ func TestHistogramCollector(t *testing.T) {
 
 	// An exited process's series is reported one last time, then forgotten.
 	assert.ElementsMatch(t, []tracer.HistKey{walSync, sockWrite}, gone)
-	md, _ = c.Collect(nil, 400, isExited)
+	md, _ = c.Collect(nil, 400)
 	assert.Zero(t, md.ResourceMetrics().Len())
 
 	// Calls that found the kernel's map full: one series, marked as the SDKs mark theirs.
 	over := tracer.Histogram{Overflow: true}
 	over.Buckets[0] = 3
-	md, _ = c.Collect([]tracer.Histogram{over}, 500, isExited)
+	md, _ = c.Collect([]tracer.Histogram{over}, 500)
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	dp = md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
 	assert.Equal(t, map[string]any{AttrOverflow: true}, dp.Attributes().AsRaw())
 	assert.EqualValues(t, 3, dp.Count())
+}
+
+// A pid given to a new process is a new process: the old one's series end, and
+// the newcomer's start afresh, from its own start time, under a new Resource.
+func TestHistogramCollectorReusedPID(t *testing.T) {
+	running := map[uint32]Process{7: {Comm: "etcd", Start: 150, ID: 15}} // started after the session (100)
+	c := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok })
+	walSync := tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
+	h := tracer.Histogram{Key: walSync}
+	h.Buckets[120] = 5
+
+	md, gone := c.Collect([]tracer.Histogram{h}, 200)
+	assert.Empty(t, gone)
+	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
+	require.True(t, ok)
+	assert.Equal(t, pcommon.Timestamp(150), dp.StartTimestamp(), "counted from the process's own start")
+	assert.EqualValues(t, 5, dp.Count())
+
+	// The process exits and another gets pid 7 (the kernel's entry holds both's
+	// calls since the last read: the old series takes them, one last time).
+	running[7] = Process{Comm: "etcd", Start: 250, ID: 25}
+	h.Buckets[120] = 8
+	md, gone = c.Collect([]tracer.Histogram{h}, 300)
+	assert.Equal(t, []tracer.HistKey{walSync}, gone, "the old process's keys are deleted from the kernel")
+	dp, ok = durationPoint(md, 7, "fdatasync", "file", "wal")
+	require.True(t, ok)
+	assert.Equal(t, pcommon.Timestamp(150), dp.StartTimestamp())
+	assert.EqualValues(t, 8, dp.Count())
+	creation, _ := md.ResourceMetrics().At(0).Resource().Attributes().Get(AttrProcessCreationTime)
+	assert.Equal(t, "1970-01-01T00:00:00.00000015Z", creation.Str())
+
+	// The kernel's entry was deleted: the newcomer's calls count from zero.
+	h.Buckets[120] = 2
+	md, gone = c.Collect([]tracer.Histogram{h}, 400)
+	assert.Empty(t, gone)
+	dp, ok = durationPoint(md, 7, "fdatasync", "file", "wal")
+	require.True(t, ok)
+	assert.Equal(t, pcommon.Timestamp(250), dp.StartTimestamp(), "a new series from the newcomer's start")
+	assert.EqualValues(t, 2, dp.Count(), "the old process's counts are not merged in")
+	creation, _ = md.ResourceMetrics().At(0).Resource().Attributes().Get(AttrProcessCreationTime)
+	assert.Equal(t, "1970-01-01T00:00:00.00000025Z", creation.Str(), "a new Resource")
 }

@@ -29,6 +29,7 @@ type LossReporter struct {
 
 // lossLog is what the log said last of one process.
 type lossLog struct {
+	process  Process     // the process first seen as the pid: a later one is another
 	name     string      // "comm (executable)", read while the process runs
 	reported tracer.Loss // what the last line covered
 	at       time.Time   // when it was logged; zero before the first line
@@ -46,15 +47,15 @@ func (l *LossReporter) Check(t LossTable, now time.Time) {
 		return
 	}
 	for pid, loss := range losses {
-		exited := ProcessExited(pid)
 		p := l.processes[pid]
 		if p == nil {
 			p = &lossLog{}
-			if !exited {
-				p.name = processName(pid)
+			if running, ok := ReadProcess(pid); ok {
+				p.process, p.name = running, processName(pid)
 			}
 			l.processes[pid] = p
 		}
+		exited := !p.process.Running()
 		if loss != p.reported && (exited || now.Sub(p.at) >= lossLogInterval) {
 			l.logger.Warn("A traced process lost records",
 				zap.Int("pid", pid), zap.String("process", p.name), zap.Bool("exited", exited),

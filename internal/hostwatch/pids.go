@@ -15,25 +15,33 @@ type PIDFilter interface {
 	RemovePID(pid int) error
 }
 
-// PIDs reports each selected pid that exits, once, and removes it from the
-// kernel's filter so that a new process reusing the pid is not traced.
+// PIDs reports each selected process that exits, once, and removes its pid
+// from the kernel's filter: the filter follows the processes, so a new process
+// given the pid of one that exited is not traced.
 type PIDs struct {
-	alive  []int
+	alive  []Process
 	exited metric.Int64Counter // otelcol_etcdebpf_targets_exited
 	logger *zap.Logger
 }
 
-// NewPIDs watches pids; exited counts those that exit.
+// NewPIDs watches the processes running as pids now (one not running counts
+// as exited at the first check); exited counts those that exit.
 func NewPIDs(pids []int, exited metric.Int64Counter, logger *zap.Logger) *PIDs {
-	return &PIDs{alive: slices.Clone(pids), exited: exited, logger: logger}
+	w := &PIDs{exited: exited, logger: logger}
+	for _, pid := range pids {
+		p, _ := ReadProcess(pid) // not running: a zero start time, which no process has
+		p.PID = pid
+		w.alive = append(w.alive, p)
+	}
+	return w
 }
 
-// Check removes from t the pids that exited since the last check.
+// Check removes from t the pids of the processes that exited since the last check.
 func (w *PIDs) Check(ctx context.Context, t PIDFilter) {
 	var gone []int
-	w.alive = slices.DeleteFunc(w.alive, func(pid int) bool {
-		if ProcessExited(pid) {
-			gone = append(gone, pid)
+	w.alive = slices.DeleteFunc(w.alive, func(p Process) bool {
+		if !p.Running() {
+			gone = append(gone, p.PID)
 			return true
 		}
 		return false
