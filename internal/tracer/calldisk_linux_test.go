@@ -19,6 +19,19 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/disktest"
 )
 
+// submittedBy is the bytes the block programs counted for pid on disk dev.
+func submittedBy(t *testing.T, tr *Tracer, dev uint32, pid int) uint64 {
+	t.Helper()
+	subs, err := tr.Submitters()
+	require.NoError(t, err)
+	for _, s := range subs {
+		if s.Dev == dev && int(s.PID) == pid && !s.Overflow {
+			return s.Bytes
+		}
+	}
+	return 0
+}
+
 // rewriteDirect is a child of TestCallsCarryTheirDisk, a neighbour on its disk: it
 // rewrites the same 10 MiB of path with O_DIRECT, 64 KiB a write, until killed.
 func rewriteDirect(path string) {
@@ -44,7 +57,9 @@ func alignedBlocks(n int) []byte {
 }
 
 // Each fdatasync on a quiet disk carries what its disk did during the call: the
-// page the thread wrote before it, submitted by the thread itself (exactly 4 KiB),
+// page the thread wrote before it, submitted by the thread itself (4 KiB and, at
+// times, a few sectors of ext4's own; over the calls at most what the block
+// programs counted for this process),
 // the requests the disk completed and their device time. A neighbour writing with
 // O_DIRECT to the same disk meanwhile shows as others' bytes. Over the window the
 // calls' requests are at most /sys/block/<disk>/stat's completions, and their own and
@@ -93,6 +108,7 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	tid := unix.Gettid()
 	totals0, err := tr.DiskTotals()
 	require.NoError(t, err)
+	own0 := submittedBy(t, tr, d.Dev, os.Getpid())
 	sys0 := disktest.ReadStat(t, d.Name)
 	page := make([]byte, 4096)
 	for range syncs {
@@ -105,9 +121,10 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	sys1 := disktest.ReadStat(t, d.Name)
 	totals1, err := tr.DiskTotals()
 	require.NoError(t, err)
+	ownGrowth := submittedBy(t, tr, d.Dev, os.Getpid()) - own0
 
 	var requests, own, others uint64
-	for _, ev := range drainRecords(t, tr, tid, 2*syncs+1) {
+	for _, ev := range drainRecords(t, tr, tid, 2*syncs+1, int(f.Fd()), pipe[1]) {
 		typ := bpf.MonitorSyscallType(ev.Type)
 		disk := ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_DISK) != 0
 		if ev.FdKind == uint8(bpf.MonitorFdKindFD_KIND_PIPE) {
@@ -117,7 +134,8 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 		require.True(t, disk, "%s on the quiet disk: %+v", typ, ev)
 		require.Equal(t, d.Dev, ev.Disk)
 		if typ == bpf.MonitorSyscallTypeSYSCALL_FDATASYNC {
-			assert.EqualValues(t, 4096, ev.DiskOwnBytes, "the page written before the sync, submitted by the syncing thread: %+v", ev)
+			// The page written before the sync, submitted by the syncing thread; ext4 adds a few sectors of its own at times.
+			assert.GreaterOrEqual(t, ev.DiskOwnBytes, uint64(4096), "%+v", ev)
 			assert.GreaterOrEqual(t, ev.DiskRequests, uint64(1), "the sync waited for its write: %+v", ev)
 			assert.NotZero(t, ev.DiskDeviceNs, "%+v", ev)
 		} else {
@@ -130,9 +148,10 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	stat := sys1.Sub(sys0)
 	completed := stat.Reads + stat.Writes + stat.Discards + stat.Flushes
 	submitted := totals1[d.Dev].BytesSubmitted - totals0[d.Dev].BytesSubmitted
-	t.Logf("%d fdatasyncs on %s beside a neighbour: %d requests over the calls (%d completed in the window), own %d B, others %d B (%d B submitted in the window)",
-		syncs, d.Name, requests, completed, own, others, submitted)
-	assert.EqualValues(t, syncs*4096, own)
+	t.Logf("%d fdatasyncs on %s beside a neighbour: %d requests over the calls (%d completed in the window), own %d B (this process submitted %d B in the window), others %d B (%d B submitted in the window)",
+		syncs, d.Name, requests, completed, own, ownGrowth, others, submitted)
+	assert.LessOrEqual(t, own, ownGrowth, "the calls' own bytes are what this process submitted")
+	assert.GreaterOrEqual(t, own, uint64(syncs*4096), "every page written")
 	assert.NotZero(t, others, "the neighbour's direct writes and the journal's")
 	assert.LessOrEqual(t, requests, completed, "the calls' requests are the disk's, and the window holds them")
 	assert.LessOrEqual(t, own+others, submitted)
