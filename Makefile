@@ -46,7 +46,7 @@ check-generated: generate
 		|| { echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
 
 ## kernels: the kernel-facing tests on Debian's 5.10, 6.1 and 6.12 kernels under QEMU and on this machine's
-##          kernel, one verdict line each (needs root, qemu-system-x86, busybox-static, cpio, debian-archive-keyring; ~6 min, kernels
+##          kernel, one verdict line each (needs root, qemu-system-x86, busybox-static, cpio, e2fsprogs, debian-archive-keyring; ~6 min, kernels
 ##          fetched once into /var/cache/etcdebpf/kernels). Choose with KERNELS="5.10 6.1"
 KERNELS ?= 5.10 6.1 6.12 host
 kernels: etcd collector

@@ -170,6 +170,7 @@ ip link set lo up
 echo "ETCDEBPF-KERNEL \$(uname -r) perf_event_paranoid=\$(cat /proc/sys/kernel/perf_event_paranoid)"
 echo 'ETCDEBPF-SKIP $GUEST_SKIP: their floods need a host-speed CPU (TCG is ~10x slower); the host line runs them'
 export ETCDEBPF_REQUIRE_ALL=1 ETCD_BIN=/opt/etcd ETCDEBPF_ETCDWRITER=/opt/etcdwriter/etcd ETCDEBPF_COLLECTOR=/opt/otelcol-etcd
+export ETCDEBPF_TEST_DISK=/dev/vda
 verdict=PASS
 run() {
 	echo "ETCDEBPF-RUN \$1"
@@ -189,11 +190,17 @@ INIT
 	(cd "$root" && find . | cpio -o -H newc --quiet) >"$WORK/initramfs.cpio"
 }
 
-# boot runs the guest once; its serial console goes to the log.
+# boot runs the guest once; its serial console goes to the log. The guest's one
+# virtio drive (/dev/vda there) is a fresh, fully initialised ext4 image: the
+# quiet disk of the disk tests (internal/testing/disktest), whose /sys/block stat
+# only their own I/O moves.
 boot() {
-	local version=$1 log=$2
+	local version=$1 log=$2 disk=$WORK/disk.$1.img
+	rm -f "$disk"
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$disk" 64M
 	timeout "$KERNELS_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$KERNELS_MEM" \
 		-kernel "$KERNELS_CACHE/$version/vmlinuz" -initrd "$WORK/initramfs.cpio" \
+		-drive "file=$disk,format=raw,if=virtio" \
 		-append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
 		</dev/null >"$log" 2>&1 || true
 	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
@@ -262,8 +269,8 @@ fi
 for k in $KERNELS; do
 	[ "$k" = host ] || suite_of "$k" >/dev/null || die "unknown kernel $k" "KERNELS takes any of: 5.10 6.1 6.12 host"
 done
-for tool in qemu-system-x86_64 busybox cpio apt-get dpkg-deb; do
-	command -v "$tool" >/dev/null || die "$tool is missing" "apt-get install qemu-system-x86 busybox-static cpio"
+for tool in qemu-system-x86_64 busybox cpio apt-get dpkg-deb mkfs.ext4; do
+	command -v "$tool" >/dev/null || die "$tool is missing" "apt-get install qemu-system-x86 busybox-static cpio e2fsprogs"
 done
 ! ldd "$(command -v busybox)" >/dev/null 2>&1 || die "busybox is not the static one" "apt-get install busybox-static"
 

@@ -46,6 +46,15 @@ func Quiet(t testing.TB) Disk {
 		t.Fatalf("mounting %s on %s: %v", device, dir, err)
 	}
 	t.Cleanup(func() {
+		// The next test mounts the same disk (the guests have one): leave it empty.
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.Name() != "lost+found" {
+				if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+					t.Errorf("emptying the quiet disk: %v", err)
+				}
+			}
+		}
 		if err := unix.Unmount(dir, 0); err != nil {
 			t.Errorf("unmounting %s: %v", dir, err)
 		}
