@@ -345,8 +345,8 @@ func TestShutdownLeavesNothingInKernel(t *testing.T) {
 	rcv, err := NewFactory().CreateLogs(context.Background(), receivertest.NewNopSettings(metadata.Type), createDefaultConfig(), consumertest.NewNop())
 	require.NoError(t, err)
 	objs := bpftest.Started(t, func() { require.NoError(t, rcv.Start(context.Background(), componenttest.NewNopHost())) })
-	require.Len(t, objs.Programs, 15, "an enter and an exit program for each of the 7 syscalls, and sched_switch's")
-	bpftest.RequireLinks(t, objs, 14, 1)
+	require.Len(t, objs.Programs, 19, "an enter and an exit program for each of the 7 syscalls, sched_switch's and the disks' view's 4")
+	bpftest.RequireLinks(t, objs, 14, 5)
 	bpftest.RequireAlive(t, objs)
 
 	require.NoError(t, rcv.Shutdown(context.Background()))

@@ -114,6 +114,8 @@ func (r *etcdReceiver) controllerConfig() controller.Config {
 			Histograms:     r.metrics != nil,
 			Scheduler:      r.cfg.Scheduler && r.next != nil, // only records carry its split
 			Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
+			Block:          r.cfg.Block,
+			Disks:          r.cfg.Disks,
 		},
 		Executable:         r.cfg.Executable,
 		Logs:               r.next,

@@ -29,7 +29,7 @@ enum disk_operation {
 };
 
 enum block_counter {
-	BLOCK_COUNTER_UNTRACKED = 0,     /* an issued request that found rq_issued full: no service time */
+	BLOCK_COUNTER_UNTIMED = 0,     /* an issued request that found rq_issued full: no service time */
 	BLOCK_COUNTER_NO_ISSUE = 1,      /* a served request whose issue was not seen (issued before the programs were attached) */
 	BLOCK_COUNTER_NO_START_TIME = 2, /* an issued request the kernel kept no creation time for: no queue time */
 	BLOCK_COUNTER_DISKS_FULL = 3,    /* an event on a covered disk that found disk_totals or disk_ops full */
@@ -82,7 +82,7 @@ struct {
 
 /*
  * Issued requests by address, until their completion. A plain hash, so that a request
- * that finds it full is counted (BLOCK_COUNTER_UNTRACKED); a request is in flight on the
+ * that finds it full is counted (BLOCK_COUNTER_UNTIMED); a request is in flight on the
  * device, so the tags of all covered disks bound what it holds.
  */
 struct {
@@ -248,7 +248,7 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 	}
 	struct issued v = {.issue_ns = now};
 	if (bpf_map_update_elem(&rq_issued, &key, &v, BPF_ANY))
-		block_count(BLOCK_COUNTER_UNTRACKED);
+		block_count(BLOCK_COUNTER_UNTIMED);
 
 	__u64 start = BPF_CORE_READ(rq, start_time_ns);
 	if (!start || start > now) {

@@ -16,7 +16,7 @@ import (
 type BlockBlockCounter uint32
 
 const (
-	BlockBlockCounterBLOCK_COUNTER_UNTRACKED     BlockBlockCounter = 0
+	BlockBlockCounterBLOCK_COUNTER_UNTIMED       BlockBlockCounter = 0
 	BlockBlockCounterBLOCK_COUNTER_NO_ISSUE      BlockBlockCounter = 1
 	BlockBlockCounterBLOCK_COUNTER_NO_START_TIME BlockBlockCounter = 2
 	BlockBlockCounterBLOCK_COUNTER_DISKS_FULL    BlockBlockCounter = 3

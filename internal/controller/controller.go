@@ -40,6 +40,13 @@ type Session interface {
 	DeleteHistogram(tracer.HistKey) error
 	Counters() (tracer.Counters, error)
 
+	// The disks' view, when Block() (tracer.Options.Block).
+	Block() bool
+	DiskOps() ([]tracer.DiskOpStats, error)
+	Submitters() ([]tracer.Submitter, error)
+	ForgetSubmitter(tracer.SubmitterKey) error
+	BlockCounters() (tracer.BlockCounters, error)
+
 	hostwatch.ExecutableFilter
 	hostwatch.PIDFilter
 	hostwatch.LossTable
@@ -179,6 +186,28 @@ func registerKernelCounters(tb *metadata.TelemetryBuilder, s Session) error {
 		tb.RegisterEtcdebpfRecordsLostInflightFullCallback(observe(func(c tracer.Counters) uint64 { return c.InflightFull })),
 		tb.RegisterEtcdebpfRecordsLostOverBudgetCallback(observe(func(c tracer.Counters) uint64 { return c.OverBudget })),
 		tb.RegisterEtcdebpfRecordsLostUnattributedCallback(observe(func(c tracer.Counters) uint64 { return c.Unattributed })),
+		registerBlockCounters(tb, s),
+	)
+}
+
+// registerBlockCounters reports the disks' view's own losses, when it is on.
+func registerBlockCounters(tb *metadata.TelemetryBuilder, s Session) error {
+	if !s.Block() {
+		return nil
+	}
+	observe := func(pick func(tracer.BlockCounters) uint64) metric.Int64Callback {
+		return func(_ context.Context, o metric.Int64Observer) error {
+			c, err := s.BlockCounters()
+			if err != nil {
+				return err
+			}
+			o.Observe(int64(pick(c)))
+			return nil
+		}
+	}
+	return errors.Join(
+		tb.RegisterEtcdebpfDiskRequestsUntimedCallback(observe(func(c tracer.BlockCounters) uint64 { return c.Untimed })),
+		tb.RegisterEtcdebpfDiskEventsLostCallback(observe(func(c tracer.BlockCounters) uint64 { return c.DisksFull })),
 	)
 }
 

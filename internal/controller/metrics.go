@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
@@ -18,16 +19,21 @@ import (
 // CollectionInterval, and once more when stop is closed.
 func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, now(), lookupProcess).
+	start := now()
+	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, start, lookupProcess).
 		WithCommandArgs(commandArgs)
+	var disks *convert.Disks
+	if s.Block() {
+		disks = convert.NewDisks(metadata.ScopeName, c.settings.BuildInfo.Version, start)
+	}
 	tick := time.NewTicker(c.cfg.CollectionInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-tick.C:
-			c.collectOnce(ctx, s, m)
+			c.collectOnce(ctx, s, m, disks)
 		case <-stop:
-			c.collectOnce(ctx, s, m)
+			c.collectOnce(ctx, s, m, disks)
 			return
 		case <-ctx.Done():
 			return
@@ -35,17 +41,21 @@ func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan 
 	}
 }
 
-func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metrics) {
+func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metrics, disks *convert.Disks) {
 	hists, err := s.Histograms()
 	if err != nil {
 		c.settings.Logger.Error("Reading the kernel's histograms failed", zap.Error(err))
 		return
 	}
-	md, gone := m.Collect(hists, now())
+	at := now()
+	md, gone := m.Collect(hists, at)
 	for _, key := range gone {
 		if err := s.DeleteHistogram(key); err != nil {
 			c.settings.Logger.Warn("Deleting an exited process's histogram failed", zap.Uint32("pid", key.PID), zap.Error(err))
 		}
+	}
+	if disks != nil {
+		c.collectDisks(s, disks, at).ResourceMetrics().MoveAndAppendTo(md.ResourceMetrics())
 	}
 	points := md.DataPointCount()
 	if points == 0 {
@@ -70,4 +80,34 @@ func lookupProcess(tgid uint32) (convert.Process, bool) {
 		return convert.Process{}, false
 	}
 	return convert.Process{Comm: hostwatch.ProcessComm(p.PID), Start: pcommon.NewTimestampFromTime(p.StartTime()), ID: p.Start}, true
+}
+
+// collectDisks reads the disks' view and converts it; the entries of exited
+// processes are deleted from the kernel once reported.
+func (c *Controller) collectDisks(s Session, disks *convert.Disks, at pcommon.Timestamp) pmetric.Metrics {
+	ops, err := s.DiskOps()
+	if err != nil {
+		c.settings.Logger.Error("Reading the disks' histograms failed", zap.Error(err))
+		return pmetric.NewMetrics()
+	}
+	subs, err := s.Submitters()
+	if err != nil {
+		c.settings.Logger.Error("Reading the disks' submitters failed", zap.Error(err))
+		return pmetric.NewMetrics()
+	}
+	md, gone := disks.Collect(ops, subs, at, processExited)
+	for _, key := range gone {
+		if err := s.ForgetSubmitter(key); err != nil {
+			c.settings.Logger.Warn("Deleting an exited process's disk counts failed", zap.Uint32("pid", key.PID), zap.Error(err))
+		}
+	}
+	return md
+}
+
+// processExited reports whether no process runs under pid any more: a submitter's
+// entry is the pid's, whoever holds it, so a reused pid's counts start over when
+// the kernel's count falls below the last one read (convert.Disks).
+func processExited(pid uint32) bool {
+	_, ok := hostwatch.ReadProcess(int(pid))
+	return !ok
 }

@@ -57,3 +57,18 @@ const (
 	AttrFileClass = "etcd.syscall.file_class"
 	AttrOverflow  = "otel.metric.overflow"
 )
+
+// The disks' view's metrics (when block is on); their points carry AttrDisk
+// (system.device), and the submitted ones AttrProcessPID and AttrProcessExecName
+// (or AttrOverflow for the rest).
+const (
+	MetricDiskServiceTime    = "etcdebpf.disk.service_time"
+	MetricDiskQueueTime      = "etcdebpf.disk.queue_time"
+	MetricDiskOperations     = "etcdebpf.disk.operations"
+	MetricDiskSubmittedBytes = "etcdebpf.disk.submitted.bytes"
+	MetricDiskSubmittedBios  = "etcdebpf.disk.submitted.bios"
+
+	AttrDiskOperation = "etcdebpf.disk.operation" // read, write, flush, discard
+	AttrDiskDirection = "disk.io.direction"       // semantic conventions: read or write, on those operations only
+	AttrCgroupID      = "etcdebpf.cgroup.id"      // the submitter's cgroup v2 id at its first bio
+)

@@ -29,6 +29,8 @@ type TelemetryBuilder struct {
 	mu                              sync.Mutex
 	registrations                   []metric.Registration
 	EtcdebpfCallsTraced             metric.Int64ObservableCounter
+	EtcdebpfDiskEventsLost          metric.Int64ObservableCounter
+	EtcdebpfDiskRequestsUntimed     metric.Int64ObservableCounter
 	EtcdebpfRecordsLostInflightFull metric.Int64ObservableCounter
 	EtcdebpfRecordsLostOverBudget   metric.Int64ObservableCounter
 	EtcdebpfRecordsLostRingbufFull  metric.Int64ObservableCounter
@@ -55,6 +57,36 @@ func (builder *TelemetryBuilder) RegisterEtcdebpfCallsTracedCallback(cb metric.I
 		cb(ctx, &observerInt64{inst: builder.EtcdebpfCallsTraced, obs: o})
 		return nil
 	}, builder.EtcdebpfCallsTraced)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterEtcdebpfDiskEventsLostCallback sets callback for observable EtcdebpfDiskEventsLost metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfDiskEventsLostCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfDiskEventsLost, obs: o})
+		return nil
+	}, builder.EtcdebpfDiskEventsLost)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterEtcdebpfDiskRequestsUntimedCallback sets callback for observable EtcdebpfDiskRequestsUntimed metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfDiskRequestsUntimedCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfDiskRequestsUntimed, obs: o})
+		return nil
+	}, builder.EtcdebpfDiskRequestsUntimed)
 	if err != nil {
 		return err
 	}
@@ -156,6 +188,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_etcdebpf_calls_traced",
 		metric.WithDescription("Completed syscalls of the traced processes, whether or not syscalls, fd_kinds and min_duration made them log records. [Development]"),
 		metric.WithUnit("{call}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EtcdebpfDiskEventsLost, err = builder.meter.Int64ObservableCounter(
+		"otelcol_etcdebpf_disk_events_lost",
+		metric.WithDescription("Block layer events on covered disks that found the disks' tables full and were not counted in the disk metrics (at most 64 disks; block false turns the view off). [Development]"),
+		metric.WithUnit("{event}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EtcdebpfDiskRequestsUntimed, err = builder.meter.Int64ObservableCounter(
+		"otelcol_etcdebpf_disk_requests_untimed",
+		metric.WithDescription("Requests issued to covered disks whose service time was not measured because the table of requests in flight (16384) was full; they are still counted in etcdebpf.disk.operations. [Development]"),
+		metric.WithUnit("{request}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EtcdebpfRecordsLostInflightFull, err = builder.meter.Int64ObservableCounter(

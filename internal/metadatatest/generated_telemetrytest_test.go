@@ -24,6 +24,14 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
+	require.NoError(t, tb.RegisterEtcdebpfDiskEventsLostCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
+	require.NoError(t, tb.RegisterEtcdebpfDiskRequestsUntimedCallback(func(_ context.Context, observer metric.Int64Observer) error {
+		observer.Observe(1)
+		return nil
+	}))
 	require.NoError(t, tb.RegisterEtcdebpfRecordsLostInflightFullCallback(func(_ context.Context, observer metric.Int64Observer) error {
 		observer.Observe(1)
 		return nil
@@ -44,6 +52,12 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.EtcdebpfRecordsRead.Add(context.Background(), 1)
 	tb.EtcdebpfTargetsExited.Add(context.Background(), 1)
 	AssertEqualEtcdebpfCallsTraced(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEtcdebpfDiskEventsLost(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEtcdebpfDiskRequestsUntimed(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEtcdebpfRecordsLostInflightFull(t, testTel,

@@ -55,7 +55,7 @@ type Submitter struct {
 
 // BlockCounters are the block programs' own counters, summed over CPUs.
 type BlockCounters struct {
-	Untracked   uint64 // issued requests that found the issue table full: no service time
+	Untimed     uint64 // issued requests that found the issue table full: no service time
 	NoIssue     uint64 // served requests whose issue came before the programs were attached
 	NoStartTime uint64 // issued requests the kernel kept no creation time for: no queue time
 	DisksFull   uint64 // events on covered disks whose entry found the disk tables full
@@ -84,10 +84,14 @@ func loadBlock(opts Options) (*blockObjects, error) {
 	if err := spec.LoadAndAssign(&b.objs, nil); err != nil {
 		return nil, explainLoadError(err)
 	}
-	for _, dev := range opts.Disks {
-		if err := b.objs.CoveredDisks.Put(dev, uint8(1)); err != nil {
+	for _, name := range opts.Disks {
+		d, err := ResolveDisk(name)
+		if err == nil {
+			err = b.objs.CoveredDisks.Put(d.Dev, uint8(1))
+		}
+		if err != nil {
 			b.close()
-			return nil, fmt.Errorf("adding disk %d:%d to covered_disks (at most %d): %w", dev>>20, dev&(1<<20-1), b.objs.CoveredDisks.MaxEntries(), err)
+			return nil, fmt.Errorf("disks: covering %q (at most %d disks): %w", name, MaxDisks, err)
 		}
 	}
 	return b, nil
@@ -172,6 +176,9 @@ func (b *blockObjects) close() error {
 }
 
 var errNoBlock = errors.New("the disk view is off (block: false)")
+
+// Block reports whether the disks' view is loaded (Options.Block).
+func (t *Tracer) Block() bool { return t.block != nil }
 
 // CoveredDisks lists the disks the block programs count.
 func (t *Tracer) CoveredDisks() ([]uint32, error) {
@@ -268,13 +275,16 @@ func (t *Tracer) Submitters() ([]Submitter, error) {
 	return out, nil
 }
 
+// SubmitterKey names one process's entry on one disk.
+type SubmitterKey struct{ Dev, PID uint32 }
+
 // ForgetSubmitter deletes a process's entry on a disk, for a process that exited
 // and whose last counts were read: it makes room for others.
-func (t *Tracer) ForgetSubmitter(dev, pid uint32) error {
+func (t *Tracer) ForgetSubmitter(key SubmitterKey) error {
 	if t.block == nil {
 		return errNoBlock
 	}
-	err := t.block.objs.Submitters.Delete(bpf.BlockSubmitterKey{Dev: dev, Tgid: pid})
+	err := t.block.objs.Submitters.Delete(bpf.BlockSubmitterKey{Dev: key.Dev, Tgid: key.PID})
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
 	}
@@ -288,7 +298,7 @@ func (t *Tracer) BlockCounters() (BlockCounters, error) {
 	}
 	var c BlockCounters
 	for key, dst := range map[bpf.BlockBlockCounter]*uint64{
-		bpf.BlockBlockCounterBLOCK_COUNTER_UNTRACKED:     &c.Untracked,
+		bpf.BlockBlockCounterBLOCK_COUNTER_UNTIMED:       &c.Untimed,
 		bpf.BlockBlockCounterBLOCK_COUNTER_NO_ISSUE:      &c.NoIssue,
 		bpf.BlockBlockCounterBLOCK_COUNTER_NO_START_TIME: &c.NoStartTime,
 		bpf.BlockBlockCounterBLOCK_COUNTER_DISKS_FULL:    &c.DisksFull,

@@ -3,9 +3,7 @@
 package tracer
 
 import (
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,12 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/disktest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 )
 
 // startBlock starts a tracer with the disks' view over the given disks and no process traced.
-func startBlock(t *testing.T, disks ...uint32) *Tracer {
+func startBlock(t *testing.T, disks ...string) *Tracer {
 	t.Helper()
 	tr, err := Start(Options{Comm: "no-such-process", RingBufferSize: 1 << 20, Block: true, Disks: disks})
 	require.NoError(t, err)
@@ -74,14 +73,14 @@ func quietSnapshot(t *testing.T, tr *Tracer, d disktest.Disk) (sys, kernel diskt
 // per operation equal /sys/block/<disk>/stat's deltas exactly.
 func TestDiskCountsMatchSysBlock(t *testing.T) {
 	d := disktest.Quiet(t)
-	tr := startBlock(t, d.Dev)
+	tr := startBlock(t, d.Name)
 	covered, err := tr.CoveredDisks()
 	require.NoError(t, err)
 	require.Equal(t, []uint32{d.Dev}, covered)
 
 	path := filepath.Join(d.Dir, "data")
 	require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o600))
-	syncFS(t, d.Dir)
+	disktest.SyncFS(t, d.Dir)
 
 	sys0, k0 := quietSnapshot(t, tr, d)
 	workload(t, d.Dir, path)
@@ -110,7 +109,7 @@ func TestDiskCountsMatchSysBlock(t *testing.T) {
 	assert.GreaterOrEqual(t, total.BytesSubmitted, uint64(50*4096))
 	c, err := tr.BlockCounters()
 	require.NoError(t, err)
-	assert.Zero(t, c.Untracked)
+	assert.Zero(t, c.Untimed)
 	assert.Zero(t, c.DisksFull)
 }
 
@@ -145,9 +144,9 @@ func workload(t *testing.T, dir, path string) {
 	require.NoError(t, unix.Close(fd))
 
 	require.NoError(t, os.Remove(filepath.Join(dir, "dsync")))
-	syncFS(t, dir)
+	disktest.SyncFS(t, dir)
 	trim(t, dir)
-	syncFS(t, dir)
+	disktest.SyncFS(t, dir)
 }
 
 // alignedBlock is 4 KiB aligned to 4 KiB, as O_DIRECT wants.
@@ -155,14 +154,6 @@ func alignedBlock() []byte {
 	buf := make([]byte, 8192)
 	off := (4096 - int(uintptr(unsafe.Pointer(&buf[0]))&4095)) & 4095
 	return buf[off : off+4096]
-}
-
-func syncFS(t *testing.T, dir string) {
-	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	require.NoError(t, err)
-	defer unix.Close(fd)
-	require.NoError(t, unix.Syncfs(fd))
 }
 
 // trim discards the file system's free space (FITRIM), as fstrim does.
@@ -179,30 +170,18 @@ func trim(t *testing.T, dir string) {
 }
 
 // runWriter runs the test writer under name with o, and returns its pid and the
-// time its writes took once it exited. beforeStart, when not nil, gets the pid
-// before the first write.
+// time its writes took. beforeStart, when not nil, gets the pid before the first write.
 func runWriter(t *testing.T, name string, o etcdwriter.Options, beforeStart func(pid int)) (pid int, elapsed time.Duration) {
 	t.Helper()
 	bin, err := etcdwriter.Build(t.TempDir(), name)
 	require.NoError(t, err)
-	o.Wait = beforeStart != nil
-	cmd := exec.Command(bin, o.Args()...)
-	var stdin io.WriteCloser
-	if o.Wait {
-		stdin, err = cmd.StdinPipe()
-		require.NoError(t, err)
-	}
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
+	w := bpftest.StartWriterWith(t, bin, o)
 	if beforeStart != nil {
-		beforeStart(cmd.Process.Pid)
-		_, err := stdin.Write([]byte{1})
-		require.NoError(t, err)
+		beforeStart(w.PID())
 	}
 	start := time.Now()
-	require.NoError(t, cmd.Wait(), "writer: %s", out)
-	return cmd.Process.Pid, time.Since(start)
+	w.Release(t, time.Minute)
+	return w.PID(), time.Since(start)
 }
 
 // submitted is what pid submitted to dev, as the programs counted it.
@@ -224,7 +203,7 @@ func prefill(t *testing.T, dir, name string, size int) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	require.NoError(t, os.WriteFile(path, make([]byte, size), 0o600))
-	syncFS(t, dir)
+	disktest.SyncFS(t, dir)
 	return path
 }
 
@@ -232,7 +211,7 @@ func prefill(t *testing.T, dir, name string, size int) string {
 // with O_DIRECT to the disk is counted with exactly those bytes, under its pid and name.
 func TestNeighbourBytesUnderItsPID(t *testing.T) {
 	d := disktest.Quiet(t)
-	tr := startBlock(t, d.Dev)
+	tr := startBlock(t, d.Name)
 	const calls, size = 64, 64 << 10
 	path := prefill(t, d.Dir, "neighbour.dat", calls*size)
 
@@ -254,7 +233,7 @@ func TestNeighbourBytesUnderItsPID(t *testing.T) {
 // a small part of that: the time is the kernel's, not the device's.
 func TestThrottleShowsShortDeviceTime(t *testing.T) {
 	d := disktest.Quiet(t)
-	tr := startBlock(t, d.Dev)
+	tr := startBlock(t, d.Name)
 	join := disktest.Throttle(t, d.Dev, 10)
 	path := prefill(t, d.Dir, "throttled.dat", 1<<20)
 
@@ -274,7 +253,7 @@ func TestThrottleShowsShortDeviceTime(t *testing.T) {
 	ns0, n0 := service()
 	const calls = 10
 	pid, elapsed := runWriter(t, "throttled", etcdwriter.Options{Calls: calls, Size: 4096, Path: path, DSync: true}, join)
-	syncFS(t, d.Dir)
+	disktest.SyncFS(t, d.Dir)
 	ns1, n1 := service()
 	device := time.Duration(ns1 - ns0)
 	own := submitted(t, tr, d.Dev, pid)

@@ -69,7 +69,7 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	d := disktest.Quiet(t)
 	requireSchedInfo(t)
 	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"write", "fdatasync"},
-		Block: true, Disks: []uint32{d.Dev}, Scheduler: true})
+		Block: true, Disks: []string{d.Name}, Scheduler: true})
 	require.NoError(t, err)
 	defer tr.Close()
 
@@ -90,7 +90,7 @@ func TestCallsCarryTheirDisk(t *testing.T) {
 	require.NoError(t, unix.Pipe2(pipe[:], unix.O_CLOEXEC))
 	defer unix.Close(pipe[0])
 	defer unix.Close(pipe[1])
-	syncFS(t, d.Dir)
+	disktest.SyncFS(t, d.Dir)
 
 	exe, err := os.Executable()
 	require.NoError(t, err)

@@ -50,11 +50,11 @@ type Options struct {
 	Budget      Budget
 
 	// Block loads the disks' view (block.c): per-disk request histograms and who
-	// submits to the disks. Disks, when not empty, are the disks it covers (whole
-	// disks, kernel dev_t encoding, see ResolveDisk); empty, it covers the disks
-	// under the files the traced calls write to, as it sees them.
+	// submits to the disks. Disks, when not empty, are the disks it covers, by
+	// name or device path (ResolveDisk); empty, it covers the disks under the
+	// files the traced calls write to, as it sees them.
 	Block bool
-	Disks []uint32
+	Disks []string
 }
 
 // Budget is how many records one process may queue: RecordsPerSecond on average,

@@ -208,3 +208,16 @@ func write(t testing.TB, path, value string) {
 		t.Fatalf("writing %q to %s: %v", value, path, err)
 	}
 }
+
+// SyncFS writes back the file system under dir (syncfs(2)): afterwards it is quiet.
+func SyncFS(t testing.TB, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		t.Fatalf("syncfs %s: %v", dir, err)
+	}
+}
