@@ -136,6 +136,16 @@ func TestAgentGatewayVictoria(t *testing.T) {
 	p99, err := vm.PromQL(ctx, p99Query, time.Now())
 	require.NoError(t, err)
 	require.Len(t, p99, 1, "%s", p99Query)
+	// The disks' view: etcd's own bytes on the disk it syncs its WAL to, and that disk's flushes.
+	ownBytes := fmt.Sprintf(`sum(etcdebpf_disk_submitted_bytes_total{process_pid="%d"})`, pid)
+	flushes := `sum(etcdebpf_disk_operations_total{etcdebpf_disk_operation="flush"})`
+	for _, q := range []string{ownBytes, flushes} {
+		samples, err := vm.PromQL(ctx, q, time.Now())
+		require.NoError(t, err)
+		require.Len(t, samples, 1, "%s", q)
+		t.Logf("PromQL %s -> %.0f", q, samples[0].Value)
+		assert.Positive(t, samples[0].Value, "%s", q)
+	}
 
 	// Downstream last: the agent flushes into the gateway, the gateway drains into VictoriaLogs.
 	require.NoError(t, agent.Stop(15*time.Second), "agent log:\n%s", agent.Tail())

@@ -49,4 +49,16 @@ var MetricsQueries = []Query{
 		Query:    `sum by (etcd_syscall_fd_kind, etcd_syscall_file_class) (increase_pure(etcd_syscall_bytes_written_total[1m]))`,
 		Columns:  []string{"etcd_syscall_fd_kind", "etcd_syscall_file_class", "value"},
 	},
+	{
+		Question: "The disks' service time p99 per operation over the last minute, in ms (the disks' view)",
+		Query: `round(histogram_quantile(0.99, sum by (system_device, etcdebpf_disk_operation, vmrange)` +
+			` (increase_pure(etcdebpf_disk_service_time_seconds_bucket[1m]))) * 1e3, 0.001)`,
+		Columns: []string{"system_device", "etcdebpf_disk_operation", "value"},
+	},
+	{
+		Question: "Who submitted the most bytes to the disks in the last minute",
+		Query: `topk(5, sum by (system_device, process_pid, process_executable_name)` +
+			` (increase_pure(etcdebpf_disk_submitted_bytes_total{process_pid!=""}[1m])))`,
+		Columns: []string{"system_device", "process_pid", "process_executable_name", "value"},
+	},
 }
