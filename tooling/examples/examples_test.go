@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func factories(t *testing.T) otelcol.Factories {
 	var f otelcol.Factories
 	var err1, err2, err3 error
 	f.Receivers, err1 = otelcol.MakeFactoryMap[receiver.Factory](etcdebpfreceiver.NewFactory(), otlpreceiver.NewFactory())
-	f.Processors, err2 = otelcol.MakeFactoryMap[processor.Factory](batchprocessor.NewFactory(), memorylimiterprocessor.NewFactory())
+	f.Processors, err2 = otelcol.MakeFactoryMap[processor.Factory](batchprocessor.NewFactory(), memorylimiterprocessor.NewFactory(), resourceDetectionFactory)
 	f.Exporters, err3 = otelcol.MakeFactoryMap[exporter.Factory](debugexporter.NewFactory(), otlpexporter.NewFactory(), otlphttpexporter.NewFactory())
 	require.NoError(t, errors.Join(err1, err2, err3))
 	f.Telemetry = otelconftelemetry.NewFactory()
@@ -54,6 +55,26 @@ func factories(t *testing.T) otelcol.Factories {
 }
 
 var receiverID = component.MustNewID("etcdebpf")
+
+// resourceDetectionFactory loads contrib's resource_detection processor config
+// for these tests: the fields they check, the rest kept as it is. This module
+// cannot require the processor itself (contrib v0.165.1 declares go 1.26.9, and
+// the repository's modules build with the installed Go; `make collector` fetches
+// that toolchain for the distribution only). TestDistributionValidatesExamples
+// has the built collector, which holds the real processor, validate every file.
+var resourceDetectionFactory = processor.NewFactory(resourceDetectionType,
+	func() component.Config { return &resourceDetectionConfig{} })
+
+var resourceDetectionType = component.MustNewType("resource_detection")
+
+type resourceDetectionConfig struct {
+	Detectors []string `mapstructure:"detectors"`
+	System    struct {
+		HostnameSources []string       `mapstructure:"hostname_sources"`
+		Other           map[string]any `mapstructure:",remain"`
+	} `mapstructure:"system"`
+	Other map[string]any `mapstructure:",remain"`
+}
 
 // load loads and validates a collector config and returns it with its etcdebpf receiver config.
 func load(t *testing.T, path string) (*otelcol.Config, *etcdebpfreceiver.Config) {
@@ -297,4 +318,55 @@ func TestKubernetesGatewayDeployment(t *testing.T) {
 	for _, o := range []kube.Object{cm, dep, svc} {
 		assert.Equal(t, svc.Metadata.Namespace, o.Metadata.Namespace)
 	}
+}
+
+// agentExamples are the configs of collectors that trace etcd on a node.
+var agentExamples = []string{
+	"debug.yaml", "otlp.yaml", "files-only.yaml", "slow-calls-and-histograms.yaml", "kubernetes/collector.yaml",
+}
+
+// Every record and point an agent sends says which node it came from: each of
+// its pipelines runs resource_detection with the env detector first (the
+// DaemonSet's downward-API node name, or a name an operator sets, wins) and the
+// system detector after it, reading the kernel's hostname rather than asking DNS.
+func TestAgentExamplesNameTheirNode(t *testing.T) {
+	t.Setenv("OTLP_ENDPOINT", "otel-gateway.example:4317")
+	configs, err := filepath.Glob("*.yaml")
+	require.NoError(t, err)
+	assert.ElementsMatch(t, configs, agentExamples[:len(agentExamples)-1], "a new example is an agent: list it in agentExamples")
+	id := component.NewID(resourceDetectionType)
+	for _, path := range agentExamples {
+		cfg, _ := load(t, path)
+		rd, ok := cfg.Processors[id].(*resourceDetectionConfig)
+		require.True(t, ok, "%s configures %s", path, id)
+		assert.Equal(t, []string{"env", "system"}, rd.Detectors, "%s: env first, so OTEL_RESOURCE_ATTRIBUTES wins", path)
+		assert.Equal(t, []string{"os"}, rd.System.HostnameSources, "%s: the kernel's hostname, no DNS lookup", path)
+		for pid, p := range cfg.Service.Pipelines {
+			assert.Contains(t, p.Processors, id, "%s: the %s pipeline names the node", path, pid)
+			if i := slices.Index(p.Processors, component.MustNewID("batch")); i >= 0 {
+				assert.Less(t, slices.Index(p.Processors, id), i, "%s: %s before batch, which would merge nodes' data otherwise", path, pid)
+			}
+		}
+	}
+}
+
+// The DaemonSet gives the agent its node's name from the downward API, as
+// host.name and k8s.node.name through the env detector.
+func TestKubernetesDaemonSetNamesTheNode(t *testing.T) {
+	containers := kubernetesObjects(t, "kubernetes/daemonset.yaml")["DaemonSet"].Spec.Template.Spec.Containers
+	require.Len(t, containers, 1)
+	env := containers[0].Env
+	node := slices.IndexFunc(env, func(e kube.EnvVar) bool { return e.Name == "NODE_NAME" })
+	require.GreaterOrEqual(t, node, 0, "NODE_NAME in the DaemonSet's env")
+	require.NotNil(t, env[node].ValueFrom)
+	assert.Equal(t, "spec.nodeName", env[node].ValueFrom.FieldRef.FieldPath, "NODE_NAME from the downward API")
+	attrs := slices.IndexFunc(env, func(e kube.EnvVar) bool { return e.Name == "OTEL_RESOURCE_ATTRIBUTES" })
+	require.GreaterOrEqual(t, attrs, 0, "OTEL_RESOURCE_ATTRIBUTES in the DaemonSet's env")
+	assert.Less(t, node, attrs, "Kubernetes expands $(NODE_NAME) only from a variable defined before it")
+	pairs := map[string]string{}
+	for kv := range strings.SplitSeq(env[attrs].Value, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		pairs[k] = v
+	}
+	assert.Equal(t, map[string]string{"host.name": "$(NODE_NAME)", "k8s.node.name": "$(NODE_NAME)"}, pairs)
 }

@@ -64,8 +64,17 @@ type Container struct {
 }
 
 type EnvVar struct {
-	Name  string `yaml:"name"`
-	Value string `yaml:"value"`
+	Name      string        `yaml:"name"`
+	Value     string        `yaml:"value"`
+	ValueFrom *EnvVarSource `yaml:"valueFrom"`
+}
+
+// EnvVarSource is where a variable's value comes from; the downward API's
+// fieldRef is the only source the manifests here use.
+type EnvVarSource struct {
+	FieldRef struct {
+		FieldPath string `yaml:"fieldPath"`
+	} `yaml:"fieldRef"`
 }
 
 type SecurityContext struct {
