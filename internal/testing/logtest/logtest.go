@@ -25,13 +25,19 @@ func (r Record) Attr(key string) (pcommon.Value, bool) {
 
 // Str is Attr's value as a string, "" if there is none.
 func (r Record) Str(key string) string {
-	v, _ := r.Attr(key)
+	v, ok := r.Attr(key)
+	if !ok {
+		return "" // a zero Value would panic
+	}
 	return v.AsString()
 }
 
 // Int is Attr's integer value, 0 if there is none.
 func (r Record) Int(key string) int64 {
-	v, _ := r.Attr(key)
+	v, ok := r.Attr(key)
+	if !ok {
+		return 0 // a zero Value would panic
+	}
 	return v.Int()
 }
 

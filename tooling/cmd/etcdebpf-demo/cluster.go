@@ -203,13 +203,18 @@ func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Obs
 			if f.Hit {
 				name += " *"
 			}
-			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t%s\t\n", r.Name, name, c.Syncs, fmtDur(time.Duration(c.DurationNs)),
-				100*c.Share(c.BlockedNs), 100*c.Share(c.RunnableNs), 100*c.Share(c.OnCPUNs()), 100*c.Share(c.DeviceNs), fmtBytes(c.DiskOwnBytes), fmtBytes(c.DiskOtherBytes))
+			device, own, others := "-", "-", "-" // no record carried its disk's figures
+			if c.OnDisk > 0 {
+				device, own, others = fmt.Sprintf("%.0f%%", 100*c.Share(c.DeviceNs)), fmtBytes(c.DiskOwnBytes), fmtBytes(c.DiskOtherBytes)
+			}
+			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t%s\t%s\t\n", r.Name, name, c.Syncs, fmtDur(time.Duration(c.DurationNs)),
+				100*c.Share(c.BlockedNs), 100*c.Share(c.RunnableNs), 100*c.Share(c.OnCPUNs()), device, own, others)
 		}
 	}
 	tw.Flush()
 	fmt.Fprintln(out, "(* the member the fault hit. A throttle shows as blocked time with little device time: the writes waited in the kernel's")
-	fmt.Fprintln(out, "cgroup queue before the disk saw them; a neighbour as device time and others' bytes; CPU contention as runnable time)")
+	fmt.Fprintln(out, "cgroup queue before the disk saw them; a neighbour as device time and others' bytes; CPU contention as runnable time.")
+	fmt.Fprintln(out, "\"-\": the records carried no disk figures, where the collector's receiver has no disks' view)")
 }
 
 // histQuantile prints h's q-quantile, or "-" where h counts nothing.
@@ -221,37 +226,25 @@ func histQuantile(h etcdtest.Histogram, q float64) string {
 	return fmtDur(seconds(v))
 }
 
-// memberLabel names a member by its pid for the queries' answers.
-func memberLabel(s *scenario.Scenario, pid string) string {
-	for _, m := range s.Cluster.Members {
-		if fmt.Sprint(m.PID()) == pid {
-			return m.Name
-		}
-	}
-	return strings.TrimSpace(pid)
-}
-
 // writeClusterQueries runs the queries that find the slow member in the
-// backends and prints them with their answers: what an operator types when
-// a cluster's leader keeps moving.
+// backends and prints them with their answers: what an operator types when a
+// cluster's leader keeps moving. Members are told apart by their Resource's
+// process.command_args (docs/records.md), which both backends store as the
+// array's JSON text: the member's name is taken out of its --name argument.
 func writeClusterQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Server, s *scenario.Scenario, throttled scenario.PhaseResult) error {
-	pids := make([]string, len(s.Cluster.Members))
-	for i, m := range s.Cluster.Members {
-		pids[i] = strconv.Itoa(m.PID())
-	}
 	fmt.Fprintf(out, "\n== Finding the slow member in the backends (members: %s)\n", memberList(s))
 	logs := victoria.Query{
-		Question: "VictoriaLogs: whose WAL syncs took 10 ms or more (the collector sends a record for every call that long), in the last 5 minutes",
-		Query: `_time:5m etcd.syscall.name:=fdatasync file.name:~"\\.wal$" process.pid:in(` + strings.Join(pids, ",") + `)` +
-			` | stats by (process.pid) count() slow_syncs, max(etcd.syscall.duration_ns) max_ns | math round(max_ns/1e6, 0.1) as max_ms` +
-			` | sort by (slow_syncs desc) | fields process.pid, slow_syncs, max_ms`,
-		Columns: []string{"process.pid", "slow_syncs", "max_ms"},
+		Question: "VictoriaLogs: the WAL syncs of 10 ms or more (the collector sends a record for each such call) of the last 5 minutes, by member: count, p99 and worst in ms",
+		Query: `_time:5m etcd.syscall.name:=fdatasync file.name:~"\\.wal$" process.command_args:~"\"--name\",\"etcd-"` +
+			` | extract '"--name","<member>"' from process.command_args` +
+			` | stats by (member) count() slow_syncs, quantile(0.99, etcd.syscall.duration_ns) p99_ns, max(etcd.syscall.duration_ns) max_ns` +
+			` | math round(p99_ns/1e6, 0.1) as p99_ms, round(max_ns/1e6, 0.1) as max_ms | sort by (p99_ms desc) | fields member, slow_syncs, p99_ms, max_ms`,
+		Columns: []string{"member", "slow_syncs", "p99_ms", "max_ms"},
 	}
 	rows, err := vl.LogsQL(ctx, logs.Query)
 	if err != nil {
 		return err
 	}
-	labelMembers(s, rows, "process.pid")
 	if err := writeAnswer(out, logs, rows); err != nil {
 		return err
 	}
@@ -259,9 +252,10 @@ func writeClusterQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Se
 	window := throttled.End.Sub(throttled.Start).Round(time.Second)
 	metrics := victoria.Query{
 		Question: fmt.Sprintf("VictoriaMetrics: each member's WAL fdatasync p99 in ms over the %s the disk was throttled (the receiver's histograms, every call counted; evaluated at the fault's end)", window),
-		Query: fmt.Sprintf(`round(histogram_quantile(0.99, sum by (process_pid, vmrange) (increase_pure(etcd_syscall_duration_seconds_bucket`+
-			`{etcd_syscall_name="fdatasync",etcd_syscall_file_class="wal",process_pid=~"%s"}[%ds]))) * 1e3, 0.01)`, strings.Join(pids, "|"), int(window.Seconds())),
-		Columns: []string{"process_pid", "value"},
+		Query: fmt.Sprintf(`round(histogram_quantile(0.99, sum by (member, vmrange) (label_replace(increase_pure(etcd_syscall_duration_seconds_bucket`+
+			`{etcd_syscall_name="fdatasync",etcd_syscall_file_class="wal",process_command_args=~".*\"--name\",\"etcd-.*"}[%ds]),`+
+			` "member", "$1", "process_command_args", ".*\"--name\",\"([^\"]+)\".*"))) * 1e3, 0.01)`, int(window.Seconds())),
+		Columns: []string{"member", "value"},
 	}
 	samples, err := vm.PromQL(ctx, metrics.Query, throttled.End)
 	if err != nil {
@@ -269,9 +263,8 @@ func writeClusterQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Se
 	}
 	rows = rows[:0]
 	for _, smp := range samples {
-		rows = append(rows, map[string]string{"process_pid": smp.Labels["process_pid"], "value": strconv.FormatFloat(smp.Value, 'f', -1, 64)})
+		rows = append(rows, map[string]string{"member": smp.Labels["member"], "value": strconv.FormatFloat(smp.Value, 'f', -1, 64)})
 	}
-	labelMembers(s, rows, "process_pid")
 	if err := writeAnswer(out, metrics, rows); err != nil {
 		return err
 	}
@@ -279,15 +272,6 @@ func writeClusterQueries(ctx context.Context, out io.Writer, vl, vm *victoria.Se
 		fmt.Fprintf(out, "\nThe fault hit %s (pid %d): both answers point at it.\n", throttled.Target, throttled.TargetPID)
 	}
 	return nil
-}
-
-// labelMembers appends the member's name to each row's pid.
-func labelMembers(s *scenario.Scenario, rows []map[string]string, key string) {
-	for _, row := range rows {
-		if pid, ok := row[key]; ok {
-			row[key] = pid + " (" + memberLabel(s, pid) + ")"
-		}
-	}
 }
 
 func memberList(s *scenario.Scenario) string {

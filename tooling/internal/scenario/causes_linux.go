@@ -14,6 +14,7 @@ import (
 type SlowSync struct {
 	PID                                    int
 	At                                     time.Time // the call's entry
+	OnDisk                                 bool      // it carries what its disk did (the receiver's block view)
 	DurationNs, BlockedNs, RunnableNs      int64
 	DeviceNs, DiskOwnBytes, DiskOtherBytes int64
 }
@@ -26,7 +27,7 @@ func SlowSyncs(records []logtest.Record) []SlowSync {
 			continue
 		}
 		out = append(out, SlowSync{
-			PID: int(r.Int("process.pid")), At: r.Timestamp().AsTime(),
+			PID: int(r.Int("process.pid")), At: r.Timestamp().AsTime(), OnDisk: r.Str("system.device") != "",
 			DurationNs: r.Int("etcd.syscall.duration_ns"), BlockedNs: r.Int("etcd.syscall.blocked_ns"), RunnableNs: r.Int("etcd.syscall.runnable_ns"),
 			DeviceNs: r.Int("etcd.syscall.disk.device_ns"), DiskOwnBytes: r.Int("etcd.syscall.disk.own_bytes"), DiskOtherBytes: r.Int("etcd.syscall.disk.others_bytes"),
 		})
@@ -37,7 +38,7 @@ func SlowSyncs(records []logtest.Record) []SlowSync {
 // Causes adds up a member's slow WAL syncs over a phase: how many, and where
 // their time went.
 type Causes struct {
-	Syncs                                  int
+	Syncs, OnDisk                          int // OnDisk: of them, those carrying their disk's figures
 	DurationNs, BlockedNs, RunnableNs      int64
 	DeviceNs, DiskOwnBytes, DiskOtherBytes int64
 }
@@ -62,6 +63,9 @@ func causesOf(slow []SlowSync, pid int, from, to time.Time) Causes {
 			continue
 		}
 		c.Syncs++
+		if s.OnDisk {
+			c.OnDisk++
+		}
 		c.DurationNs += s.DurationNs
 		c.BlockedNs += s.BlockedNs
 		c.RunnableNs += s.RunnableNs
