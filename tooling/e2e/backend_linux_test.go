@@ -97,6 +97,7 @@ func TestAgentGatewayVictoria(t *testing.T) {
 		FlushInterval:      20 * time.Millisecond,
 		CollectionInterval: time.Second,
 		MetricsOverGRPC:    true,
+		DetectHost:         true,
 	})
 	// The histograms count from the receiver's start: etcd's too, from here.
 	etcdBefore, err := srv.Histogram(walFsyncMetric)
@@ -218,6 +219,14 @@ func TestAgentGatewayVictoria(t *testing.T) {
 		"WAL fdatasync p99: receiver %gs, etcd %gs, in etcd's buckets", p99[0].Value, etcdP99)
 
 	// The queries the demo and docs/backends.md offer a user answer on this data.
+	checkUserQueries(t, vl, vm)
+}
+
+// checkUserQueries runs the queries the demo and the docs offer a user: each
+// answers, and names the node of every row (the queries group by it).
+func checkUserQueries(t *testing.T, vl, vm *victoria.Server) {
+	t.Helper()
+	ctx := context.Background()
 	for _, q := range victoria.LogsQueries {
 		rows, err := vl.LogsQL(ctx, q.Query)
 		require.NoError(t, err)
@@ -225,11 +234,17 @@ func TestAgentGatewayVictoria(t *testing.T) {
 		for _, c := range q.Columns {
 			assert.NotEmpty(t, rows[0][c], "column %s of %q: %v", c, q.Question, rows[0])
 		}
+		for _, row := range rows {
+			assert.NotEmpty(t, row["host.name"], "%q names the node of each row: %v", q.Question, row)
+		}
 	}
 	for _, q := range victoria.MetricsQueries {
 		samples, err := vm.PromQL(ctx, q.Query, time.Now())
 		require.NoError(t, err)
 		require.NotEmpty(t, samples, "no answer to %q: %s", q.Question, q.Query)
+		for _, s := range samples {
+			assert.NotEmpty(t, s.Labels["host_name"], "%q names the node of each series: %v", q.Question, s.Labels)
+		}
 	}
 }
 

@@ -177,9 +177,5 @@ func TestFleetOfThreeNodes(t *testing.T) {
 	}
 
 	// The demo's and the docs' queries group by node and answer on a fleet's data.
-	for _, q := range victoria.LogsQueries {
-		rows, err := vl.LogsQL(ctx, q.Query)
-		require.NoError(t, err)
-		require.NotEmpty(t, rows, "no answer to %q: %s", q.Question, q.Query)
-	}
+	checkUserQueries(t, vl, vm)
 }

@@ -202,6 +202,7 @@ func (d *demo) startCollector(ctx context.Context, bin string) error {
 		OTLPHTTPMetrics:    d.vm.OTLPMetricsEndpoint(),
 		Debug:              "basic",
 		FlushInterval:      100 * time.Millisecond,
+		DetectHost:         true, // host.name, which the queries group by
 	}
 	var echo io.Writer
 	if d.Verbose {

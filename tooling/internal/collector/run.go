@@ -30,8 +30,12 @@ type Pipeline struct {
 	RingBuffer    int           // the receiver's ring_buffer_size in bytes; 0 for the default
 	Compression   string        // the otlp_grpc exporter's compression; "" for its default (gzip)
 	Batch         bool          // a batch processor (its defaults) in the logs pipeline
-	SchedulerOff  bool          // the receiver's scheduler: false
-	BlockOff      bool          // the receiver's block: false
+	// DetectHost adds the examples' resource_detection (env, then system) to
+	// every pipeline: host.name and os.type, or OTEL_RESOURCE_ATTRIBUTES, on
+	// every Resource, as the agents of a fleet send them (docs/fleet.md).
+	DetectHost   bool
+	SchedulerOff bool // the receiver's scheduler: false
+	BlockOff     bool // the receiver's block: false
 
 	// CollectionInterval, when positive, adds a metrics pipeline with the
 	// receiver's histograms, sent this often.
@@ -78,10 +82,18 @@ func (p Pipeline) YAML() string {
 	if p.BlockOff {
 		b.WriteString("    block: false\n")
 	}
-	processors := ""
+	var logsProcessors, metricsProcessors []string
+	if p.DetectHost || p.Batch {
+		b.WriteString("processors:\n")
+	}
+	if p.DetectHost {
+		b.WriteString("  resource_detection:\n    detectors: [env, system]\n    system:\n      hostname_sources: [os]\n")
+		logsProcessors = append(logsProcessors, "resource_detection")
+		metricsProcessors = append(metricsProcessors, "resource_detection")
+	}
 	if p.Batch {
-		b.WriteString("processors:\n  batch:\n")
-		processors = "      processors: [batch]\n"
+		b.WriteString("  batch:\n")
+		logsProcessors = append(logsProcessors, "batch")
 	}
 	var logs, metrics []string
 	b.WriteString("exporters:\n")
@@ -117,11 +129,19 @@ func (p Pipeline) YAML() string {
 		b.WriteString("    retry_on_failure:\n      max_elapsed_time: 30s\n")
 	}
 	b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
-	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processors, strings.Join(logs, ", "))
+	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processorsLine(logsProcessors), strings.Join(logs, ", "))
 	if p.CollectionInterval > 0 {
-		fmt.Fprintf(&b, "    metrics:\n      receivers: [etcdebpf]\n      exporters: [%s]\n", strings.Join(metrics, ", "))
+		fmt.Fprintf(&b, "    metrics:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processorsLine(metricsProcessors), strings.Join(metrics, ", "))
 	}
 	return b.String()
+}
+
+// processorsLine is a pipeline's processors entry, or nothing for none.
+func processorsLine(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return "      processors: [" + strings.Join(names, ", ") + "]\n"
 }
 
 // Collector is a running collector subprocess in its own process group.

@@ -111,6 +111,7 @@ func Start(ctx context.Context, o Options) (_ *Scenario, err error) {
 		FlushInterval:      100 * time.Millisecond,
 		OTLPHTTPLogs:       o.OTLPHTTPLogs,
 		OTLPHTTPMetrics:    o.OTLPHTTPMetrics,
+		DetectHost:         true, // host.name, which the demo's queries group by
 	}
 	colDir := filepath.Join(o.Dir, "collector")
 	if err := os.MkdirAll(colDir, 0o755); err != nil {

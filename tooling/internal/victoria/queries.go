@@ -16,21 +16,21 @@ var LogsQueries = []Query{
 	{
 		Question: "The slowest WAL syncs of the last minute",
 		Query: `_time:1m etcd.syscall.name:=fdatasync file.name:~"\\.wal$"` +
-			` | sort by (etcd.syscall.duration_ns desc) limit 5 | math round(etcd.syscall.duration_ns/1e6, 0.001) as ms | fields _time, file.name, ms`,
-		Columns: []string{"_time", "file.name", "ms"},
+			` | sort by (etcd.syscall.duration_ns desc) limit 5 | math round(etcd.syscall.duration_ns/1e6, 0.001) as ms | fields _time, host.name, file.name, ms`,
+		Columns: []string{"_time", "host.name", "file.name", "ms"},
 	},
 	{
-		Question: "fdatasync latency by file: count, p50 and p99 in ms",
-		Query: `_time:1m etcd.syscall.name:=fdatasync | stats by (file.name) count() syncs,` +
+		Question: "fdatasync latency by node and file: count, p50 and p99 in ms",
+		Query: `_time:1m etcd.syscall.name:=fdatasync | stats by (host.name, file.name) count() syncs,` +
 			` quantile(0.5, etcd.syscall.duration_ns) p50, quantile(0.99, etcd.syscall.duration_ns) p99` +
-			` | math round(p50/1e6, 0.001) as p50_ms, round(p99/1e6, 0.001) as p99_ms | sort by (syncs desc) limit 5 | fields file.name, syncs, p50_ms, p99_ms`,
-		Columns: []string{"file.name", "syncs", "p50_ms", "p99_ms"},
+			` | math round(p50/1e6, 0.001) as p50_ms, round(p99/1e6, 0.001) as p99_ms | sort by (syncs desc) limit 5 | fields host.name, file.name, syncs, p50_ms, p99_ms`,
+		Columns: []string{"host.name", "file.name", "syncs", "p50_ms", "p99_ms"},
 	},
 	{
-		Question: "What etcd spends its traced syscalls on, ranked",
-		Query: `_time:1m | stats by (etcd.syscall.name, etcd.syscall.fd_kind) count() calls, sum(etcd.syscall.duration_ns) total_ns` +
-			` | math round(total_ns/1e6, 0.1) as total_ms | sort by (total_ms desc) limit 6 | fields etcd.syscall.name, etcd.syscall.fd_kind, calls, total_ms`,
-		Columns: []string{"etcd.syscall.name", "etcd.syscall.fd_kind", "calls", "total_ms"},
+		Question: "What etcd spends its traced syscalls on, ranked, by node",
+		Query: `_time:1m | stats by (host.name, etcd.syscall.name, etcd.syscall.fd_kind) count() calls, sum(etcd.syscall.duration_ns) total_ns` +
+			` | math round(total_ns/1e6, 0.1) as total_ms | sort by (total_ms desc) limit 6 | fields host.name, etcd.syscall.name, etcd.syscall.fd_kind, calls, total_ms`,
+		Columns: []string{"host.name", "etcd.syscall.name", "etcd.syscall.fd_kind", "calls", "total_ms"},
 	},
 }
 
@@ -39,26 +39,26 @@ var LogsQueries = []Query{
 // answer's value is the column "value".
 var MetricsQueries = []Query{
 	{
-		Question: "Sync latency p99 by file class over the last minute, in ms (the receiver's histograms)",
-		Query: `round(histogram_quantile(0.99, sum by (etcd_syscall_name, etcd_syscall_file_class, vmrange)` +
+		Question: "Sync latency p99 by node and file class over the last minute, in ms (the receiver's histograms)",
+		Query: `round(histogram_quantile(0.99, sum by (host_name, etcd_syscall_name, etcd_syscall_file_class, vmrange)` +
 			` (increase_pure(etcd_syscall_duration_seconds_bucket{etcd_syscall_name=~"fdatasync|fsync"}[1m]))) * 1e3, 0.001)`,
-		Columns: []string{"etcd_syscall_name", "etcd_syscall_file_class", "value"},
+		Columns: []string{"host_name", "etcd_syscall_name", "etcd_syscall_file_class", "value"},
 	},
 	{
-		Question: "Bytes written in the last minute by fd kind and file class",
-		Query:    `sum by (etcd_syscall_fd_kind, etcd_syscall_file_class) (increase_pure(etcd_syscall_bytes_written_total[1m]))`,
-		Columns:  []string{"etcd_syscall_fd_kind", "etcd_syscall_file_class", "value"},
+		Question: "Bytes written in the last minute by node, fd kind and file class",
+		Query:    `sum by (host_name, etcd_syscall_fd_kind, etcd_syscall_file_class) (increase_pure(etcd_syscall_bytes_written_total[1m]))`,
+		Columns:  []string{"host_name", "etcd_syscall_fd_kind", "etcd_syscall_file_class", "value"},
 	},
 	{
-		Question: "The disks' service time p99 per operation over the last minute, in ms (the disks' view)",
-		Query: `round(histogram_quantile(0.99, sum by (system_device, etcdebpf_disk_operation, vmrange)` +
+		Question: "The disks' service time p99 per node, disk and operation over the last minute, in ms (the disks' view)",
+		Query: `round(histogram_quantile(0.99, sum by (host_name, system_device, etcdebpf_disk_operation, vmrange)` +
 			` (increase_pure(etcdebpf_disk_service_time_seconds_bucket[1m]))) * 1e3, 0.001)`,
-		Columns: []string{"system_device", "etcdebpf_disk_operation", "value"},
+		Columns: []string{"host_name", "system_device", "etcdebpf_disk_operation", "value"},
 	},
 	{
-		Question: "Who submitted the most bytes to the disks in the last minute",
-		Query: `topk(5, sum by (system_device, process_pid, process_executable_name)` +
+		Question: "Who submitted the most bytes to the disks in the last minute, by node",
+		Query: `topk(5, sum by (host_name, system_device, process_pid, process_executable_name)` +
 			` (increase_pure(etcdebpf_disk_submitted_bytes_total{process_pid!=""}[1m])))`,
-		Columns: []string{"system_device", "process_pid", "process_executable_name", "value"},
+		Columns: []string{"host_name", "system_device", "process_pid", "process_executable_name", "value"},
 	},
 }
