@@ -21,7 +21,7 @@ func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan 
 	defer close(done)
 	start := now()
 	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, start, lookupProcess).
-		WithCommandArgs(commandArgs)
+		WithCommandArgs(commandArgs).WithContainers(containerOf)
 	var disks *convert.Disks
 	if s.Block() {
 		disks = convert.NewDisks(metadata.ScopeName, c.settings.BuildInfo.Version, start)
@@ -71,6 +71,12 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 
 // commandArgs reads a traced process's command line for its Resource.
 func commandArgs(pid uint32) []string { return hostwatch.ProcessCommandArgs(int(pid)) }
+
+// containerOf is a traced process's container, from its cgroup path.
+func containerOf(pid uint32) convert.Container {
+	c := hostwatch.ProcessContainer(int(pid))
+	return convert.Container{ID: c.ID, PodUID: c.PodUID}
+}
 
 // lookupProcess is the process procfs shows as tgid: its start time tells it
 // from an earlier one given the same pid.

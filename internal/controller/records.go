@@ -23,7 +23,8 @@ import (
 func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
 	defer close(done)
 	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize).
-		WithCommandArgs(commandArgs, func(pid uint32) bool { _, running := hostwatch.ReadProcess(int(pid)); return !running })
+		WithCommandArgs(commandArgs, func(pid uint32) bool { _, running := hostwatch.ReadProcess(int(pid)); return !running }).
+		WithContainers(containerOf)
 	var n readCounts
 	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))
 	for {

@@ -14,6 +14,10 @@ const (
 	// AttrProcessCreationTime (semantic conventions: ISO 8601) tells a process from a
 	// later one given the same pid, on the metrics' Resource.
 	AttrProcessCreationTime = "process.creation.time"
+	// The container of the process, from its cgroup path: what contrib's
+	// k8sattributes processor associates a pod by.
+	AttrContainerID = "container.id"
+	AttrK8sPodUID   = "k8s.pod.uid"
 )
 
 // Log record attributes.

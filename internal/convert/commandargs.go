@@ -6,39 +6,68 @@ import "go.opentelemetry.io/collector/pdata/pcommon"
 
 // commandArgs is each traced process's command line, for the Resource's
 // process.command_args: what tells apart processes of one executable, such as
-// a cluster's members on one host (--name, --data-dir). It is the process's
-// identity, read once per process, and forgotten when the process is gone,
-// since its pid can be reused.
+// a cluster's members on one host (--name, --data-dir); and its container, for
+// container.id and k8s.pod.uid. It is the process's identity, read once per
+// process, and forgotten when the process is gone, since its pid can be reused.
 type commandArgs struct {
-	read   func(pid uint32) []string // nil: no command_args
-	exited func(pid uint32) bool
-	byPID  map[uint32][]string
+	read      func(pid uint32) []string  // nil: no command_args
+	container func(pid uint32) Container // nil: no container.id
+	exited    func(pid uint32) bool
+	byPID     map[uint32]processIdentity
 }
 
-// put adds pid's command line to res, if it has one.
+// Container is the container a process runs in, from its cgroup path.
+type Container struct {
+	ID     string // container.id
+	PodUID string // k8s.pod.uid, where the path holds it
+}
+
+type processIdentity struct {
+	args      []string
+	container Container
+}
+
+// put adds pid's command line and container to res, where it has them.
 func (c *commandArgs) put(res pcommon.Map, pid uint32) {
-	if c.read == nil {
+	if c.read == nil && c.container == nil {
 		return
 	}
-	args, ok := c.byPID[pid]
+	if c.byPID == nil {
+		c.byPID = map[uint32]processIdentity{}
+	}
+	id, ok := c.byPID[pid]
 	if !ok {
-		args = c.read(pid)
-		if len(args) > 0 {
-			c.byPID[pid] = args
+		if c.read != nil {
+			id.args = c.read(pid)
+		}
+		if c.container != nil {
+			id.container = c.container(pid)
+		}
+		if len(id.args) > 0 || c.read == nil { // no command line: gone already, or a kernel thread; read again next time
+			c.byPID[pid] = id
 		}
 	}
-	if len(args) == 0 {
-		return // gone already, or a kernel thread
+	if id.container.ID != "" {
+		res.PutStr(AttrContainerID, id.container.ID)
+	}
+	if id.container.PodUID != "" {
+		res.PutStr(AttrK8sPodUID, id.container.PodUID)
+	}
+	if len(id.args) == 0 {
+		return
 	}
 	s := res.PutEmptySlice(AttrProcessCommandArgs)
-	s.EnsureCapacity(len(args))
-	for _, a := range args {
+	s.EnsureCapacity(len(id.args))
+	for _, a := range id.args {
 		s.AppendEmpty().SetStr(a)
 	}
 }
 
 // sweep forgets the processes that are gone.
 func (c *commandArgs) sweep() {
+	if c.exited == nil {
+		return
+	}
 	for pid := range c.byPID {
 		if c.exited(pid) {
 			delete(c.byPID, pid)

@@ -59,3 +59,33 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	m.Collect([]tracer.Histogram{sync}, 400)
 	assert.Equal(t, 2, reads[7], "read again after the process was reported gone")
 }
+
+// A process's container is on its Resource, records and metrics, read once.
+func TestContainerOnResource(t *testing.T) {
+	reads := 0
+	container := func(pid uint32) Container {
+		reads++
+		if pid == 7 {
+			return Container{ID: "fe52c3a5", PodUID: "0d3c1a52-7d4e-4b8f-9a51-3c2f6a1e9b70"}
+		}
+		return Container{}
+	}
+	m := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{ID: 1}, true }).WithContainers(container)
+	h := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
+	other := h
+	other.Key.PID = 8
+	md, _ := m.Collect([]tracer.Histogram{h, other}, 200)
+	m.Collect([]tracer.Histogram{h, other}, 300)
+	require.Equal(t, 2, md.ResourceMetrics().Len())
+	for _, rm := range md.ResourceMetrics().All() {
+		res := rm.Resource().Attributes().AsRaw()
+		if res[AttrProcessPID] == int64(7) {
+			assert.Equal(t, "fe52c3a5", res[AttrContainerID])
+			assert.Equal(t, "0d3c1a52-7d4e-4b8f-9a51-3c2f6a1e9b70", res[AttrK8sPodUID])
+		} else {
+			assert.NotContains(t, res, AttrContainerID, "a process outside containers")
+			assert.NotContains(t, res, AttrK8sPodUID)
+		}
+	}
+	assert.Equal(t, 2, reads, "read once per process")
+}

@@ -53,7 +53,14 @@ func NewLogBuilder(decode bool, scopeName, version string, capacity int) *LogBui
 // by read once per process; exited says when a process is gone, and its
 // command line is read again should its pid return.
 func (b *LogBuilder) WithCommandArgs(read func(pid uint32) []string, exited func(pid uint32) bool) *LogBuilder {
-	b.args = commandArgs{read: read, exited: exited, byPID: map[uint32][]string{}}
+	b.args.read, b.args.exited = read, exited
+	return b
+}
+
+// WithContainers puts container.id (and k8s.pod.uid) on each process's Resource,
+// read by read once per process, with its command line.
+func (b *LogBuilder) WithContainers(read func(pid uint32) Container) *LogBuilder {
+	b.args.container = read
 	return b
 }
 
@@ -64,9 +71,7 @@ func (b *LogBuilder) reset(capacity int) {
 	b.processes = map[processKey]plog.LogRecordSlice{}
 	b.last, b.lastRecs = processKey{}, plog.LogRecordSlice{}
 	b.bootOffset = bootOffset()
-	if b.args.read != nil {
-		b.args.sweep()
-	}
+	b.args.sweep()
 }
 
 // Len is how many records the batch holds.

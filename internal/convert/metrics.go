@@ -78,7 +78,14 @@ func NewMetrics(scopeName, version string, start pcommon.Timestamp, lookup Looku
 // WithCommandArgs puts process.command_args on each process's Resource, read
 // by read once per process and forgotten when its series are.
 func (c *Metrics) WithCommandArgs(read func(pid uint32) []string) *Metrics {
-	c.args = commandArgs{read: read, byPID: map[uint32][]string{}}
+	c.args.read = read
+	return c
+}
+
+// WithContainers puts container.id (and k8s.pod.uid) on each process's
+// Resource, read by read once per process.
+func (c *Metrics) WithContainers(read func(pid uint32) Container) *Metrics {
+	c.args.container = read
 	return c
 }
 

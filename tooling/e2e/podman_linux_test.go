@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,24 +117,7 @@ func TestDaemonSetUnderPodman(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(sink.Stop)
 
-	p := readShippedPod(t)
-	p.setEnv("OTLP_ENDPOINT", sink.Endpoint())
-	name := containerName(t)
-	col, err := subprocess.Start(subprocess.Options{
-		Name:    "the collector's container",
-		Path:    "podman",
-		Args:    podman.Args(podmanArgs(t, p, name, image)...),
-		LogPath: filepath.Join(t.TempDir(), "container.log"),
-		Ready:   "Everything is ready",
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = col.Stop(20 * time.Second)
-		_, _ = podman.Output(context.Background(), "rm", "-f", "-t", "0", name)
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	require.NoError(t, col.WaitReady(ctx))
+	startShippedCollector(t, image, sink)
 
 	// etcd starts after the collector is tracing: every WAL sync of its life is
 	// seen, and its counter is the kernel's fdatasyncs on *.wal plus one (the
@@ -158,8 +142,91 @@ func TestDaemonSetUnderPodman(t *testing.T) {
 	}
 	t.Logf("etcd pid %d: %d WAL fdatasyncs in the receiver's histogram, etcd_disk_wal_fsync_duration_seconds_count %d",
 		srv.PID(), got, int(etcdSyncs))
-	assert.Equal(t, want, got, "WAL fdatasyncs vs etcd's own counter minus its directory fsync; container log:\n%s", col.Tail())
-	require.NoError(t, col.Stop(20*time.Second), "the collector stops cleanly on SIGTERM; container log:\n%s", col.Tail())
+	assert.Equal(t, want, got, "WAL fdatasyncs vs etcd's own counter minus its directory fsync")
+}
+
+// startShippedCollector runs the DaemonSet's container as shipped, exporting to
+// sink, until the test ends; it must stop cleanly on SIGTERM.
+func startShippedCollector(t *testing.T, image string, sink *otlpsink.Sink) {
+	t.Helper()
+	p := readShippedPod(t)
+	p.setEnv("OTLP_ENDPOINT", sink.Endpoint())
+	name := containerName(t)
+	col, err := subprocess.Start(subprocess.Options{
+		Name:    "the collector's container",
+		Path:    "podman",
+		Args:    podman.Args(podmanArgs(t, p, name, image)...),
+		LogPath: filepath.Join(t.TempDir(), "container.log"),
+		Ready:   "Everything is ready",
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		assert.NoError(t, col.Stop(20*time.Second), "the collector stops cleanly on SIGTERM; container log:\n%s", col.Tail())
+		_, _ = podman.Output(context.Background(), "rm", "-f", "-t", "0", name)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	require.NoError(t, col.WaitReady(ctx))
+}
+
+// An etcd in a container carries that container's id on its Resource: the id
+// podman reports, read from the process's cgroup path by the DaemonSet's
+// collector in another container.
+func TestContainerIdentityUnderPodman(t *testing.T) {
+	image := requirePodman(t)
+	etcdBin := bpftest.RequireEtcd(t)
+	sink, err := otlpsink.Start("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(sink.Stop)
+	startShippedCollector(t, image, sink)
+
+	// etcd 3.6 is a static binary: the collector's FROM scratch image runs it.
+	ports, err := subprocess.FreePorts(2)
+	require.NoError(t, err)
+	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	data := t.TempDir()
+	name := containerName(t) + "-etcd"
+	id, err := podman.Output(context.Background(), "run", "-d", "--name", name, "--network=host",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+		"-v", filepath.Dir(etcdBin)+":/etcd-bin:ro", "-v", data+":/data", "--entrypoint", "/etcd-bin/etcd", image,
+		"--name", "contained", "--data-dir", "/data/etcd",
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "contained="+peer)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = podman.Output(context.Background(), "rm", "-f", "-t", "2", name) })
+	pidText, err := podman.Output(context.Background(), "inspect", "--format", "{{.State.Pid}}", name)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(pidText)
+	require.NoError(t, err)
+
+	srv := &etcdtest.Server{ClientURL: client}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, err := srv.Put("ready", "1"); err != nil; _, err = srv.Put("ready", "1") {
+		require.True(t, time.Now().Before(deadline), "etcd in its container does not serve: %v", err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, srv.PutN("contained", 50, 64))
+
+	var res map[string]any
+	for deadline := time.Now().Add(40 * time.Second); res == nil && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		res = resourceOf(sink.Metrics(), pid)
+	}
+	require.NotNil(t, res, "no metrics of etcd's host pid %d", pid)
+	t.Logf("etcd in container %s (host pid %d): Resource %v", id[:12], pid, res)
+	assert.Equal(t, id, res["container.id"], "the id podman reports")
+	assert.NotContains(t, res, "k8s.pod.uid", "podman's cgroup path names no pod")
+}
+
+// resourceOf is the Resource attributes of pid's metrics, or nil.
+func resourceOf(batches []pmetric.Metrics, pid int) map[string]any {
+	for _, md := range batches {
+		for _, rm := range md.ResourceMetrics().All() {
+			if v, ok := rm.Resource().Attributes().Get("process.pid"); ok && v.Int() == int64(pid) {
+				return rm.Resource().Attributes().AsRaw()
+			}
+		}
+	}
+	return nil
 }
 
 // walSyncCount is the latest cumulative count of etcd.syscall.duration for
