@@ -93,6 +93,8 @@ type Controller struct {
 	metricsDone chan struct{}
 	watchDone   chan struct{}
 	stopMetrics chan struct{} // closed by Drain: collect once more and return
+
+	refusedRecords, refusedPoints *refusalLog // the reader's and the metrics' own
 }
 
 // New returns a controller of cfg that opens its session with open.
@@ -105,7 +107,11 @@ func New(set receiver.Settings, cfg Config, open Open) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating obsreport: %w", err)
 	}
-	return &Controller{cfg: cfg, settings: set, open: open, obsrecv: obsrecv}, nil
+	return &Controller{
+		cfg: cfg, settings: set, open: open, obsrecv: obsrecv,
+		refusedRecords: &refusalLog{logger: set.Logger, message: "The pipeline refused records", unit: "records"},
+		refusedPoints:  &refusalLog{logger: set.Logger, message: "The pipeline refused metrics", unit: "data_points"},
+	}, nil
 }
 
 // Start opens the session, registers the self-telemetry that reads it, and

@@ -65,7 +65,7 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 	err = c.cfg.Metrics.ConsumeMetrics(ctx, md)
 	c.obsrecv.EndMetricsOp(ctx, metadata.Type.String(), points, err)
 	if err != nil {
-		c.settings.Logger.Debug("The pipeline refused metrics", zap.Int("data_points", points), zap.Error(err))
+		c.refusedPoints.add(points, err, time.Now())
 	}
 }
 

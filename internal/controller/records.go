@@ -74,6 +74,6 @@ func (c *Controller) send(ctx context.Context, b *convert.LogBuilder, tb *metada
 	err := c.cfg.Logs.ConsumeLogs(ctx, logs)
 	c.obsrecv.EndLogsOp(ctx, metadata.Type.String(), records, err)
 	if err != nil {
-		c.settings.Logger.Debug("The pipeline refused records", zap.Int("records", records), zap.Error(err))
+		c.refusedRecords.add(records, err, time.Now())
 	}
 }
