@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,7 @@ func TestLeaderDiskThrottled(t *testing.T) {
 		{Name: "healthy", Duration: 8 * time.Second},
 		{Name: "leader's disk throttled", Fault: scenario.DiskThrottle, Target: scenario.TheLeader, Duration: 25 * time.Second},
 		{Name: "recovered", Duration: 6 * time.Second},
+		{Name: "noisy neighbour", Fault: scenario.Neighbour, Duration: 6 * time.Second},
 	}, nil)
 	require.NoError(t, err)
 	s.StopLoad()
@@ -115,6 +117,17 @@ func TestLeaderDiskThrottled(t *testing.T) {
 		}
 	}
 	require.True(t, hit, "the fault hit a member: %+v", throttled)
+
+	// The neighbour is among the processes the disks' view saw submitting to
+	// the cluster's disk, with at least the bytes of its file.
+	neighbour := results[3]
+	require.Len(t, neighbour.FaultPIDs, 1)
+	subs := obs.Submitters(neighbour)
+	t.Logf("submitters during the neighbour: %+v", subs[:min(5, len(subs))])
+	idx := slices.IndexFunc(subs, func(s scenario.Submitter) bool { return s.PID == neighbour.FaultPIDs[0] })
+	require.GreaterOrEqual(t, idx, 0, "the neighbour (pid %d) is among the disk's submitters: %+v", neighbour.FaultPIDs[0], subs)
+	assert.Equal(t, "dd", subs[idx].Comm)
+	assert.Greater(t, subs[idx].Bytes, float64(1<<20), "it wrote megabytes")
 }
 
 // commandArgsOf is process.command_args of pid's Resource in the sink's

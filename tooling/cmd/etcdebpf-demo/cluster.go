@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -77,6 +78,7 @@ func (d *demo) actTwo(ctx context.Context) error {
 	obs := s.Observed()
 	writePhaseTables(out, results, obs)
 	writeCauses(out, results, obs)
+	writeSubmitters(out, results, obs, s.Members())
 
 	report := scenario.Report{Members: s.Members(), Series: obs.Series, Phases: results, Leaders: s.LeaderChanges()}
 	path := reportPath(d.Report)
@@ -215,6 +217,40 @@ func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Obs
 	fmt.Fprintln(out, "(* the member the fault hit. A throttle shows as blocked time with little device time: the writes waited in the kernel's")
 	fmt.Fprintln(out, "cgroup queue before the disk saw them; a neighbour as device time and others' bytes; CPU contention as runnable time.")
 	fmt.Fprintln(out, "\"-\": the records carried no disk figures, where the collector's receiver has no disks' view)")
+}
+
+// writeSubmitters prints, per fault, who wrote to the disks meanwhile: the
+// receiver's disks' view names the neighbour.
+func writeSubmitters(out io.Writer, results []scenario.PhaseResult, obs scenario.Observed, members []scenario.Member) {
+	fmt.Fprintln(out, "\nWho submitted writes to the disks during each phase (the receiver's disks' view, etcdebpf.disk.submitted.bytes; top 5):")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  \tphase\tdisk\tpid\tprocess\tMB/s\t")
+	printed := false
+	for _, r := range results {
+		subs := obs.Submitters(r)
+		for i, sub := range subs[:min(5, len(subs))] {
+			name := sub.Comm
+			for _, m := range members {
+				if m.PID == sub.PID {
+					name += " (" + m.Name + ")"
+				}
+			}
+			if slices.Contains(r.FaultPIDs, sub.PID) {
+				name += " *"
+			}
+			phase := r.Name
+			if i > 0 {
+				phase = ""
+			}
+			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t%.1f\t\n", phase, sub.Device, sub.PID, name, sub.Bytes/1e6/r.Duration().Seconds())
+			printed = true
+		}
+	}
+	tw.Flush()
+	if !printed {
+		fmt.Fprintln(out, "  (none: the collector's receiver sends no disks' view)")
+	}
+	fmt.Fprintln(out, "(* a process the phase's fault started: the neighbour)")
 }
 
 // histQuantile prints h's q-quantile, or "-" where h counts nothing.

@@ -175,31 +175,42 @@ func removeStaleGroups(h hierarchy) {
 	}
 }
 
-// moveThreads writes every thread of pid into a v1 tasks file, until a pass
-// finds none it has not moved.
+// moveThreads writes every thread of pid into a v1 tasks file.
 func moveThreads(pid int, tasks string) error {
-	moved := map[int]bool{}
-	for pass := 0; pass < 10; pass++ {
+	return eachThread(pid, func(tid int) error {
+		if err := writeID(tasks, tid); err != nil {
+			return fmt.Errorf("moving thread %d of pid %d into %s: %w", tid, pid, tasks, err)
+		}
+		return nil
+	})
+}
+
+// eachThread calls fn for every thread of pid, and again for those started
+// meanwhile (by a thread not yet done, which they take after), until a pass
+// finds none new. A thread that exits meanwhile (ESRCH) is no error.
+func eachThread(pid int, fn func(tid int) error) error {
+	done := map[int]bool{}
+	for range 10 {
 		tids, err := threads(pid)
 		if err != nil {
 			return err
 		}
 		fresh := 0
 		for _, tid := range tids {
-			if moved[tid] {
+			if done[tid] {
 				continue
 			}
-			if err := writeID(tasks, tid); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return fmt.Errorf("moving thread %d of pid %d into %s: %w", tid, pid, tasks, err)
+			if err := fn(tid); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return err
 			}
-			moved[tid] = true
+			done[tid] = true
 			fresh++
 		}
 		if fresh == 0 {
 			return nil
 		}
 	}
-	return fmt.Errorf("pid %d kept starting threads while they were moved into %s", pid, tasks)
+	return fmt.Errorf("pid %d kept starting threads", pid)
 }
 
 // threads lists the thread ids of pid.

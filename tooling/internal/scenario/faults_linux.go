@@ -164,31 +164,14 @@ func lastCPU(set unix.CPUSet) int {
 	return last
 }
 
-// setThreadsAffinity sets every thread of pid to set, again until a pass finds
-// no thread it has not set (threads started meanwhile inherit their creator's).
+// setThreadsAffinity sets every thread of pid to set.
 func setThreadsAffinity(pid int, set *unix.CPUSet) error {
-	done := map[int]bool{}
-	for range 10 {
-		tids, err := threads(pid)
-		if err != nil {
-			return err
+	return eachThread(pid, func(tid int) error {
+		if err := unix.SchedSetaffinity(tid, set); err != nil {
+			return fmt.Errorf("setting the CPUs of thread %d of pid %d: %w", tid, pid, err)
 		}
-		fresh := 0
-		for _, tid := range tids {
-			if done[tid] {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return fmt.Errorf("setting the CPUs of thread %d of pid %d: %w", tid, pid, err)
-			}
-			done[tid] = true
-			fresh++
-		}
-		if fresh == 0 {
-			return nil
-		}
-	}
-	return fmt.Errorf("pid %d kept starting threads while their CPUs were set", pid)
+		return nil
+	})
 }
 
 func removeIfExists(path string) error {

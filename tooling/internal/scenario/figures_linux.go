@@ -6,6 +6,8 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 )
 
@@ -31,13 +33,23 @@ type MemberFigures struct {
 // Observed is what the receiver sent, read out of the sink: the WAL
 // fdatasync histograms and the slow syncs' records.
 type Observed struct {
-	Series map[int]WALSeries // by pid
-	Slow   []SlowSync
+	Series  map[int]WALSeries // by pid
+	Slow    []SlowSync
+	metrics []pmetric.Metrics
 }
 
 // Observed reads what the receiver sent so far.
 func (s *Scenario) Observed() Observed {
-	return Observed{Series: WALSeriesByPID(s.Sink.Metrics()), Slow: SlowSyncs(s.Sink.Records())}
+	md := s.Sink.Metrics()
+	return Observed{Series: WALSeriesByPID(md), Slow: SlowSyncs(s.Sink.Records()), metrics: md}
+}
+
+// Submitters is who submitted what to the disks over the phase, most first.
+func (o Observed) Submitters(r PhaseResult) []Submitter {
+	if len(r.Before) == 0 || len(r.After) == 0 {
+		return nil
+	}
+	return SubmittersBetween(o.metrics, r.Before[0].At, r.After[0].At)
 }
 
 // Figures sets each member's figures over the phase beside the receiver's.

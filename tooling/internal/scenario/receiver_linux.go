@@ -3,10 +3,12 @@
 package scenario
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
@@ -37,34 +39,21 @@ const (
 // metrics batches, one series per traced process.
 func WALSeriesByPID(batches []pmetric.Metrics) map[int]WALSeries {
 	out := map[int]WALSeries{}
-	for _, md := range batches {
-		for i := 0; i < md.ResourceMetrics().Len(); i++ {
-			rm := md.ResourceMetrics().At(i)
-			pidValue, ok := rm.Resource().Attributes().Get(attrPID)
-			if !ok {
-				continue
-			}
-			pid := int(pidValue.Int())
-			for j := 0; j < rm.ScopeMetrics().Len(); j++ {
-				ms := rm.ScopeMetrics().At(j).Metrics()
-				for k := 0; k < ms.Len(); k++ {
-					m := ms.At(k)
-					if m.Name() != metricDuration || m.Type() != pmetric.MetricTypeExponentialHistogram {
-						continue
-					}
-					dps := m.ExponentialHistogram().DataPoints()
-					for l := 0; l < dps.Len(); l++ {
-						dp := dps.At(l)
-						name, _ := dp.Attributes().Get(attrName)
-						class, _ := dp.Attributes().Get(attrFileClass)
-						if name.Str() == "fdatasync" && class.Str() == "wal" {
-							out[pid] = append(out[pid], walPoint(dp))
-						}
-					}
-				}
+	eachMetric(batches, func(res pcommon.Map, m pmetric.Metric) {
+		pidValue, ok := res.Get(attrPID)
+		if !ok || m.Name() != metricDuration || m.Type() != pmetric.MetricTypeExponentialHistogram {
+			return
+		}
+		dps := m.ExponentialHistogram().DataPoints()
+		for l := 0; l < dps.Len(); l++ {
+			dp := dps.At(l)
+			name, _ := dp.Attributes().Get(attrName)
+			class, _ := dp.Attributes().Get(attrFileClass)
+			if name.Str() == "fdatasync" && class.Str() == "wal" {
+				out[int(pidValue.Int())] = append(out[int(pidValue.Int())], walPoint(dp))
 			}
 		}
-	}
+	})
 	for pid, s := range out {
 		slices.SortFunc(s, func(a, b WALPoint) int { return a.At.Compare(b.At) })
 		out[pid] = s
@@ -123,24 +112,98 @@ func (s WALSeries) Between(from, to time.Time) WALPoint {
 // any series; zero when there is none.
 func lastCollection(batches []pmetric.Metrics) time.Time {
 	var last time.Time
+	eachMetric(batches, func(_ pcommon.Map, m pmetric.Metric) {
+		if m.Type() != pmetric.MetricTypeExponentialHistogram {
+			return
+		}
+		dps := m.ExponentialHistogram().DataPoints()
+		for l := 0; l < dps.Len(); l++ {
+			if at := dps.At(l).Timestamp().AsTime(); at.After(last) {
+				last = at
+			}
+		}
+	})
+	return last
+}
+
+// eachMetric calls fn with every metric of the batches and its Resource's attributes.
+func eachMetric(batches []pmetric.Metrics, fn func(res pcommon.Map, m pmetric.Metric)) {
 	for _, md := range batches {
 		for i := 0; i < md.ResourceMetrics().Len(); i++ {
-			sms := md.ResourceMetrics().At(i).ScopeMetrics()
-			for j := 0; j < sms.Len(); j++ {
-				ms := sms.At(j).Metrics()
+			rm := md.ResourceMetrics().At(i)
+			for j := 0; j < rm.ScopeMetrics().Len(); j++ {
+				ms := rm.ScopeMetrics().At(j).Metrics()
 				for k := 0; k < ms.Len(); k++ {
-					if ms.At(k).Type() != pmetric.MetricTypeExponentialHistogram {
-						continue
-					}
-					dps := ms.At(k).ExponentialHistogram().DataPoints()
-					for l := 0; l < dps.Len(); l++ {
-						if at := dps.At(l).Timestamp().AsTime(); at.After(last) {
-							last = at
-						}
-					}
+					fn(rm.Resource().Attributes(), ms.At(k))
 				}
 			}
 		}
 	}
-	return last
+}
+
+// Submitter is a process that submitted bytes to a disk, from the receiver's
+// disks' view (etcdebpf.disk.submitted.bytes, docs/metrics.md).
+type Submitter struct {
+	PID    int
+	Comm   string
+	Device string // system.device: the whole disk's name
+	Bytes  float64
+}
+
+const (
+	metricSubmittedBytes = "etcdebpf.disk.submitted.bytes"
+	attrExecName         = "process.executable.name"
+	attrDevice           = "system.device"
+)
+
+// SubmittersBetween is what each process submitted to each disk from the last
+// collection at or before from to the last at or before to, most first: the
+// growth of its cumulative series (a series that began inside counts from 0).
+func SubmittersBetween(batches []pmetric.Metrics, from, to time.Time) []Submitter {
+	type key struct {
+		pid    int
+		device string
+	}
+	type edge struct {
+		at    time.Time
+		bytes float64
+	}
+	first, last := map[key]edge{}, map[key]edge{}
+	comms := map[key]string{}
+	eachMetric(batches, func(_ pcommon.Map, m pmetric.Metric) {
+		if m.Name() != metricSubmittedBytes || m.Type() != pmetric.MetricTypeSum {
+			return
+		}
+		dps := m.Sum().DataPoints()
+		for l := 0; l < dps.Len(); l++ {
+			dp := dps.At(l)
+			pid, ok := dp.Attributes().Get(attrPID)
+			if !ok {
+				continue // the overflow series
+			}
+			device, _ := dp.Attributes().Get(attrDevice)
+			comm, _ := dp.Attributes().Get(attrExecName)
+			kk := key{int(pid.Int()), device.Str()}
+			at, v := dp.Timestamp().AsTime(), float64(dp.IntValue())
+			if at.After(to) {
+				continue
+			}
+			comms[kk] = comm.Str()
+			if at.After(from) {
+				if e, ok := last[kk]; !ok || at.After(e.at) {
+					last[kk] = edge{at, v}
+				}
+			} else if e, ok := first[kk]; !ok || at.After(e.at) {
+				first[kk] = edge{at, v}
+			}
+		}
+	})
+	var out []Submitter
+	for kk, e := range last {
+		if n := e.bytes - first[kk].bytes; n > 0 {
+			out = append(out, Submitter{PID: kk.pid, Comm: comms[kk], Device: kk.device, Bytes: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b Submitter) int { return cmp.Compare(b.Bytes, a.Bytes) })
+	return out
 }
