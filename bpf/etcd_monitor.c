@@ -925,37 +925,45 @@ EXIT_PROGRAM(fdatasync)
 EXIT_PROGRAM(sync_file_range)
 
 /*
- * Every context switch on the host runs this: one clock read and a per-CPU store for
- * everyone, and for a thread switched out inside a traced call the stint it ran, added
- * to the call. The thread is the current task here, so finding its call is the same
- * thread-local look-up as the exit's (an early return for threads that never parked
- * one). When the thread ran is all it needs: the scheduler itself counts the time it
- * then waited runnable (run_delay), so the wake-ups need no program.
+ * Every context switch on the host runs this. For a thread switched out inside a
+ * traced call it adds the stint the thread just ran to the call; for that it keeps, per
+ * CPU, when the running thread got the CPU. Only a thread already inside a call when it
+ * is switched in needs that time (a call that starts later starts its own stint), and
+ * such a thread has task storage: from 5.11, a switch between two threads without any
+ * returns after two pointer loads, before reading the clock. The thread leaving is the
+ * current task, so finding its call is the same thread-local look-up as the exit's.
+ * When the thread ran is all it needs: the scheduler itself counts the time it then
+ * waited runnable (run_delay), so the wake-ups need no program.
  */
 SEC("raw_tracepoint/sched_switch")
-int on_switch(void *ctx)
+int on_switch(struct sched_switch_args *ctx)
 {
+	struct inflight *call = NULL;
+	bool next_may_be_in_call = true;
+	if (task_storage) {
+		struct task_struct *prev = bpf_get_current_task_btf();
+		struct task_struct *next = (struct task_struct *)ctx->next;
+		bool prev_stored = !bpf_core_field_exists(prev->bpf_storage) || prev->bpf_storage;
+		next_may_be_in_call = !bpf_core_field_exists(next->bpf_storage) || BPF_CORE_READ(next, bpf_storage);
+		if (!prev_stored && !next_may_be_in_call)
+			return 0;
+		if (prev_stored)
+			call = bpf_task_storage_get(&inflight_task, prev, NULL, 0);
+	} else {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		call = bpf_map_lookup_elem(&inflight, &tid);
+	}
+
 	__u64 now = bpf_ktime_get_ns();
 	__u32 zero = 0;
 	__u64 *in = bpf_map_lookup_elem(&switched_in, &zero);
 	if (!in)
 		return 0;
 	__u64 prev_in = *in;
-	*in = now; /* the next task's stint starts */
-
-	struct inflight *call;
-	if (task_storage) {
-		struct task_struct *task = bpf_get_current_task_btf();
-		if (bpf_core_field_exists(task->bpf_storage) && !task->bpf_storage)
-			return 0;
-		call = bpf_task_storage_get(&inflight_task, task, NULL, 0);
-	} else {
-		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		call = bpf_map_lookup_elem(&inflight, &tid);
-	}
-	if (!call || !call->start_ns)
-		return 0;
-	call->on_cpu_ns += stint(call->start_ns, prev_in, now);
+	if (next_may_be_in_call)
+		*in = now; /* the next task's stint starts */
+	if (call && call->start_ns)
+		call->on_cpu_ns += stint(call->start_ns, prev_in, now);
 	return 0;
 }
 

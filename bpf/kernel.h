@@ -63,6 +63,13 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
+/* The raw tracepoint sched:sched_switch's arguments (later kernels append prev_state). */
+struct sched_switch_args {
+	__u64 preempt;
+	__u64 prev; /* struct task_struct * */
+	__u64 next; /* struct task_struct * */
+};
+
 struct iovec {
 	void *iov_base;
 	__u64 iov_len;

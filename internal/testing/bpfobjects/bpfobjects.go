@@ -178,6 +178,22 @@ func ReceiverPrograms(ids []ebpf.ProgramID) ([]Program, error) {
 	return out, nil
 }
 
+// Programs describes every program among ids with its run-time stats: another
+// tool's (bpftrace's) as well as the receiver's.
+func Programs(ids []ebpf.ProgramID) ([]Program, error) {
+	var out []Program
+	for _, id := range ids {
+		p, err := program(id)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // unloaded meanwhile
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 func program(id ebpf.ProgramID) (Program, error) {
 	prog, err := ebpf.NewProgramFromID(id)
 	if err != nil {

@@ -244,7 +244,7 @@ func (h *harness) switches() error {
 		return err
 	}
 	logf("phase switch: BPF run-time stats")
-	h.rep.switchStats, err = switchBPFStats(o.switchTurns)
+	h.rep.switchStats, err = switchBPFStats(o.switchTurns, h.work)
 	return err
 }
 

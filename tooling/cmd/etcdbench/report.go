@@ -35,7 +35,7 @@ type report struct {
 	loops       []loopSample
 	loopStats   map[string][]progDelta
 	switches    []switchSample
-	switchStats []progDelta
+	switchStats []switchStat
 	ceiling     []ceilingSample
 	etcdStats   []etcdStat
 	runs        []runSample

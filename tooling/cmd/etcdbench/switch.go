@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
 )
 
@@ -146,12 +147,10 @@ func switchOnce(variant string, rounds int, work string) (switchSample, error) {
 		}
 		defer r.stop()
 	case switchRunqlat:
-		bt, err := startReady(subprocess.Options{LogPath: work + "/bpftrace-runqlat.log", StopSignal: unix.SIGINT,
-			Path: "bpftrace", Args: []string{"-e", runqlatScript}, Ready: "Attaching"})
+		bt, err := startRunqlat(work)
 		if err != nil {
 			return s, err
 		}
-		time.Sleep(500 * time.Millisecond) // "Attaching" is printed before the attach completes
 		defer bt.Stop(10 * time.Second)
 	}
 	exe, err := os.Executable()
@@ -170,35 +169,93 @@ func switchOnce(variant string, rounds int, work string) (switchSample, error) {
 	return s, nil
 }
 
+// switchStat is one tracer's BPF run time during a ping-pong run.
+type switchStat struct {
+	Tracer string
+	Progs  []progDelta
+}
+
+// perSwitch is the tracer's BPF time per context switch: all its programs' run
+// time over the runs of its most-run program, the one on sched_switch (the
+// wake-ups are as many or fewer).
+func (s switchStat) perSwitch() float64 {
+	var ns, runs uint64
+	for _, p := range s.Progs {
+		ns += p.RunNs
+		runs = max(runs, p.RunCnt)
+	}
+	if runs == 0 {
+		return 0
+	}
+	return float64(ns) / float64(runs)
+}
+
 // switchBPFStats runs the ping-pong once beside the receiver with the scheduler
-// part, BPF run-time stats on, and returns its programs' deltas.
-func switchBPFStats(rounds int) ([]progDelta, error) {
+// part and once beside bpftrace's runqlat, BPF run-time stats on, and returns
+// each one's program deltas.
+func switchBPFStats(rounds int, work string) ([]switchStat, error) {
 	undo, err := bpfStats()
 	if err != nil {
 		return nil, err
 	}
 	defer undo()
-	r, err := startInprocWith(false, func(cfg *etcdebpf.Config) { cfg.Scheduler = true })
-	if err != nil {
-		return nil, err
-	}
-	defer r.stop()
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	before, err := ownedPrograms(os.Getpid())
+	// measure snapshots the programs held by pid around one ping-pong run.
+	measure := func(tracer string, pid int, all bool) (switchStat, error) {
+		snap := func() ([]bpfobjects.Program, error) {
+			if !all {
+				return ownedPrograms(pid)
+			}
+			held, err := bpfobjects.HeldBy(pid)
+			if err != nil {
+				return nil, err
+			}
+			return bpfobjects.Programs(held.Programs)
+		}
+		before, err := snap()
+		if err != nil {
+			return switchStat{}, err
+		}
+		if _, err := run(exe, "-pingpong", strconv.Itoa(rounds)); err != nil {
+			return switchStat{}, err
+		}
+		after, err := snap()
+		if err != nil {
+			return switchStat{}, err
+		}
+		return switchStat{Tracer: tracer, Progs: snapshotDelta(before, after)}, nil
+	}
+	r, err := startInprocWith(false, func(cfg *etcdebpf.Config) { cfg.Scheduler = true })
 	if err != nil {
 		return nil, err
 	}
-	if _, err := run(exe, "-pingpong", strconv.Itoa(rounds)); err != nil {
-		return nil, err
-	}
-	after, err := ownedPrograms(os.Getpid())
+	recv, err := measure(switchSchedOn, os.Getpid(), false)
+	_ = r.stop()
 	if err != nil {
 		return nil, err
 	}
-	return snapshotDelta(before, after), nil
+	bt, err := startRunqlat(work)
+	if err != nil {
+		return nil, err
+	}
+	defer bt.Stop(10 * time.Second)
+	runqlat, err := measure(switchRunqlat, bt.PID(), true)
+	if err != nil {
+		return nil, err
+	}
+	return []switchStat{recv, runqlat}, nil
+}
+
+func startRunqlat(work string) (*subprocess.Process, error) {
+	bt, err := startReady(subprocess.Options{LogPath: work + "/bpftrace-runqlat.log", StopSignal: unix.SIGINT,
+		Path: "bpftrace", Args: []string{"-e", runqlatScript}, Ready: "Attaching"})
+	if err == nil {
+		time.Sleep(500 * time.Millisecond) // "Attaching" is printed before the attach completes
+	}
+	return bt, err
 }
 
 func (r *report) writeSwitches(w func(string, ...any), targets *[]string) {
@@ -234,13 +291,17 @@ func (r *report) writeSwitches(w func(string, ...any), targets *[]string) {
 	}
 	w("\n")
 	if len(r.switchStats) > 0 {
-		w("BPF run time during one ping-pong run beside the receiver with the scheduler part (`kernel.bpf_stats_enabled=1`; " +
-			"every program of the receiver; `on_switch` also ran for every other task's switches on the host meanwhile):\n\n")
-		w("| program | runs | ns/run |\n|---|---|---|\n")
-		for _, p := range r.switchStats {
-			if p.RunCnt > 0 {
-				w("| %s | %d | %.0f |\n", p.Name, p.RunCnt, p.nsPerRun())
+		w("BPF run time during one more ping-pong run beside each tracer (`kernel.bpf_stats_enabled=1`, which adds ~20 ns a run; " +
+			"the programs also ran for every other task's switches and wake-ups on the host meanwhile). Per switch: all the " +
+			"tracer's programs' run time over the runs of its most-run one, the `sched_switch` program:\n\n")
+		w("| tracer | program | runs | ns/run |\n|---|---|---|---|\n")
+		for _, st := range r.switchStats {
+			for _, p := range st.Progs {
+				if p.RunCnt > 0 {
+					w("| %s | %s | %d | %.0f |\n", st.Tracer, p.Name, p.RunCnt, p.nsPerRun())
+				}
 			}
+			w("| %s | **per context switch** | | **%.0f** |\n", st.Tracer, st.perSwitch())
 		}
 		w("\n")
 	}
