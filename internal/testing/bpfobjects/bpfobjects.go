@@ -162,14 +162,12 @@ func ReceiverPrograms(ids []ebpf.ProgramID) ([]Program, error) {
 	if err != nil {
 		return nil, err
 	}
+	all, err := Programs(ids)
+	if err != nil {
+		return nil, err
+	}
 	var out []Program
-	for _, id := range ids {
-		p, err := program(id)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // unloaded meanwhile
-		} else if err != nil {
-			return nil, err
-		}
+	for _, p := range all {
 		if full, ok := names[p.Name]; ok {
 			p.Name = full
 			out = append(out, p)
