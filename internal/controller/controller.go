@@ -94,7 +94,8 @@ type Controller struct {
 	watchDone   chan struct{}
 	stopMetrics chan struct{} // closed by Drain: collect once more and return
 
-	refusedRecords, refusedPoints *refusalLog // the reader's and the metrics' own
+	refusedRecords, refusedPoints *refusalLog         // the reader's and the metrics' own
+	counters                      metric.Registration // the kernel counters' callback
 }
 
 // New returns a controller of cfg that opens its session with open.
@@ -168,53 +169,45 @@ func (c *Controller) openSession(tb *metadata.TelemetryBuilder) (Session, *hostw
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := registerKernelCounters(tb, s); err != nil {
+	if c.counters, err = registerKernelCounters(metadata.Meter(c.settings.TelemetrySettings), tb, s); err != nil {
 		s.Close()
 		return nil, nil, err
 	}
 	return s, exe, nil
 }
 
-func registerKernelCounters(tb *metadata.TelemetryBuilder, s Session) error {
-	observe := func(pick func(tracer.Counters) uint64) metric.Int64Callback {
-		return func(_ context.Context, o metric.Int64Observer) error {
-			c, err := s.Counters()
-			if err != nil {
-				return err
-			}
-			o.Observe(int64(pick(c)))
+// registerKernelCounters reports the kernel's counters through one callback:
+// one read of the counters map per telemetry collection, however many
+// instruments it feeds (a callback per instrument read it once each).
+func registerKernelCounters(meter metric.Meter, tb *metadata.TelemetryBuilder, s Session) (metric.Registration, error) {
+	instruments := []metric.Observable{
+		tb.EtcdebpfCallsTraced, tb.EtcdebpfRecordsLostRingbufFull, tb.EtcdebpfRecordsLostInflightFull,
+		tb.EtcdebpfRecordsLostOverBudget, tb.EtcdebpfRecordsLostUnattributed,
+	}
+	if s.Block() {
+		instruments = append(instruments, tb.EtcdebpfDiskRequestsUntimed, tb.EtcdebpfDiskEventsLost)
+	}
+	return meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		c, err := s.Counters()
+		if err != nil {
+			return err
+		}
+		o.ObserveInt64(tb.EtcdebpfCallsTraced, int64(c.Calls))
+		o.ObserveInt64(tb.EtcdebpfRecordsLostRingbufFull, int64(c.RingbufFull))
+		o.ObserveInt64(tb.EtcdebpfRecordsLostInflightFull, int64(c.InflightFull))
+		o.ObserveInt64(tb.EtcdebpfRecordsLostOverBudget, int64(c.OverBudget))
+		o.ObserveInt64(tb.EtcdebpfRecordsLostUnattributed, int64(c.Unattributed))
+		if !s.Block() {
 			return nil
 		}
-	}
-	return errors.Join(
-		tb.RegisterEtcdebpfCallsTracedCallback(observe(func(c tracer.Counters) uint64 { return c.Calls })),
-		tb.RegisterEtcdebpfRecordsLostRingbufFullCallback(observe(func(c tracer.Counters) uint64 { return c.RingbufFull })),
-		tb.RegisterEtcdebpfRecordsLostInflightFullCallback(observe(func(c tracer.Counters) uint64 { return c.InflightFull })),
-		tb.RegisterEtcdebpfRecordsLostOverBudgetCallback(observe(func(c tracer.Counters) uint64 { return c.OverBudget })),
-		tb.RegisterEtcdebpfRecordsLostUnattributedCallback(observe(func(c tracer.Counters) uint64 { return c.Unattributed })),
-		registerBlockCounters(tb, s),
-	)
-}
-
-// registerBlockCounters reports the disks' view's own losses, when it is on.
-func registerBlockCounters(tb *metadata.TelemetryBuilder, s Session) error {
-	if !s.Block() {
+		b, err := s.BlockCounters()
+		if err != nil {
+			return err
+		}
+		o.ObserveInt64(tb.EtcdebpfDiskRequestsUntimed, int64(b.Untimed))
+		o.ObserveInt64(tb.EtcdebpfDiskEventsLost, int64(b.DisksFull))
 		return nil
-	}
-	observe := func(pick func(tracer.BlockCounters) uint64) metric.Int64Callback {
-		return func(_ context.Context, o metric.Int64Observer) error {
-			c, err := s.BlockCounters()
-			if err != nil {
-				return err
-			}
-			o.Observe(int64(pick(c)))
-			return nil
-		}
-	}
-	return errors.Join(
-		tb.RegisterEtcdebpfDiskRequestsUntimedCallback(observe(func(c tracer.BlockCounters) uint64 { return c.Untimed })),
-		tb.RegisterEtcdebpfDiskEventsLostCallback(observe(func(c tracer.BlockCounters) uint64 { return c.DisksFull })),
-	)
+	}, instruments...)
 }
 
 // Drain detaches the programs and delivers the histograms' last counts and the
@@ -256,7 +249,7 @@ func (c *Controller) drain(ctx context.Context) []error {
 func (c *Controller) Close() error {
 	c.cancel()
 	<-c.watchDone
-	err := c.session.Close()
+	err := errors.Join(c.counters.Unregister(), c.session.Close())
 	c.telemetry.Shutdown()
 	return err
 }

@@ -1,0 +1,69 @@
+//go:build linux
+
+package controller
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+)
+
+// countingSession counts reads of the kernel's counters; the rest of Session is
+// not called by the telemetry.
+type countingSession struct {
+	Session
+	block                 bool
+	counters, blockCounts int
+}
+
+func (s *countingSession) Block() bool { return s.block }
+
+func (s *countingSession) Counters() (tracer.Counters, error) {
+	s.counters++
+	return tracer.Counters{Calls: 7, RingbufFull: 1, InflightFull: 2, OverBudget: 3, Unattributed: 4}, nil
+}
+
+func (s *countingSession) BlockCounters() (tracer.BlockCounters, error) {
+	s.blockCounts++
+	return tracer.BlockCounters{Untimed: 5, DisksFull: 6}, nil
+}
+
+// One telemetry collection reads the counters map once, whatever the number of
+// instruments it feeds.
+func TestKernelCountersReadOncePerCollection(t *testing.T) {
+	for _, block := range []bool{false, true} {
+		tel := componenttest.NewTelemetry()
+		t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+		set := tel.NewTelemetrySettings()
+		tb, err := metadata.NewTelemetryBuilder(set)
+		require.NoError(t, err)
+		s := &countingSession{block: block}
+		reg, err := registerKernelCounters(metadata.Meter(set), tb, s)
+		require.NoError(t, err)
+
+		for collection := 1; collection <= 3; collection++ {
+			m, err := tel.GetMetric("otelcol_etcdebpf_calls_traced")
+			require.NoError(t, err)
+			assert.NotNil(t, m)
+			assert.Equal(t, collection, s.counters, "block %v: one read per collection", block)
+		}
+		lost, err := tel.GetMetric("otelcol_etcdebpf_records_lost_unattributed")
+		require.NoError(t, err)
+		assert.NotNil(t, lost)
+		if block {
+			assert.Equal(t, s.counters, s.blockCounts, "the disks' counters likewise")
+			_, err := tel.GetMetric("otelcol_etcdebpf_disk_events_lost")
+			require.NoError(t, err)
+		} else {
+			assert.Zero(t, s.blockCounts)
+		}
+		require.NoError(t, reg.Unregister())
+		tb.Shutdown()
+	}
+}
