@@ -245,13 +245,15 @@ func (c *Controller) drain(ctx context.Context) []error {
 }
 
 // Close cancels the pipeline call in progress, stops the host watch after its
-// last word on losses, and frees the session and the self-telemetry.
+// last word on losses, and frees the self-telemetry, then the session: the
+// telemetry's callbacks read the session, and a collection after its Close
+// would read freed maps.
 func (c *Controller) Close() error {
 	c.cancel()
 	<-c.watchDone
-	err := errors.Join(c.counters.Unregister(), c.session.Close())
+	err := c.counters.Unregister()
 	c.telemetry.Shutdown()
-	return err
+	return errors.Join(err, c.session.Close())
 }
 
 // watchHost keeps the executable filter in step with the file (when exe is set),
