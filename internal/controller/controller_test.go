@@ -4,6 +4,7 @@ package controller
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadatatest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
@@ -115,4 +117,88 @@ func TestCloseUnregistersTelemetryBeforeClosingTheSession(t *testing.T) {
 		_, _ = h.tel.GetMetric("otelcol_etcdebpf_calls_traced") // a collection right after the session closed
 	}
 	h.stop(t) // the fake fails the test if Counters runs on the closed session
+}
+
+// exitingProcess is a real process the test ends: exit is what the host watch checks.
+func exitingProcess(t *testing.T) (pid int, exit func()) {
+	cmd := exec.Command("sleep", "60")
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd.Process.Pid, func() {
+		require.NoError(t, cmd.Process.Kill())
+		_ = cmd.Wait() // reaped: the pid is gone
+	}
+}
+
+// maxCount is the largest count any batch reported for pid's write histogram.
+func maxCount(sink *consumertest.MetricsSink, pid int) uint64 {
+	var n uint64
+	for _, md := range sink.AllMetrics() {
+		for _, rm := range md.ResourceMetrics().All() {
+			if p, _ := rm.Resource().Attributes().Get(convert.AttrProcessPID); p.Int() != int64(pid) {
+				continue
+			}
+			for _, sm := range rm.ScopeMetrics().All() {
+				for _, m := range sm.Metrics().All() {
+					if m.Name() == convert.MetricDuration {
+						for _, dp := range m.ExponentialHistogram().DataPoints().All() {
+							n = max(n, dp.Count())
+						}
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
+// Defect 2 of issue 15: calls a process makes between the read of the histograms
+// and its exit are counted. The exit is decided before the read, so a histogram is
+// deleted only when what was read of it is final.
+func TestMetricsCountCallsMadeBetweenTheReadAndTheExit(t *testing.T) {
+	pid, exit := exitingProcess(t)
+	key := tracer.HistKey{PID: uint32(pid), Syscall: tracer.SyscallWrite, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
+	const before, after = 5, 3
+	exited := make(chan struct{})
+	h := newHarness(t, func(h *harness, cfg *Config) {
+		cfg.CollectionInterval = 20 * time.Millisecond
+		h.session.count(key, before)
+		h.session.afterHistograms = func() { // the first collection meets the process
+			h.session.afterHistograms = func() { // the second one: its last calls, then its exit
+				h.session.count(key, after)
+				exit()
+				close(exited)
+			}
+		}
+	})
+	<-exited
+	h.stop(t)
+	assert.EqualValues(t, before+after, maxCount(h.metrics, pid), "every call of the exited process is reported")
+	assert.Empty(t, h.session.hists, "the exited process's histogram is deleted once its final counts were read")
+}
+
+// Defect 2 of issue 15, in the loss log: records a process lost between the read
+// of the losses and its exit are in its last line.
+func TestLossesCountedUpToTheExit(t *testing.T) {
+	pid, exit := exitingProcess(t)
+	const before, after = 50, 7
+	exited := make(chan struct{})
+	h := newHarness(t, func(h *harness, _ *Config) {
+		h.session.lose(pid, before)
+		h.session.afterLosses = func() { // the first check meets the process and logs its losses
+			h.session.afterLosses = func() { // the second: its last losses, then its exit
+				h.session.lose(pid, after)
+				exit()
+				close(exited)
+			}
+		}
+	})
+	<-exited
+	h.stop(t) // Close's last check
+	var logged uint64
+	for _, l := range h.logged.FilterMessage("A traced process lost records").All() {
+		logged += l.ContextMap()["over_budget"].(uint64)
+	}
+	assert.EqualValues(t, before+after, logged, "the lines add up to every record the process lost")
+	assert.Empty(t, h.session.losses, "the exited process's entry is freed once its final losses were read")
 }

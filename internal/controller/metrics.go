@@ -41,14 +41,18 @@ func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan 
 	}
 }
 
+// collectOnce decides which processes ended, then reads the histograms, then
+// deletes what it read of the ended: a process gone before the read makes no
+// call after it, so nothing it counted is deleted unreported.
 func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metrics, disks *convert.Disks) {
+	ended := m.Ended()
 	hists, err := s.Histograms()
 	if err != nil {
 		c.settings.Logger.Error("Reading the kernel's histograms failed", zap.Error(err))
 		return
 	}
 	at := now()
-	md, gone := m.Collect(hists, at)
+	md, gone := m.Collect(hists, at, ended)
 	for _, key := range gone {
 		if err := s.DeleteHistogram(key); err != nil {
 			c.settings.Logger.Warn("Deleting an exited process's histogram failed", zap.Uint32("pid", key.PID), zap.Error(err))

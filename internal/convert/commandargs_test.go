@@ -51,12 +51,12 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	m := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{Comm: "etcd", ID: 1}, running }).WithCommandArgs(read)
 	sync := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
 	sync.Buckets[120] = 1
-	md, _ := m.Collect([]tracer.Histogram{sync}, 200)
+	md, _ := m.Collect([]tracer.Histogram{sync}, 200, m.Ended())
 	assert.Equal(t, []any{"etcd", "--name", "etcd-2"}, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[AttrProcessCommandArgs])
 	running = false
-	m.Collect([]tracer.Histogram{sync}, 300) // gone: forgotten
+	m.Collect([]tracer.Histogram{sync}, 300, m.Ended()) // gone: forgotten
 	running = true
-	m.Collect([]tracer.Histogram{sync}, 400)
+	m.Collect([]tracer.Histogram{sync}, 400, m.Ended())
 	assert.Equal(t, 2, reads[7], "read again after the process was reported gone")
 }
 
@@ -74,8 +74,8 @@ func TestContainerOnResource(t *testing.T) {
 	h := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
 	other := h
 	other.Key.PID = 8
-	md, _ := m.Collect([]tracer.Histogram{h, other}, 200)
-	m.Collect([]tracer.Histogram{h, other}, 300)
+	md, _ := m.Collect([]tracer.Histogram{h, other}, 200, m.Ended())
+	m.Collect([]tracer.Histogram{h, other}, 300, m.Ended())
 	require.Equal(t, 2, md.ResourceMetrics().Len())
 	for _, rm := range md.ResourceMetrics().All() {
 		res := rm.Resource().Attributes().AsRaw()

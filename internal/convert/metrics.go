@@ -89,12 +89,27 @@ func (c *Metrics) WithContainers(read func(pid uint32) Container) *Metrics {
 	return c
 }
 
-// Collect adds hists, the kernel's current histograms, to the running series and
-// returns every series as of now. It returns the keys read of the processes that
-// are gone, or whose pid another process now has: their series were reported
-// for the last time, and are forgotten, and can be deleted from the kernel. A
-// newcomer's series start afresh at the next collection, from its own start.
-func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp) (pmetric.Metrics, []tracer.HistKey) {
+// Ended decides which processes with series ended: exited, or their pid is
+// another process's now. A collection decides it before it reads the kernel's
+// histograms: an ended process counts no more calls, so what is read of it then
+// is final; decided after the read, the calls between the read and the end would
+// be deleted unreported.
+func (c *Metrics) Ended() map[uint32]bool {
+	ended := map[uint32]bool{}
+	for tgid, p := range c.processes {
+		if now, running := c.lookup(tgid); !running || now.ID != p.ID {
+			ended[tgid] = true
+		}
+	}
+	return ended
+}
+
+// Collect adds hists, the kernel's current histograms read after Ended decided
+// ended, to the running series and returns every series as of now. It returns
+// the keys read of the ended processes: their series were reported for the last
+// time, and are forgotten, and can be deleted from the kernel. A newcomer's
+// series start afresh at the next collection, from its own start.
+func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended map[uint32]bool) (pmetric.Metrics, []tracer.HistKey) {
 	byProcess := map[uint32][]tracer.HistKey{}
 	for i := range hists {
 		h := &hists[i]
@@ -120,7 +135,7 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp) (pmet
 	md := pmetric.NewMetrics()
 	var gone []tracer.HistKey
 	for tgid, keys := range byProcess {
-		p, ended := c.process(tgid)
+		p := c.process(tgid)
 		rm := md.ResourceMetrics().AppendEmpty()
 		res := rm.Resource().Attributes()
 		res.PutInt(AttrProcessPID, int64(tgid))
@@ -138,7 +153,7 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp) (pmet
 		if written.DataPoints().Len() == 0 {
 			rm.ScopeMetrics().At(0).Metrics().RemoveIf(func(m pmetric.Metric) bool { return m.Name() == MetricBytesWritten })
 		}
-		if ended {
+		if ended[tgid] {
 			gone = append(gone, keys...)
 			delete(c.processes, tgid)
 		}
@@ -154,19 +169,18 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp) (pmet
 	return md, gone
 }
 
-// process is the process whose series tgid's histograms are, and whether it
-// ended: it exited, or another process runs as tgid now.
-func (c *Metrics) process(tgid uint32) (*tracedProcess, bool) {
-	now, running := c.lookup(tgid)
+// process is the process whose series tgid's histograms are, known from the
+// first collection that read them.
+func (c *Metrics) process(tgid uint32) *tracedProcess {
 	p := c.processes[tgid]
 	if p == nil {
 		p = &tracedProcess{seriesStart: c.start}
-		if running {
+		if now, running := c.lookup(tgid); running {
 			p.Process, p.seriesStart = now, max(now.Start, c.start)
 		}
 		c.processes[tgid] = p
 	}
-	return p, !running || now.ID != p.ID
+	return p
 }
 
 func (c *Metrics) appendMetrics(rm pmetric.ResourceMetrics) (pmetric.ExponentialHistogram, pmetric.Sum) {

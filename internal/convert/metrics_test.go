@@ -52,7 +52,7 @@ func TestHistogramCollector(t *testing.T) {
 	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
 	write.SumNs, write.Bytes = 1000, 4096
 
-	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200)
+	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200, c.Ended())
 	assert.Empty(t, gone)
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
@@ -75,7 +75,7 @@ func TestHistogramCollector(t *testing.T) {
 	write.Buckets[60] = 2 // 4 more calls
 	write.Bytes = 8192
 	delete(running, 7)
-	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300)
+	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300, c.Ended())
 	dp, ok = durationPoint(md, 7, "write", "socket", "")
 	require.True(t, ok)
 	_, hasClass := dp.Attributes().Get(AttrFileClass)
@@ -98,13 +98,13 @@ func TestHistogramCollector(t *testing.T) {
 
 	// An exited process's series is reported one last time, then forgotten.
 	assert.ElementsMatch(t, []tracer.HistKey{walSync, sockWrite}, gone)
-	md, _ = c.Collect(nil, 400)
+	md, _ = c.Collect(nil, 400, c.Ended())
 	assert.Zero(t, md.ResourceMetrics().Len())
 
 	// Calls that found the kernel's map full: one series, marked as the SDKs mark theirs.
 	over := tracer.Histogram{Overflow: true}
 	over.Buckets[0] = 3
-	md, _ = c.Collect([]tracer.Histogram{over}, 500)
+	md, _ = c.Collect([]tracer.Histogram{over}, 500, c.Ended())
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	dp = md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
 	assert.Equal(t, map[string]any{AttrOverflow: true}, dp.Attributes().AsRaw())
@@ -120,7 +120,7 @@ func TestHistogramCollectorReusedPID(t *testing.T) {
 	h := tracer.Histogram{Key: walSync}
 	h.Buckets[120] = 5
 
-	md, gone := c.Collect([]tracer.Histogram{h}, 200)
+	md, gone := c.Collect([]tracer.Histogram{h}, 200, c.Ended())
 	assert.Empty(t, gone)
 	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
@@ -131,7 +131,7 @@ func TestHistogramCollectorReusedPID(t *testing.T) {
 	// calls since the last read: the old series takes them, one last time).
 	running[7] = Process{Comm: "etcd", Start: 250, ID: 25}
 	h.Buckets[120] = 8
-	md, gone = c.Collect([]tracer.Histogram{h}, 300)
+	md, gone = c.Collect([]tracer.Histogram{h}, 300, c.Ended())
 	assert.Equal(t, []tracer.HistKey{walSync}, gone, "the old process's keys are deleted from the kernel")
 	dp, ok = durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
@@ -142,7 +142,7 @@ func TestHistogramCollectorReusedPID(t *testing.T) {
 
 	// The kernel's entry was deleted: the newcomer's calls count from zero.
 	h.Buckets[120] = 2
-	md, gone = c.Collect([]tracer.Histogram{h}, 400)
+	md, gone = c.Collect([]tracer.Histogram{h}, 400, c.Ended())
 	assert.Empty(t, gone)
 	dp, ok = durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)

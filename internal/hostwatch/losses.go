@@ -40,7 +40,18 @@ func NewLossReporter(logger *zap.Logger) *LossReporter {
 }
 
 // Check reads the table and logs what is due as of now.
+//
+// Which processes exited is decided before the read: a process gone then loses
+// nothing more, so what is read of it is final and its entry can be freed.
+// Decided after the read, the losses of its last moments, between the read and
+// its exit, would be freed unlogged.
 func (l *LossReporter) Check(t LossTable, now time.Time) {
+	exited := map[int]bool{}
+	for pid, p := range l.processes {
+		if !p.process.Running() {
+			exited[pid] = true
+		}
+	}
 	losses, err := t.Losses()
 	if err != nil {
 		l.logger.Warn("Reading the per-process losses failed", zap.Error(err))
@@ -55,21 +66,22 @@ func (l *LossReporter) Check(t LossTable, now time.Time) {
 			}
 			l.processes[pid] = p
 		}
-		exited := !p.process.Running()
-		if loss != p.reported && (exited || now.Sub(p.at) >= lossLogInterval) {
+		if loss != p.reported && (exited[pid] || now.Sub(p.at) >= lossLogInterval) {
 			l.logger.Warn("A traced process lost records",
-				zap.Int("pid", pid), zap.String("process", p.name), zap.Bool("exited", exited),
+				zap.Int("pid", pid), zap.String("process", p.name), zap.Bool("exited", exited[pid]),
 				zap.Uint64("over_budget", loss.OverBudget-p.reported.OverBudget),
 				zap.Uint64("ringbuf_full", loss.RingbufFull-p.reported.RingbufFull),
 				zap.Duration("since", since(p.at, now)))
 			p.reported, p.at = loss, now
 		}
-		if exited {
+		if exited[pid] {
 			if err := t.ForgetLosses(pid); err != nil {
 				l.logger.Warn("Freeing an exited process's loss entry failed", zap.Int("pid", pid), zap.Error(err))
 			}
-			delete(l.processes, pid)
 		}
+	}
+	for pid := range exited {
+		delete(l.processes, pid)
 	}
 }
 
