@@ -122,6 +122,9 @@ func (c *Controller) Start() error {
 	if err != nil {
 		return fmt.Errorf("creating telemetry: %w", err)
 	}
+	// The metrics' StartTimestamp: before the programs are attached, so that no
+	// call they count is older.
+	start := now()
 	s, exe, err := c.openSession(tb)
 	if err != nil {
 		tb.Shutdown()
@@ -138,7 +141,7 @@ func (c *Controller) Start() error {
 	}
 	if c.cfg.Metrics != nil {
 		c.stopMetrics, c.metricsDone = make(chan struct{}), make(chan struct{})
-		go c.collectMetrics(ctx, s, c.stopMetrics, c.metricsDone)
+		go c.collectMetrics(ctx, s, start, c.stopMetrics, c.metricsDone)
 	}
 	var pids *hostwatch.PIDs
 	if len(c.cfg.Tracer.PIDs) > 0 {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
@@ -201,4 +202,16 @@ func TestLossesCountedUpToTheExit(t *testing.T) {
 	}
 	assert.EqualValues(t, before+after, logged, "the lines add up to every record the process lost")
 	assert.Empty(t, h.session.losses, "the exited process's entry is freed once its final losses were read")
+}
+
+// Defect 3 of issue 15: the metrics' StartTimestamp is no later than the first
+// call they count, which can come as soon as the programs are attached.
+func TestMetricsStartBeforeTheProgramsAttach(t *testing.T) {
+	key := tracer.HistKey{PID: 1, Syscall: tracer.SyscallFsync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
+	h := newHarness(t, func(h *harness, _ *Config) { h.session.count(key, 1) })
+	h.stop(t)
+	require.NotEmpty(t, h.metrics.AllMetrics())
+	dp := h.metrics.AllMetrics()[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
+	assert.LessOrEqual(t, dp.StartTimestamp(), pcommon.NewTimestampFromTime(h.opened),
+		"StartTimestamp %v, programs attached at %v", dp.StartTimestamp().AsTime(), h.opened)
 }

@@ -15,11 +15,10 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 )
 
-// collectMetrics sends the histograms to the metrics pipeline every
-// CollectionInterval, and once more when stop is closed.
-func (c *Controller) collectMetrics(ctx context.Context, s Session, stop <-chan struct{}, done chan<- struct{}) {
+// collectMetrics sends the histograms, counted since start, to the metrics
+// pipeline every CollectionInterval, and once more when stop is closed.
+func (c *Controller) collectMetrics(ctx context.Context, s Session, start pcommon.Timestamp, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	start := now()
 	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, start, lookupProcess).
 		WithCommandArgs(commandArgs).WithContainers(containerOf)
 	var disks *convert.Disks
