@@ -210,17 +210,20 @@ func program(id ebpf.ProgramID) (Program, error) {
 	return Program{ID: id, Name: info.Name, RunCount: stats.RunCount, RunTime: stats.Runtime, Maps: maps}, nil
 }
 
-// receiverProgramNames maps the names of the receiver's programs as the kernel
-// keeps them (cut to BPF_OBJ_NAME_LEN-1 bytes) to their full names.
+// receiverProgramNames maps the names of the receiver's programs, the syscall
+// and scheduler programs' and the block programs', as the kernel keeps them (cut
+// to BPF_OBJ_NAME_LEN-1 bytes) to their full names.
 func receiverProgramNames() (map[string]string, error) {
-	spec, err := bpf.LoadMonitor()
-	if err != nil {
-		return nil, err
-	}
 	const kernelNameLen = 15
 	names := map[string]string{}
-	for name := range spec.Programs {
-		names[name[:min(len(name), kernelNameLen)]] = name
+	for _, load := range []func() (*ebpf.CollectionSpec, error){bpf.LoadMonitor, bpf.LoadBlock} {
+		spec, err := load()
+		if err != nil {
+			return nil, err
+		}
+		for name := range spec.Programs {
+			names[name[:min(len(name), kernelNameLen)]] = name
+		}
 	}
 	return names, nil
 }

@@ -56,6 +56,8 @@ type options struct {
 	switchRuns  int
 	switchTurns int
 	pingpong    int
+	blockRuns   int
+	blockWrites int
 }
 
 func logf(format string, args ...any) {
@@ -67,7 +69,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
-	flag.StringVar(&o.phases, "phases", "micro,loop,switch,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run")
+	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
@@ -86,6 +88,8 @@ func main() {
 		"(on a shared machine whose other tracers match \"etcd\", a unique name keeps them off the measurement)")
 	flag.IntVar(&o.switchRuns, "switch-runs", 5, "runs per context-switch variant")
 	flag.IntVar(&o.switchTurns, "switch-rounds", 200_000, "hand-overs (two context switches each) per context-switch run")
+	flag.IntVar(&o.blockRuns, "block-runs", 5, "runs per block-phase variant (untraced, the receiver, bpftrace)")
+	flag.IntVar(&o.blockWrites, "block-writes", 20_000, "O_DIRECT writes of 4 KiB per disks'-view run")
 	flag.IntVar(&o.pingpong, "pingpong", 0, "internal: be the switch phase's ping-pong child for this many hand-overs")
 	flag.Parse()
 	if o.pingpong > 0 {
@@ -148,6 +152,7 @@ func runAll(o options) error {
 		{h.micro, h.has("micro")},
 		{h.loops, h.has("loop")},
 		{h.switches, h.has("switch")},
+		{h.blocks, h.has("block")},
 		{h.ceiling, h.has("ceiling")},
 		{h.collcpu, h.has("collcpu")},
 		{h.etcd, h.has("bpfstats") || h.has("etcd")},
@@ -245,6 +250,14 @@ func (h *harness) switches() error {
 	}
 	logf("phase switch: BPF run-time stats")
 	h.rep.switchStats, err = switchBPFStats(o.switchTurns, h.work)
+	return err
+}
+
+func (h *harness) blocks() error {
+	o := h.o
+	logf("phase block: %d runs x %d variants of %d O_DIRECT writes", o.blockRuns, len(blockVariants), o.blockWrites)
+	var err error
+	h.rep.blocks, err = h.runBlock(o.blockRuns, o.blockWrites)
 	return err
 }
 

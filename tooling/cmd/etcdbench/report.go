@@ -36,6 +36,7 @@ type report struct {
 	loopStats   map[string][]progDelta
 	switches    []switchSample
 	switchStats []switchStat
+	blocks      []blockSample
 	ceiling     []ceilingSample
 	etcdStats   []etcdStat
 	runs        []runSample
@@ -146,6 +147,7 @@ func (r *report) write(path string) error {
 	r.writeEtcdStats(w)
 	r.writeLoops(w, &targets)
 	r.writeSwitches(w, &targets)
+	r.writeBlock(w, &targets)
 	r.writeCeiling(w, &targets)
 	r.writeCollectorCPU(w)
 	r.writeMicro(w, &targets)
