@@ -56,8 +56,11 @@ struct issued {
 /* The request operations of include/linux/blk_types.h: UAPI-stable in practice, and the low 8 bits of cmd_flags. */
 enum {
 	REQ_OP_MASK = 0xff,
+	KREQ_OP_READ = 0,
+	KREQ_OP_WRITE = 1,
 	KREQ_OP_FLUSH = 2,
 	KREQ_OP_DISCARD = 3,
+	KREQ_OP_ZONE_APPEND = 13,
 };
 
 /* rq_flags bits where the kernel defines them as macros (5.10 to 6.x); later kernels have enum rqf_flags. */
@@ -160,6 +163,12 @@ static __always_inline struct disk_op_stats *op_stats(__u32 dev, __u32 op)
 	return s;
 }
 
+/* Whether a bio or request of this operation moves data: reads, writes and zone appends. */
+static __always_inline bool data_op(__u32 op)
+{
+	return op == KREQ_OP_READ || op == KREQ_OP_WRITE || op == KREQ_OP_ZONE_APPEND;
+}
+
 /* The statistics group of a request operation, as the kernel's op_stat_group and flush accounting use. */
 static __always_inline __u32 disk_op(unsigned int cmd_flags)
 {
@@ -206,7 +215,10 @@ int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 	struct disk_total *t = covered_totals(dev);
 	if (!t)
 		return 0;
-	__u64 bytes = BPF_CORE_READ(bio, bi_iter.bi_size);
+	/* A discard's or a write-zeroes' size is the range it frees or zeroes, not data moved to
+	 * or from the disk: its bio counts, its bytes do not (an unlinked 1 GiB file on a disk
+	 * mounted with discard would otherwise make its unlinker the disk's top writer). */
+	__u64 bytes = data_op(BPF_CORE_READ(bio, bi_opf) & REQ_OP_MASK) ? BPF_CORE_READ(bio, bi_iter.bi_size) : 0;
 	__sync_fetch_and_add(&t->bytes_submitted, bytes);
 
 	struct submitter_key key = {.dev = dev, .tgid = bpf_get_current_pid_tgid() >> 32};

@@ -25,7 +25,7 @@ enum disk_layout {
 struct disk_total {
 	__u64 requests_completed; /* as /sys/block/<disk>/stat counts them: reads, writes, discards, flushes */
 	__u64 device_ns;          /* issue -> completion, summed over the requests the device served */
-	__u64 bytes_submitted;    /* bytes of every bio submitted to the disk, by anyone */
+	__u64 bytes_submitted;    /* bytes of every data bio submitted to the disk, by anyone */
 };
 
 struct submitter_key {

@@ -170,7 +170,7 @@ func (c *Disks) appendSubmitters(ms pmetric.MetricSlice, subs []tracer.Submitter
 	}
 
 	bytes := newSum(ms, MetricDiskSubmittedBytes, "By",
-		"Bytes submitted to the disk (bios queued), by the submitting process: the top processes of each collection, the rest in the series marked otel.metric.overflow.")
+		"Bytes of data submitted to the disk (bios queued; a discard moves none), by the submitting process: the top processes of each collection, the rest in the series marked otel.metric.overflow.")
 	bios := newSum(ms, MetricDiskSubmittedBios, "{bio}",
 		"Bios submitted to the disk by the submitting process, in the series of metric "+MetricDiskSubmittedBytes+".")
 	var gone []tracer.SubmitterKey

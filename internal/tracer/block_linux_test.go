@@ -3,6 +3,7 @@
 package tracer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -226,6 +227,30 @@ func TestNeighbourBytesUnderItsPID(t *testing.T) {
 	if strings.Contains(string(cg), "0::") {
 		assert.NotZero(t, got.CgroupID, "the cgroup v2 id of the neighbour")
 	}
+}
+
+// TestDiscardCountsNoBytes: a discard's size is the range it frees, not data moved:
+// the process that trims the disk (this one, with FITRIM, as fstrim does) is
+// counted with the discard bios /sys/block/<disk>/stat completed, and none of
+// the freed space as bytes. On a disk mounted with -o discard, an unlink of a
+// large file would otherwise make its unlinker the disk's top "writer".
+func TestDiscardCountsNoBytes(t *testing.T) {
+	d := disktest.Quiet(t)
+	require.NoError(t, os.Remove(prefill(t, d.Dir, "freed.dat", 8<<20)))
+	disktest.SyncFS(t, d.Dir)
+	tr := startBlock(t, d.Name)
+
+	before, stat := submitted(t, tr, d.Dev, os.Getpid()), disktest.ReadStat(t, d.Name)
+	trim(t, d.Dir)
+	discards := disktest.ReadStat(t, d.Name).Sub(stat).Discards
+	got := submitted(t, tr, d.Dev, os.Getpid())
+	t.Logf("FITRIM on %s: %d discards completed (/sys/block), this process's bios %d -> %d, bytes %d -> %d",
+		d.Name, discards, before.Bios, got.Bios, before.Bytes, got.Bytes)
+	if discards == 0 {
+		bpftest.SkipOrFail(t, fmt.Sprintf("%s completed no discard for FITRIM: the disk does not take discards (/sys/block/%s/queue/discard_max_bytes)", d.Name, d.Name))
+	}
+	assert.Greater(t, got.Bios, before.Bios, "the trim's discard bios, under this process")
+	assert.Equal(t, before.Bytes, got.Bytes, "and none of their range as bytes")
 }
 
 // TestThrottleShowsShortDeviceTime: a writer limited to 10 write IOPS by a cgroup
