@@ -95,3 +95,10 @@ demo:
 ## bench: cost to etcd (A-E rounds vs bpftrace and strace), tight loop, ceiling, BPF stats; report in bench/results/latest.md (needs root; ~12-17 min)
 bench: etcd
 	cd tooling && $(GO) run ./cmd/etcdbench -out $(CURDIR)/bench/results/latest.md $(BENCH_FLAGS)
+
+.PHONY: bench-gateway
+## bench-gateway: 16 simulated agents into one gateway (examples/kubernetes/gateway.yaml) into VictoriaLogs at
+##       rising rates: its CPU per record, memory, counters and what was stored; report in
+##       bench/results/gateway.md (needs root; ~5 min). Flags: make bench-gateway BENCH_FLAGS="-gateway-rate 4000"
+bench-gateway:
+	cd tooling && $(GO) run ./cmd/etcdbench -phases gateway -out $(CURDIR)/bench/results/gateway.md $(BENCH_FLAGS)

@@ -58,6 +58,12 @@ type options struct {
 	pingpong    int
 	blockRuns   int
 	blockWrites int
+	gwAgents    int
+	gwRate      string
+	gwWarmup    time.Duration
+	gwWindow    time.Duration
+	gwMemory    string
+	gwOverlay   string
 }
 
 func logf(format string, args ...any) {
@@ -69,7 +75,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
-	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run")
+	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run; gateway (the gateway under load, make bench-gateway) runs only when named")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
@@ -90,6 +96,12 @@ func main() {
 	flag.IntVar(&o.switchTurns, "switch-rounds", 200_000, "hand-overs (two context switches each) per context-switch run")
 	flag.IntVar(&o.blockRuns, "block-runs", 5, "runs per block-phase variant (untraced, the receiver, bpftrace)")
 	flag.IntVar(&o.blockWrites, "block-writes", 20_000, "O_DIRECT writes of 4 KiB per disks'-view run")
+	flag.IntVar(&o.gwAgents, "gateway-agents", 16, "simulated agents of the gateway phase")
+	flag.StringVar(&o.gwRate, "gateway-rate", "2000,4000,6000,8000,22000", "gateway phase: records/s each simulated agent offers, one step (a fresh gateway and backend) per comma-separated rate; 22000 is etcd's every-call rate under benchmark put")
+	flag.DurationVar(&o.gwWarmup, "gateway-warmup", 10*time.Second, "gateway phase: time before the measured window")
+	flag.DurationVar(&o.gwWindow, "gateway-window", 30*time.Second, "gateway phase: the measured window")
+	flag.StringVar(&o.gwMemory, "gateway-memory", "", "gateway phase: the gateway's memory limit and GOMEMLIMIT as \"1024Mi,800MiB\" (default: examples/kubernetes/gateway-deployment.yaml's)")
+	flag.StringVar(&o.gwOverlay, "gateway-config", "", "gateway phase: a collector config merged over examples/kubernetes/gateway.yaml (a second --config), to try other settings")
 	flag.IntVar(&o.pingpong, "pingpong", 0, "internal: be the switch phase's ping-pong child for this many hand-overs")
 	flag.Parse()
 	if o.pingpong > 0 {
@@ -156,6 +168,7 @@ func runAll(o options) error {
 		{h.ceiling, h.has("ceiling")},
 		{h.collcpu, h.has("collcpu")},
 		{h.etcd, h.has("bpfstats") || h.has("etcd")},
+		{h.gateway, h.has("gateway")},
 	} {
 		if phase.on {
 			if err := phase.run(); err != nil {
@@ -264,7 +277,7 @@ func (h *harness) blocks() error {
 func (h *harness) ceiling() error {
 	rates, err := parseRates(h.o.ceilingRate)
 	if err != nil {
-		return err
+		return fmt.Errorf("-ceiling-rates: %w", err)
 	}
 	logf("phase ceiling: rates %v, %.0f s each", rates, h.o.ceilingSecs)
 	h.rep.ceiling, err = h.loop.runCeiling(rates, h.o.ceilingSecs)
@@ -353,7 +366,7 @@ func parseRates(s string) ([]float64, error) {
 	for _, f := range strings.Split(s, ",") {
 		var r float64
 		if _, err := fmt.Sscan(strings.TrimSpace(f), &r); err != nil {
-			return nil, fmt.Errorf("-ceiling-rates: %q: %w", f, err)
+			return nil, fmt.Errorf("rate %q: %w", f, err)
 		}
 		out = append(out, r)
 	}

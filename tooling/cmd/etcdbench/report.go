@@ -40,6 +40,7 @@ type report struct {
 	ceiling     []ceilingSample
 	etcdStats   []etcdStat
 	runs        []runSample
+	gateway     *gatewaySample
 }
 
 func median(xs []float64) float64 {
@@ -151,6 +152,7 @@ func (r *report) write(path string) error {
 	r.writeCeiling(w, &targets)
 	r.writeCollectorCPU(w)
 	r.writeMicro(w, &targets)
+	r.writeGateway(w)
 	if len(targets) > 0 {
 		w("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n")
 		for _, t := range targets {
