@@ -99,6 +99,6 @@ bench: etcd
 .PHONY: bench-gateway
 ## bench-gateway: 16 simulated agents into one gateway (examples/kubernetes/gateway.yaml) into VictoriaLogs at
 ##       rising rates: its CPU per record, memory, counters and what was stored; report in
-##       bench/results/gateway.md (needs root; ~5 min). Flags: make bench-gateway BENCH_FLAGS="-gateway-rate 4000"
+##       bench/results/gateway.md (needs root; ~6-7 min). Flags: make bench-gateway BENCH_FLAGS="-gateway-rate 4000"
 bench-gateway:
 	cd tooling && $(GO) run ./cmd/etcdbench -phases gateway -out $(CURDIR)/bench/results/gateway.md $(BENCH_FLAGS)

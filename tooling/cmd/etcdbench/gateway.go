@@ -292,6 +292,11 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	if c, err := scrapeCounters(telemetry); err == nil {
 		step.gw = c
 	}
+	// A gateway that did not drain sends what it still holds as it stops:
+	// VictoriaLogs is counted after that, not while it is still arriving.
+	if err := gw.Stop(30 * time.Second); err != nil {
+		logf("gateway: stop: %v", err)
+	}
 
 	if err := vl.Flush(ctx); err != nil {
 		return nil, err
