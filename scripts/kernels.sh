@@ -83,7 +83,7 @@ debian_mirror() {
 # neither the host's package state nor its sources are touched.
 fetch_kernel() {
 	local version=$1 dir=$KERNELS_CACHE/$1 suite mirror apt pkg
-	[ -s "$dir/vmlinuz" ] && return 0
+	[ -s "$dir/vmlinuz" ] && [ -e "$dir/modules/order" ] && return 0
 	suite=$(suite_of "$version") || die "no Debian kernel known for version $version" "choose among 5.10 6.1 6.12 host"
 	mirror=$(debian_mirror) || die "no Debian archive (a URI ending in /debian) in /etc/apt/sources.list*" \
 		"add the Debian mirror you use to the apt sources"
@@ -105,10 +105,43 @@ fetch_kernel() {
 		die "apt-get download $pkg failed"
 	rm -rf "$dir/unpacked"
 	dpkg-deb -x "$apt/debs/${pkg}"_*.deb "$dir/unpacked"
+	keep_modules "$dir/unpacked" "$dir"
 	cp "$dir/unpacked"/boot/vmlinuz-* "$dir/vmlinuz.tmp"
 	echo "${pkg#linux-image-}" >"$dir/release"
 	rm -rf "$dir/unpacked" "$apt/debs/${pkg}"_*.deb
 	mv "$dir/vmlinuz.tmp" "$dir/vmlinuz"
+}
+
+# The guests' drive is virtio-blk on virtio-pci, which Debian's cloud kernels build
+# as modules (6.12 has virtio-pci built in). keep_modules copies those the kernel
+# has as modules, and what they depend on, out of the unpacked package into
+# <dir>/modules, decompressed (busybox's insmod reads plain .ko files), with
+# "order" listing them dependencies first, as /init loads them.
+GUEST_MODULES="virtio_pci virtio_blk"
+keep_modules() {
+	local unpacked=$1 dir=$2 tree m
+	tree=$(find "$unpacked" -type d -path '*/lib/modules/*' -name kernel -print -quit)
+	[ -n "$tree" ] || die "no lib/modules/<release>/kernel in the unpacked kernel package"
+	rm -rf "$dir/modules"
+	mkdir -p "$dir/modules"
+	: >"$dir/modules/order"
+	keep_module() {
+		local name=$1 file dep
+		grep -qx "$name" "$dir/modules/order" && return 0
+		file=$(find "$tree" \( -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" \) -print -quit)
+		[ -n "$file" ] || return 0 # built into the kernel
+		case $file in
+		*.xz) xz -dc "$file" ;;
+		*.zst) zstd -dcq "$file" ;;
+		*) cat "$file" ;;
+		esac >"$dir/modules/$name.ko"
+		# The .modinfo section's depends= names the modules this one needs.
+		for dep in $(grep -a -o 'depends=[a-z0-9_,-]*' "$dir/modules/$name.ko" | head -1 | cut -d= -f2 | tr ',' ' '); do
+			keep_module "$dep"
+		done
+		echo "$name" >>"$dir/modules/order"
+	}
+	for m in $GUEST_MODULES; do keep_module "$m"; done
 }
 
 # The tests a guest runs, per test binary: the kernel-facing ones (BPF load and
@@ -152,6 +185,12 @@ build_initramfs() {
 	cp "$(command -v busybox)" "$root/bin/busybox"
 	cp "$(command -v dd)" "$root/bin/dd"
 	for lib in $(ldd "$(command -v dd)" | grep -o '/[^ ]*'); do cp -L "$lib" "$root$lib"; done
+	local k
+	for k in $KERNELS; do
+		[ "$k" = host ] && continue
+		mkdir -p "$root/lib/modules/$(cat "$KERNELS_CACHE/$k/release")"
+		cp "$KERNELS_CACHE/$k/modules/"* "$root/lib/modules/$(cat "$KERNELS_CACHE/$k/release")/"
+	done
 	local run_tests="" entry
 	for entry in "${TESTS[@]}"; do run_tests+="run ${entry%% *} '${entry#* }'"$'\n'; done
 	cat >"$root/init" <<INIT
@@ -162,6 +201,10 @@ echo ETCDEBPF-GUEST-INIT
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+modules=/lib/modules/\$(uname -r)
+for m in \$(cat \$modules/order); do insmod \$modules/\$m.ko || echo "ETCDEBPF-MODULE \$m: insmod failed"; done
+for i in \$(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+echo "ETCDEBPF-DISK modules: \$(cat \$modules/order | tr '\\n' ' ')/dev/vda: \$([ -b /dev/vda ] && echo present || echo MISSING)"
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -126,9 +127,13 @@ func explainRefusal() string {
 		return ""
 	}
 	if missing := st.missingCapabilities(!kernelAtLeast(5, 11)); len(missing) > 0 {
-		return fmt.Sprintf("the collector lacks %s: run the collector as root, or grant it %s "+
+		why := ""
+		if slices.Contains(missing, "CAP_SYS_RESOURCE") {
+			why = " (before Linux 5.11 BPF maps are charged to RLIMIT_MEMLOCK, which only CAP_SYS_RESOURCE may raise)"
+		}
+		return fmt.Sprintf("the collector lacks %s%s: run the collector as root, or grant it %s "+
 			"(Kubernetes: securityContext.capabilities.add; podman or docker: --cap-add; docs/kubernetes.md)",
-			joinNames(missing), joinNames(missing))
+			joinNames(missing), why, joinNames(missing))
 	}
 	if st.seccomp == 2 && refusedBySeccomp(unix.SYS_BPF) {
 		return "bpf(2) is refused by the collector's seccomp filter (/proc/self/status: Seccomp: 2), " +

@@ -269,8 +269,8 @@ func TestStartUnprivileged(t *testing.T) {
 		t.Run("without CAP_SYS_RESOURCE before 5.11", func(t *testing.T) {
 			msg := run(t, unix.CAP_BPF, unix.CAP_PERFMON, unix.CAP_DAC_READ_SEARCH)
 			require.True(t, strings.HasPrefix(msg, "START-ERROR: "), "RLIMIT_MEMLOCK cannot be raised: %s", msg)
-			assert.Contains(t, msg, "RLIMIT_MEMLOCK")
-			assert.Contains(t, msg, "CAP_SYS_RESOURCE")
+			assert.Contains(t, msg, "lacks CAP_SYS_RESOURCE (before Linux 5.11 BPF maps are charged to RLIMIT_MEMLOCK", "the cause")
+			assert.Contains(t, msg, "grant it CAP_SYS_RESOURCE", "and the fix")
 		})
 		bpfCaps = append(bpfCaps, unix.CAP_SYS_RESOURCE)
 	}
