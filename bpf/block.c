@@ -63,18 +63,18 @@ enum {
 	KREQ_OP_ZONE_APPEND = 13,
 };
 
-/* rq_flags bits where the kernel defines them as macros (5.10 to 6.x); later kernels have enum rqf_flags. */
-enum rqf_flags {
-	__RQF_FLUSH_SEQ = 4,
-	__RQF_IO_STAT = 13,
-};
-
 /*
- * Until 5.11 (and on 5.10 from 5.10.137, which has the change backported) the block
- * tracepoints but block_rq_complete took the request_queue first. The loader reads the
- * tracepoint's prototype from the kernel's BTF and sets this.
+ * Set by the loader from the kernel's BTF before loading:
+ * - whether a tracepoint takes the request_queue first. Until 5.11 they all did; 5.10
+ *   from 5.10.137 has the request tracepoints' change backported but not block_bio_queue's,
+ *   so the two are read apart.
+ * - the rq_flags bits the disk stats test: macros until 6.11 (1 << 4, 1 << 13), then
+ *   enum rqf_flags, whose values the loader reads where BTF holds the enum.
  */
-const volatile bool queue_arg = false;
+const volatile bool rq_queue_arg = false;
+const volatile bool bio_queue_arg = false;
+const volatile __u32 rqf_flush_seq = 1U << 4;
+const volatile __u32 rqf_io_stat = 1U << 13;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -199,18 +199,13 @@ static __always_inline bool stat_counted(struct request *rq, __u32 op)
 {
 	if (op == DISK_OP_FLUSH)
 		return true;
-	__u32 flush_seq = 1U << 4, io_stat = 1U << 13;
-	if (bpf_core_enum_value_exists(enum rqf_flags, __RQF_FLUSH_SEQ)) {
-		flush_seq = 1U << bpf_core_enum_value(enum rqf_flags, __RQF_FLUSH_SEQ);
-		io_stat = 1U << bpf_core_enum_value(enum rqf_flags, __RQF_IO_STAT);
-	}
-	return (BPF_CORE_READ(rq, rq_flags) & (flush_seq | io_stat)) == io_stat;
+	return (BPF_CORE_READ(rq, rq_flags) & (rqf_flush_seq | rqf_io_stat)) == rqf_io_stat;
 }
 
 SEC("raw_tracepoint/block_bio_queue")
 int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct bio *bio = (struct bio *)(queue_arg ? ctx->args[1] : ctx->args[0]);
+	struct bio *bio = (struct bio *)(bio_queue_arg ? ctx->args[1] : ctx->args[0]);
 	__u32 dev = disk_dev(bio_disk(bio));
 	struct disk_total *t = covered_totals(dev);
 	if (!t)
@@ -245,7 +240,7 @@ int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/block_rq_issue")
 int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct request *rq = (struct request *)(queue_arg ? ctx->args[1] : ctx->args[0]);
+	struct request *rq = (struct request *)(rq_queue_arg ? ctx->args[1] : ctx->args[0]);
 	__u32 dev = disk_dev(request_disk(rq));
 	if (!covered_totals(dev))
 		return 0;
@@ -276,7 +271,7 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/block_rq_requeue")
 int block_rq_requeue(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u64 key = queue_arg ? ctx->args[1] : ctx->args[0];
+	__u64 key = rq_queue_arg ? ctx->args[1] : ctx->args[0];
 	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
 	if (parked)
 		parked->requeued = 1;

@@ -157,8 +157,11 @@ type BlockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BlockVariableSpecs struct {
+	BioQueueArg         *ebpf.VariableSpec `ebpf:"bio_queue_arg"`
 	EmptyOpStats        *ebpf.VariableSpec `ebpf:"empty_op_stats"`
-	QueueArg            *ebpf.VariableSpec `ebpf:"queue_arg"`
+	RqQueueArg          *ebpf.VariableSpec `ebpf:"rq_queue_arg"`
+	RqfFlushSeq         *ebpf.VariableSpec `ebpf:"rqf_flush_seq"`
+	RqfIoStat           *ebpf.VariableSpec `ebpf:"rqf_io_stat"`
 	UnusedDiskLayout    *ebpf.VariableSpec `ebpf:"unused_disk_layout"`
 	UnusedDiskOperation *ebpf.VariableSpec `ebpf:"unused_disk_operation"`
 }
@@ -208,8 +211,11 @@ func (m *BlockMaps) Close() error {
 //
 // It can be passed to LoadBlockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BlockVariables struct {
+	BioQueueArg         *ebpf.Variable `ebpf:"bio_queue_arg"`
 	EmptyOpStats        *ebpf.Variable `ebpf:"empty_op_stats"`
-	QueueArg            *ebpf.Variable `ebpf:"queue_arg"`
+	RqQueueArg          *ebpf.Variable `ebpf:"rq_queue_arg"`
+	RqfFlushSeq         *ebpf.Variable `ebpf:"rqf_flush_seq"`
+	RqfIoStat           *ebpf.Variable `ebpf:"rqf_io_stat"`
 	UnusedDiskLayout    *ebpf.Variable `ebpf:"unused_disk_layout"`
 	UnusedDiskOperation *ebpf.Variable `ebpf:"unused_disk_operation"`
 }

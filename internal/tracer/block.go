@@ -73,12 +73,17 @@ func loadBlock(opts Options) (*blockObjects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded block BPF object: %w", err)
 	}
-	queueArg, err := blockTracepointsTakeQueue()
+	k, err := readBlockKernel()
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.Variables["queue_arg"].Set(queueArg); err != nil {
-		return nil, fmt.Errorf("setting queue_arg in the block BPF object: %w", err)
+	for name, v := range map[string]any{
+		"rq_queue_arg": k.rqQueueArg, "bio_queue_arg": k.bioQueueArg,
+		"rqf_flush_seq": k.flushSeq, "rqf_io_stat": k.ioStat,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("setting %s in the block BPF object: %w", name, err)
+		}
 	}
 	b := &blockObjects{}
 	if err := spec.LoadAndAssign(&b.objs, nil); err != nil {
@@ -97,33 +102,83 @@ func loadBlock(opts Options) (*blockObjects, error) {
 	return b, nil
 }
 
-// blockTracepointsTakeQueue reports whether the kernel's block tracepoints take the
-// request_queue before the request or bio, as before 5.11 (and 5.10 before 5.10.137,
-// which got the change backported): from the tracepoint's prototype in the kernel's
-// BTF, so that backports are seen as they are, not guessed from the version.
-func blockTracepointsTakeQueue() (bool, error) {
+// blockKernel is what block.c must know of the running kernel before it loads,
+// read from the kernel's BTF so that backports are seen as they are, not guessed
+// from the version.
+type blockKernel struct {
+	// Whether the request tracepoints and block_bio_queue take the request_queue
+	// first, as before 5.11. 5.10 from 5.10.137 has the request tracepoints'
+	// change backported, not block_bio_queue's, so each is read on its own.
+	rqQueueArg, bioQueueArg bool
+	// The rq_flags bits of a request in a flush sequence and of one the disk
+	// stats count.
+	flushSeq, ioStat uint32
+}
+
+func readBlockKernel() (blockKernel, error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return false, fmt.Errorf("reading the kernel's BTF for the block tracepoints: %w", err)
+		return blockKernel{}, fmt.Errorf("reading the kernel's BTF for the block tracepoints: %w", err)
 	}
+	var k blockKernel
+	if k.rqQueueArg, err = takesQueue(spec, "block_rq_issue"); err != nil {
+		return k, err
+	}
+	if k.bioQueueArg, err = takesQueue(spec, "block_bio_queue"); err != nil {
+		return k, err
+	}
+	k.flushSeq, k.ioStat = requestFlagBits(spec, kernelAtLeast(6, 12))
+	return k, nil
+}
+
+// takesQueue reports whether the block tracepoint's prototype in BTF is
+// (q, rq or bio) rather than (rq or bio).
+func takesQueue(spec *btf.Spec, tracepoint string) (bool, error) {
 	var proto *btf.Typedef
-	if err := spec.TypeByName("btf_trace_block_rq_issue", &proto); err != nil {
-		return false, fmt.Errorf("the kernel's BTF has no block_rq_issue tracepoint (%w): "+
-			"the disk view needs CONFIG_BLOCK and block tracepoints; set block: false to run without it", err)
+	if err := spec.TypeByName("btf_trace_"+tracepoint, &proto); err != nil {
+		return false, fmt.Errorf("the kernel's BTF has no %s tracepoint (%w): "+
+			"the disk view needs CONFIG_BLOCK and block tracepoints; set block: false to run without it", tracepoint, err)
 	}
 	ptr, ok := proto.Type.(*btf.Pointer)
-	fn, ok2 := ptr.Target.(*btf.FuncProto)
-	if !ok || !ok2 {
-		return false, fmt.Errorf("btf_trace_block_rq_issue in the kernel's BTF is %v, not a function pointer", proto.Type)
+	var fn *btf.FuncProto
+	if ok {
+		fn, ok = ptr.Target.(*btf.FuncProto)
 	}
-	// The first parameter is the tracepoint's private data; then (q, rq) or (rq).
+	if !ok {
+		return false, fmt.Errorf("btf_trace_%s in the kernel's BTF is %v, not a function pointer", tracepoint, proto.Type)
+	}
+	// The first parameter is the tracepoint's private data.
 	switch len(fn.Params) {
 	case 3:
 		return true, nil
 	case 2:
 		return false, nil
 	}
-	return false, fmt.Errorf("block_rq_issue takes %d arguments in the kernel's BTF; this build knows (rq) and (q, rq)", len(fn.Params)-1)
+	return false, fmt.Errorf("%s takes %d arguments in the kernel's BTF; this build knows (q, x) and (x)", tracepoint, len(fn.Params)-1)
+}
+
+// requestFlagBits are RQF_FLUSH_SEQ and RQF_IO_STAT. From 6.12 the kernel numbers
+// them in enum rqf_flags, which its BTF holds only where some type uses it (6.18
+// here, not Debian's 6.12); where it is missing, the values 6.12 to 6.18 share.
+// Before 6.12 they are macros that did not move from 4.x on.
+func requestFlagBits(spec *btf.Spec, enumEra bool) (flushSeq, ioStat uint32) {
+	var e *btf.Enum
+	if err := spec.TypeByName("rqf_flags", &e); err == nil {
+		flushSeq, ioStat = 1<<1, 1<<8
+		for _, v := range e.Values {
+			switch v.Name {
+			case "__RQF_FLUSH_SEQ":
+				flushSeq = 1 << v.Value
+			case "__RQF_IO_STAT":
+				ioStat = 1 << v.Value
+			}
+		}
+		return flushSeq, ioStat
+	}
+	if enumEra {
+		return 1 << 1, 1 << 8
+	}
+	return 1 << 4, 1 << 13
 }
 
 // sharedBlockMaps are the block object's maps the syscall object declares too (disk.h).
