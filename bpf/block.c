@@ -113,6 +113,24 @@ struct bpf_raw_tracepoint_args {
 	__u64 args[0];
 };
 
+/*
+ * A tracepoint's first argument after the request_queue, where it takes one. Each load
+ * is written out in assembly at its fixed offset: from C, clang folds the two into one
+ * load of ctx->args[after_queue], a ctx pointer moved by a register, which the verifier
+ * refuses ("dereference of modified ctx ptr") whenever after_queue is 1 (block_bio_queue
+ * on 5.10). The load of args[1] stays in a branch the verifier prunes where the
+ * tracepoint has one argument: attaching checks the highest argument a program reads.
+ */
+static __always_inline __u64 tp_arg(struct bpf_raw_tracepoint_args *ctx, bool after_queue)
+{
+	__u64 v;
+	if (after_queue)
+		asm volatile("%[v] = *(u64 *)(%[ctx] + 8)" : [v] "=r"(v) : [ctx] "r"(ctx));
+	else
+		asm volatile("%[v] = *(u64 *)(%[ctx] + 0)" : [v] "=r"(v) : [ctx] "r"(ctx));
+	return v;
+}
+
 static __always_inline void block_count(enum block_counter c)
 {
 	__u64 *v = bpf_map_lookup_elem(&block_counters, &c);
@@ -205,7 +223,7 @@ static __always_inline bool stat_counted(struct request *rq, __u32 op)
 SEC("raw_tracepoint/block_bio_queue")
 int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct bio *bio = (struct bio *)(bio_queue_arg ? ctx->args[1] : ctx->args[0]);
+	struct bio *bio = (struct bio *)tp_arg(ctx, bio_queue_arg);
 	__u32 dev = disk_dev(bio_disk(bio));
 	struct disk_total *t = covered_totals(dev);
 	if (!t)
@@ -240,7 +258,7 @@ int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/block_rq_issue")
 int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct request *rq = (struct request *)(rq_queue_arg ? ctx->args[1] : ctx->args[0]);
+	struct request *rq = (struct request *)tp_arg(ctx, rq_queue_arg);
 	__u32 dev = disk_dev(request_disk(rq));
 	if (!covered_totals(dev))
 		return 0;
@@ -271,7 +289,7 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tracepoint/block_rq_requeue")
 int block_rq_requeue(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u64 key = rq_queue_arg ? ctx->args[1] : ctx->args[0];
+	__u64 key = tp_arg(ctx, rq_queue_arg);
 	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
 	if (parked)
 		parked->requeued = 1;
