@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package controller runs one kernel session for a receiver: it owns every
 // goroutine (the ring buffer's reader, the metrics' collection, the host watch)

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package hostwatch watches the host for what the kernel filters depend on: the
 // executable file being replaced, selected processes exiting, processes losing

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package tracer is the kernel session: it loads etcd_monitor.c into the kernel,
 // attaches it to the syscall tracepoints, and hands out what the kernel collects

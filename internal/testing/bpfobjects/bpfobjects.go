@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package bpfobjects finds BPF programs and maps in the kernel the way the
 // kernel lists them, without help from the code that loaded them: by the ids a

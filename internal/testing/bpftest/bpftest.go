@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package bpftest gates tests on what they need from the host: root for BPF, an
 // etcd binary. Where ETCDEBPF_REQUIRE_ALL=1 (CI sets it), a missing need fails the

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package disktest gives a test a quiet disk of its own, an ext4 file system that
 // nothing else writes to, so that its /sys/block/<disk>/stat deltas are the test's

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package etcdtest runs a real etcd server on loopback for tests and benchmarks,
 // and talks to it over its JSON gateway so that no etcd client library is needed.

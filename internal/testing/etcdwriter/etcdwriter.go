@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package etcdwriter builds and runs cmd/etcdwriter, the one program the tests
 // and the bench use as a process named etcd that makes a known number of

@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package recordtest lays out raw ring-buffer records as etcd_monitor.c writes
 // them, for the tests and benchmarks of the code that reads them.

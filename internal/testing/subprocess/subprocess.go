@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Package subprocess starts and stops the long-running processes of the demo,
 // the bench and the tests (the collector, bpftrace, strace): each in its own

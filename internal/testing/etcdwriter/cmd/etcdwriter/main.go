@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && (amd64 || arm64)
 
 // Command etcdwriter makes an exact number of write(2) calls as fast as it can,
 // or at a given rate, from one or more threads: the load of the tests that count
