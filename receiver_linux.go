@@ -70,7 +70,9 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 	if r.starts > 1 {
 		return nil // the other pipeline started it
 	}
-	ctrl, err := controller.New(r.settings, r.controllerConfig(), openTracer)
+	cfg := r.controllerConfig()
+	cfg.ReportStatus = func(ev *componentstatus.Event) { componentstatus.ReportStatus(host, ev) }
+	ctrl, err := controller.New(r.settings, cfg, openTracer)
 	if err == nil {
 		err = ctrl.Start()
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/receiver"
@@ -72,6 +73,10 @@ type Config struct {
 
 	Metrics            consumer.Metrics // nil: no histograms are collected
 	CollectionInterval time.Duration
+
+	// ReportStatus tells the collector of a failure after Start (the host's
+	// componentstatus.ReportStatus in the receiver); nil: not reported.
+	ReportStatus func(*componentstatus.Event)
 }
 
 // TargetCheckInterval is how often the host watch checks the executable, the pids and the losses.

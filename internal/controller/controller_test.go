@@ -4,12 +4,14 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -214,4 +216,27 @@ func TestMetricsStartBeforeTheProgramsAttach(t *testing.T) {
 	dp := h.metrics.AllMetrics()[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
 	assert.LessOrEqual(t, dp.StartTimestamp(), pcommon.NewTimestampFromTime(h.opened),
 		"StartTimestamp %v, programs attached at %v", dp.StartTimestamp().AsTime(), h.opened)
+}
+
+// A reader that stops on a read error is reported: a permanent error through
+// component status and the failures counter, not a log line only while the
+// receiver looks healthy and the records go nowhere.
+func TestReaderFailureReportedThroughStatusAndCounter(t *testing.T) {
+	events := make(chan *componentstatus.Event, 1)
+	h := newHarness(t, func(_ *harness, cfg *Config) {
+		cfg.ReportStatus = func(ev *componentstatus.Event) { events <- ev }
+	})
+	h.session.records <- record(42)
+	readErr := errors.New("epoll_wait: bad file descriptor")
+	h.session.readErr <- readErr
+	select {
+	case ev := <-events:
+		assert.Equal(t, componentstatus.StatusPermanentError, ev.Status())
+		require.ErrorIs(t, ev.Err(), readErr)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no status event 10 s after the read failed")
+	}
+	h.stop(t)
+	metadatatest.AssertEqualEtcdebpfRecordReaderFailures(t, h.tel, points(1), metricdatatest.IgnoreTimestamp())
+	assert.Equal(t, 1, h.logs.LogRecordCount(), "what was read before the failure is delivered")
 }

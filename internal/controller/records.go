@@ -5,9 +5,11 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
@@ -45,9 +47,23 @@ func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.Te
 		case errors.Is(err, tracer.ErrFlushed), errors.Is(err, tracer.ErrClosed):
 			return
 		default:
-			c.settings.Logger.Error("Reading the ring buffer failed; no more records will be read", zap.Error(err))
+			c.readerFailed(ctx, tb, err)
 			return
 		}
+	}
+}
+
+// readerFailed reports that the reader stops on err: the records the kernel
+// queues from now on reach no pipeline, so the receiver must not look healthy.
+// A permanent error, not a fatal one: the metrics (the kernel's histograms) and
+// the rest of the collector still work, and a health check or an operator sees
+// the status and restarts the collector when they choose.
+func (c *Controller) readerFailed(ctx context.Context, tb *metadata.TelemetryBuilder, err error) {
+	err = fmt.Errorf("etcdebpf: reading the ring buffer failed, no more records will be read (restart the collector): %w", err)
+	c.settings.Logger.Error("Reading the ring buffer failed; no more records will be read", zap.Error(err))
+	tb.EtcdebpfRecordReaderFailures.Add(ctx, 1)
+	if c.cfg.ReportStatus != nil {
+		c.cfg.ReportStatus(componentstatus.NewPermanentErrorEvent(err))
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 type fakeSession struct {
 	t       *testing.T
 	records chan []byte   // what the ring buffer holds
+	readErr chan error    // the next read fails with what is sent
 	flushed chan struct{} // closed by FlushRecords
 	closeCh chan struct{} // closed by Close
 
@@ -39,6 +40,7 @@ func newFakeSession(t *testing.T) *fakeSession {
 	return &fakeSession{
 		t:       t,
 		records: make(chan []byte, 1024),
+		readErr: make(chan error, 1),
 		flushed: make(chan struct{}),
 		closeCh: make(chan struct{}),
 		hists:   map[tracer.HistKey]tracer.HistCounts{},
@@ -82,6 +84,8 @@ func (f *fakeSession) ReadRecord() ([]byte, error) {
 		}
 	case <-f.closeCh:
 		return nil, tracer.ErrClosed
+	case err := <-f.readErr:
+		return nil, err
 	case <-timeout:
 		return nil, os.ErrDeadlineExceeded
 	}

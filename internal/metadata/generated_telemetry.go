@@ -31,6 +31,7 @@ type TelemetryBuilder struct {
 	EtcdebpfCallsTraced             metric.Int64ObservableCounter
 	EtcdebpfDiskEventsLost          metric.Int64ObservableCounter
 	EtcdebpfDiskRequestsUntimed     metric.Int64ObservableCounter
+	EtcdebpfRecordReaderFailures    metric.Int64Counter
 	EtcdebpfRecordsLostInflightFull metric.Int64ObservableCounter
 	EtcdebpfRecordsLostOverBudget   metric.Int64ObservableCounter
 	EtcdebpfRecordsLostRingbufFull  metric.Int64ObservableCounter
@@ -200,6 +201,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_etcdebpf_disk_requests_untimed",
 		metric.WithDescription("Requests issued to covered disks whose service time was not measured because the table of requests in flight (16384) was full; they are still counted in etcdebpf.disk.operations. [Development]"),
 		metric.WithUnit("{request}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EtcdebpfRecordReaderFailures, err = builder.meter.Int64Counter(
+		"otelcol_etcdebpf_record_reader_failures",
+		metric.WithDescription("Times the ring buffer's reader stopped on a read error; no records are read after it (the receiver reports a permanent error through component status). 0 while records flow. [Development]"),
+		metric.WithUnit("{failure}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EtcdebpfRecordsLostInflightFull, err = builder.meter.Int64ObservableCounter(

@@ -48,6 +48,7 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
+	tb.EtcdebpfRecordReaderFailures.Add(context.Background(), 1)
 	tb.EtcdebpfRecordsMalformed.Add(context.Background(), 1)
 	tb.EtcdebpfRecordsRead.Add(context.Background(), 1)
 	tb.EtcdebpfTargetsExited.Add(context.Background(), 1)
@@ -58,6 +59,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEtcdebpfDiskRequestsUntimed(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualEtcdebpfRecordReaderFailures(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualEtcdebpfRecordsLostInflightFull(t, testTel,
