@@ -36,6 +36,7 @@ type Session interface {
 	SetReadDeadline(time.Time)
 	FlushRecords() error
 	PendingRecords() int
+	RingBytes() (pending, size int) // the ring buffer's occupancy
 
 	Histograms() ([]tracer.Histogram, error)
 	DeleteHistogram(tracer.HistKey) error
@@ -191,6 +192,7 @@ func registerKernelCounters(meter metric.Meter, tb *metadata.TelemetryBuilder, s
 	instruments := []metric.Observable{
 		tb.EtcdebpfCallsTraced, tb.EtcdebpfRecordsLostRingbufFull, tb.EtcdebpfRecordsLostInflightFull,
 		tb.EtcdebpfRecordsLostOverBudget, tb.EtcdebpfRecordsLostUnattributed,
+		tb.EtcdebpfRingbufPendingBytes, tb.EtcdebpfRingbufSizeBytes,
 	}
 	if s.Block() {
 		instruments = append(instruments, tb.EtcdebpfDiskRequestsUntimed, tb.EtcdebpfDiskEventsLost)
@@ -205,6 +207,9 @@ func registerKernelCounters(meter metric.Meter, tb *metadata.TelemetryBuilder, s
 		o.ObserveInt64(tb.EtcdebpfRecordsLostInflightFull, int64(c.InflightFull))
 		o.ObserveInt64(tb.EtcdebpfRecordsLostOverBudget, int64(c.OverBudget))
 		o.ObserveInt64(tb.EtcdebpfRecordsLostUnattributed, int64(c.Unattributed))
+		pending, size := s.RingBytes()
+		o.ObserveInt64(tb.EtcdebpfRingbufPendingBytes, int64(pending))
+		o.ObserveInt64(tb.EtcdebpfRingbufSizeBytes, int64(size))
 		if !s.Block() {
 			return nil
 		}

@@ -9,8 +9,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/metadatatest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -23,6 +27,8 @@ type countingSession struct {
 }
 
 func (s *countingSession) Block() bool { return s.block }
+
+func (s *countingSession) RingBytes() (pending, size int) { return 0, 4096 }
 
 func (s *countingSession) Counters() (tracer.Counters, error) {
 	s.counters++
@@ -66,4 +72,31 @@ func TestKernelCountersReadOncePerCollection(t *testing.T) {
 		require.NoError(t, reg.Unregister())
 		tb.Shutdown()
 	}
+}
+
+// The ring's occupancy is read in the one telemetry callback: with the pipeline
+// stuck, what the ring holds is what the gauge says, against the ring's size.
+func TestRingOccupancyGaugeFillsWhenThePipelineIsStuck(t *testing.T) {
+	stuck, release := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, func(_ *harness, cfg *Config) {
+		cfg.MaxBatchSize = 1
+		cfg.Logs, _ = consumer.NewLogs(func(context.Context, plog.Logs) error {
+			select {
+			case stuck <- struct{}{}:
+			default:
+			}
+			<-release
+			return nil
+		})
+	})
+	h.session.records <- record(42)
+	<-stuck // the reader holds one record in the pipeline and reads no more
+	const queued = 100
+	for range queued {
+		h.session.records <- record(42)
+	}
+	metadatatest.AssertEqualEtcdebpfRingbufPendingBytes(t, h.tel, points(queued*ringRecordBytes), metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEtcdebpfRingbufSizeBytes(t, h.tel, points(int64(cap(h.session.records)*ringRecordBytes)), metricdatatest.IgnoreTimestamp())
+	close(release)
+	h.stop(t)
 }

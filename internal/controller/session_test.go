@@ -104,6 +104,13 @@ func (f *fakeSession) FlushRecords() error {
 
 func (f *fakeSession) PendingRecords() int { return len(f.records) }
 
+// RingBytes counts each queued record as ringRecordBytes of a ring of cap(records) of them.
+func (f *fakeSession) RingBytes() (pending, size int) {
+	return len(f.records) * ringRecordBytes, cap(f.records) * ringRecordBytes
+}
+
+const ringRecordBytes = 64
+
 func (f *fakeSession) Histograms() ([]tracer.Histogram, error) {
 	f.mu.Lock()
 	if err := f.use("Histograms"); err != nil {

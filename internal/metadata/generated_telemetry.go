@@ -38,6 +38,8 @@ type TelemetryBuilder struct {
 	EtcdebpfRecordsLostUnattributed metric.Int64ObservableCounter
 	EtcdebpfRecordsMalformed        metric.Int64Counter
 	EtcdebpfRecordsRead             metric.Int64Counter
+	EtcdebpfRingbufPendingBytes     metric.Int64ObservableGauge
+	EtcdebpfRingbufSizeBytes        metric.Int64ObservableGauge
 	EtcdebpfTargetsExited           metric.Int64Counter
 }
 
@@ -157,6 +159,36 @@ func (builder *TelemetryBuilder) RegisterEtcdebpfRecordsLostUnattributedCallback
 	return nil
 }
 
+// RegisterEtcdebpfRingbufPendingBytesCallback sets callback for observable EtcdebpfRingbufPendingBytes metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfRingbufPendingBytesCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfRingbufPendingBytes, obs: o})
+		return nil
+	}, builder.EtcdebpfRingbufPendingBytes)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterEtcdebpfRingbufSizeBytesCallback sets callback for observable EtcdebpfRingbufSizeBytes metric.
+func (builder *TelemetryBuilder) RegisterEtcdebpfRingbufSizeBytesCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.EtcdebpfRingbufSizeBytes, obs: o})
+		return nil
+	}, builder.EtcdebpfRingbufSizeBytes)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
 type observerInt64 struct {
 	embedded.Int64Observer
 	inst metric.Int64Observable
@@ -243,6 +275,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_etcdebpf_records_read",
 		metric.WithDescription("Records read from the kernel ring buffer. [Development]"),
 		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EtcdebpfRingbufPendingBytes, err = builder.meter.Int64ObservableGauge(
+		"otelcol_etcdebpf_ringbuf_pending_bytes",
+		metric.WithDescription("Bytes of records waiting in the kernel ring buffer at collection, out of etcdebpf_ringbuf_size_bytes; near the size, the pipeline is not keeping up and records_lost_ringbuf_full follows. [Development]"),
+		metric.WithUnit("By"),
+	)
+	errs = errors.Join(errs, err)
+	builder.EtcdebpfRingbufSizeBytes, err = builder.meter.Int64ObservableGauge(
+		"otelcol_etcdebpf_ringbuf_size_bytes",
+		metric.WithDescription("Size of the kernel ring buffer the records wait in (ring_buffer_size, rounded by the kernel to a power-of-two number of pages). [Development]"),
+		metric.WithUnit("By"),
 	)
 	errs = errors.Join(errs, err)
 	builder.EtcdebpfTargetsExited, err = builder.meter.Int64Counter(

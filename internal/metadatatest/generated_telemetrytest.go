@@ -181,6 +181,34 @@ func AssertEqualEtcdebpfRecordsRead(t *testing.T, tt *componenttest.Telemetry, d
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
 
+func AssertEqualEtcdebpfRingbufPendingBytes(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_etcdebpf_ringbuf_pending_bytes",
+		Description: "Bytes of records waiting in the kernel ring buffer at collection, out of etcdebpf_ringbuf_size_bytes; near the size, the pipeline is not keeping up and records_lost_ringbuf_full follows. [Development]",
+		Unit:        "By",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_etcdebpf_ringbuf_pending_bytes")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualEtcdebpfRingbufSizeBytes(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_etcdebpf_ringbuf_size_bytes",
+		Description: "Size of the kernel ring buffer the records wait in (ring_buffer_size, rounded by the kernel to a power-of-two number of pages). [Development]",
+		Unit:        "By",
+		Data: metricdata.Gauge[int64]{
+			DataPoints: dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_etcdebpf_ringbuf_size_bytes")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualEtcdebpfTargetsExited(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_etcdebpf_targets_exited",

@@ -328,6 +328,11 @@ func recordSpace(payloadBytes int) int {
 	return (bpf.EventSize + payloadRoom(payloadBytes) + ringbufHeader + 7) &^ 7
 }
 
+// RingBytes is what waits in the ring buffer and the ring's size, in bytes.
+func (t *Tracer) RingBytes() (pending, size int) {
+	return t.reader.AvailableBytes(), t.reader.BufferSize()
+}
+
 // PendingRecords is how many records wait in the ring buffer.
 func (t *Tracer) PendingRecords() int { return t.reader.AvailableBytes() / t.recordSpace }
 
