@@ -198,14 +198,6 @@ static __always_inline __u32 disk_op(unsigned int cmd_flags)
 	return op & 1 ? DISK_OP_WRITE : DISK_OP_READ;
 }
 
-static __always_inline void observe(struct hist *h, __u64 ns, __u64 bytes)
-{
-	__sync_fetch_and_add(&h->buckets[hist_bucket(ns)], 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
-	if (bytes)
-		__sync_fetch_and_add(&h->bytes, bytes);
-}
-
 /*
  * Whether the kernel's disk stats count this final completion: a flush request always
  * (the flush machinery's own request, counted as a flush), any other request when the
@@ -282,7 +274,7 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 	}
 	struct disk_op_stats *s = op_stats(dev, disk_op(BPF_CORE_READ(rq, cmd_flags)));
 	if (s)
-		observe(&s->queue, now - start, 0);
+		hist_observe(&s->queue, now - start, 0);
 	return 0;
 }
 
@@ -331,7 +323,7 @@ int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 		__sync_fetch_and_add(&t->requests_completed, 1);
 	}
 	if (parked) {
-		observe(&s->service, service, nr_bytes);
+		hist_observe(&s->service, service, nr_bytes);
 		__sync_fetch_and_add(&t->device_ns, service);
 	}
 	return 0;

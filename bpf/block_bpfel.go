@@ -41,16 +41,20 @@ type BlockDiskOpStats struct {
 	_         structs.HostLayout
 	Completed uint64
 	Service   struct {
-		_       structs.HostLayout
-		SumNs   uint64
-		Bytes   uint64
-		Buckets [256]uint32
+		_        structs.HostLayout
+		SumNs    uint64
+		Bytes    uint64
+		MaxNs    uint64
+		MinNsInv uint64
+		Buckets  [256]uint32
 	}
 	Queue struct {
-		_       structs.HostLayout
-		SumNs   uint64
-		Bytes   uint64
-		Buckets [256]uint32
+		_        structs.HostLayout
+		SumNs    uint64
+		Bytes    uint64
+		MaxNs    uint64
+		MinNsInv uint64
+		Buckets  [256]uint32
 	}
 }
 

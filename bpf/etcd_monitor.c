@@ -692,10 +692,7 @@ static __always_inline void observe(__u32 tgid, const struct inflight *call, str
 		if (!h)
 			return;
 	}
-	__sync_fetch_and_add(&h->buckets[hist_bucket(duration_ns)], 1);
-	__sync_fetch_and_add(&h->sum_ns, duration_ns);
-	if (ret > 0 && call->type <= SYSCALL_PWRITEV)
-		__sync_fetch_and_add(&h->bytes, ret);
+	hist_observe(h, duration_ns, ret > 0 && call->type <= SYSCALL_PWRITEV ? ret : 0);
 }
 
 /* Covers the disk under a file or directory the process writes or syncs, once. */

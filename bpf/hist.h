@@ -10,7 +10,7 @@
  * Latency histograms, OpenTelemetry exponential buckets at scale 3 (8 per octave) of the
  * duration in seconds: bucket i holds (2^(i/8), 2^((i+1)/8)] s. The map keeps buckets
  * -HIST_INDEX_OFFSET .. HIST_BUCKETS - HIST_INDEX_OFFSET - 1, i.e. 29.8 ns to 128 s; a call outside
- * falls into the nearest end bucket (the sum stays exact). Counters are u32 to halve the
+ * falls into the nearest end bucket, and the sum, the minimum and the maximum stay exact. Counters are u32 to halve the
  * map: user space reads them every collection_interval and accumulates the wrapping
  * differences into u64s.
  */
@@ -22,7 +22,9 @@ enum hist_layout {
 
 struct hist {
 	__u64 sum_ns;
-	__u64 bytes; /* sum of successful write return values */
+	__u64 bytes;      /* sum of successful write return values */
+	__u64 max_ns;     /* the slowest call counted */
+	__u64 min_ns_inv; /* ~ the fastest: 0 until the first call, then raised as max_ns is */
 	__u32 buckets[HIST_BUCKETS];
 };
 
@@ -73,6 +75,42 @@ static __always_inline __u32 hist_bucket(__u64 duration_ns)
 	if (index >= HIST_BUCKETS)
 		return HIST_BUCKETS - 1;
 	return index;
+}
+
+/*
+ * Raises *slot, shared by every CPU, to v. The exchange fails only when another CPU changed
+ * the slot since it was read, and then the loop compares with that CPU's value, so a larger
+ * value is never overwritten; each failure is another CPU's successful raise, so a few tries
+ * are enough. Kernels before 5.12 have no compare-and-exchange: there user space loads it as
+ * the plain store it amounts to when nothing races (internal/tracer's storeInsteadOfCmpXchg),
+ * which loses a larger value only when two calls of one histogram end at the same moment on
+ * two CPUs, both above its maximum.
+ */
+static __always_inline void raise_to(__u64 *slot, __u64 v)
+{
+	__u64 seen = *(volatile __u64 *)slot;
+	for (int try = 0; try < 4; try++) {
+		if (v <= seen)
+			return;
+		__u64 old = __sync_val_compare_and_swap(slot, seen, v);
+		if (old == seen)
+			return;
+		seen = old;
+	}
+}
+
+/*
+ * Counts one call of ns nanoseconds (and its bytes, if any) into h. The extremes go first:
+ * a reader that sees a call counted sees them set.
+ */
+static __always_inline void hist_observe(struct hist *h, __u64 ns, __u64 bytes)
+{
+	raise_to(&h->max_ns, ns);
+	raise_to(&h->min_ns_inv, ~ns);
+	__sync_fetch_and_add(&h->buckets[hist_bucket(ns)], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	if (bytes)
+		__sync_fetch_and_add(&h->bytes, bytes);
 }
 
 #endif

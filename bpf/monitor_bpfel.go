@@ -98,10 +98,12 @@ const (
 )
 
 type MonitorHist struct {
-	_       structs.HostLayout
-	SumNs   uint64
-	Bytes   uint64
-	Buckets [256]uint32
+	_        structs.HostLayout
+	SumNs    uint64
+	Bytes    uint64
+	MaxNs    uint64
+	MinNsInv uint64
+	Buckets  [256]uint32
 }
 
 type MonitorHistKey struct {

@@ -19,6 +19,8 @@ type series struct {
 	last    [tracer.HistBuckets]uint32
 	sumNs   uint64
 	bytes   uint64
+	minNs   uint64 // the kernel's, exact over the series' life: the kernel's histogram lives as long
+	maxNs   uint64
 }
 
 func (s *series) update(h *tracer.HistCounts) {
@@ -26,7 +28,7 @@ func (s *series) update(h *tracer.HistCounts) {
 		s.buckets[i] += uint64(n - s.last[i])
 		s.last[i] = n
 	}
-	s.sumNs, s.bytes = h.SumNs, h.Bytes
+	s.sumNs, s.bytes, s.minNs, s.maxNs = h.SumNs, h.Bytes, h.MinNs, h.MaxNs
 }
 
 // Metrics turns the kernel's histograms into cumulative OTLP metrics: a Resource
@@ -257,6 +259,10 @@ func fillHistogram(dp pmetric.ExponentialHistogramDataPoint, s *series, start, n
 	if first < 0 {
 		return
 	}
+	// The end buckets also hold the calls beyond the map's range (29.8 ns to
+	// 128 s); Min and Max say how far beyond.
+	dp.SetMin(float64(s.minNs) / 1e9)
+	dp.SetMax(float64(s.maxNs) / 1e9)
 	dp.Positive().SetOffset(tracer.HistFirstIndex + int32(first))
 	dp.Positive().BucketCounts().FromRaw(s.buckets[first : last+1])
 }

@@ -49,6 +49,7 @@ func TestHistogramCollector(t *testing.T) {
 	sync, write := tracer.Histogram{Key: walSync}, tracer.Histogram{Key: sockWrite}
 	sync.Buckets[120], sync.Buckets[123] = 5, 1
 	sync.SumNs = 6_000_000
+	sync.MinNs, sync.MaxNs = 980_000, 1_300_000
 	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
 	write.SumNs, write.Bytes = 1000, 4096
 
@@ -68,6 +69,9 @@ func TestHistogramCollector(t *testing.T) {
 	assert.Equal(t, []uint64{5, 0, 0, 1}, dp.Positive().BucketCounts().AsRaw())
 	assert.EqualValues(t, 6, dp.Count())
 	assert.InDelta(t, 0.006, dp.Sum(), 1e-12)
+	assert.True(t, dp.HasMin() && dp.HasMax())
+	assert.InDelta(t, 0.00098, dp.Min(), 1e-12)
+	assert.InDelta(t, 0.0013, dp.Max(), 1e-12)
 	assert.Equal(t, pcommon.Timestamp(100), dp.StartTimestamp(), "counted from the session's start, after the process's")
 	assert.Equal(t, pcommon.Timestamp(200), dp.Timestamp())
 
@@ -150,4 +154,23 @@ func TestHistogramCollectorReusedPID(t *testing.T) {
 	assert.EqualValues(t, 2, dp.Count(), "the old process's counts are not merged in")
 	creation, _ = md.ResourceMetrics().At(0).Resource().Attributes().Get(AttrProcessCreationTime)
 	assert.Equal(t, "1970-01-01T00:00:00.00000025Z", creation.Str(), "a new Resource")
+}
+
+// A call longer than the kernel's last bucket (128 s) is counted there; the
+// point's Max and Sum say how long it was.
+func TestCallBeyondTheLastBucket(t *testing.T) {
+	c := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{}, false })
+	hang := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
+	hang.Buckets[tracer.HistBuckets-1] = 1
+	hang.SumNs, hang.MinNs, hang.MaxNs = 600e9, 600e9, 600e9
+
+	md, _ := c.Collect([]tracer.Histogram{hang}, 200, nil)
+	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
+	require.True(t, ok)
+	assert.Equal(t, tracer.HistFirstIndex+int32(tracer.HistBuckets)-1, dp.Positive().Offset())
+	assert.Less(t, math.Pow(2, float64(dp.Positive().Offset()+1)/8), 129.0, "the last bucket ends at 128 s")
+	assert.EqualValues(t, 1, dp.Count())
+	assert.InDelta(t, 600.0, dp.Max(), 1e-9)
+	assert.InDelta(t, 600.0, dp.Min(), 1e-9)
+	assert.InDelta(t, 600.0, dp.Sum(), 1e-9)
 }

@@ -100,6 +100,8 @@ func TestDiskCountsMatchSysBlock(t *testing.T) {
 		if op.Dev == d.Dev && op.Op == DiskWrite {
 			assert.NotZero(t, op.Service.SumNs, "write service time")
 			assert.NotZero(t, op.Queue.SumNs, "write queue time")
+			assertExtremesHoldTheMean(t, op.Service)
+			assertExtremesHoldTheMean(t, op.Queue)
 		}
 	}
 	totals, err := tr.DiskTotals()

@@ -122,6 +122,9 @@ func Start(opts Options) (_ *Tracer, err error) {
 	if err := configure(spec, opts); err != nil {
 		return nil, err
 	}
+	if haveCmpXchg() != nil {
+		storeInsteadOfCmpXchg(spec)
+	}
 
 	t := &Tracer{opts: opts, recordSpace: recordSpace(opts.PayloadBytes)}
 	defer func() {
@@ -608,11 +611,13 @@ func histKeyOf(k bpf.MonitorHistKey) HistKey {
 type HistCounts struct {
 	SumNs   uint64
 	Bytes   uint64 // the bytes the counted calls (or requests) wrote or served
+	MaxNs   uint64 // the slowest call (or request); 0 before the first
+	MinNs   uint64 // the fastest; math.MaxUint64 before the first
 	Buckets [HistBuckets]uint32
 }
 
 func histCountsOf(h bpf.MonitorHist) HistCounts {
-	return HistCounts{SumNs: h.SumNs, Bytes: h.Bytes, Buckets: h.Buckets}
+	return HistCounts{SumNs: h.SumNs, Bytes: h.Bytes, MaxNs: h.MaxNs, MinNs: ^h.MinNsInv, Buckets: h.Buckets}
 }
 
 // Histogram is the kernel's latency histogram of the calls of one key.
