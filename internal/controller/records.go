@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
@@ -25,7 +24,7 @@ import (
 func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
 	defer close(done)
 	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize).
-		WithCommandArgs(commandArgs, func(pid uint32) bool { _, running := hostwatch.ReadProcess(int(pid)); return !running }).
+		WithCommandArgs(commandArgs, lookupProcess).
 		WithContainers(containerOf)
 	var n readCounts
 	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))

@@ -12,7 +12,7 @@ import "go.opentelemetry.io/collector/pdata/pcommon"
 type commandArgs struct {
 	read      func(pid uint32) []string  // nil: no command_args
 	container func(pid uint32) Container // nil: no container.id
-	exited    func(pid uint32) bool
+	lookup    Lookup                     // for sweep; nil: the owner calls forget
 	byPID     map[uint32]processIdentity
 }
 
@@ -23,6 +23,7 @@ type Container struct {
 }
 
 type processIdentity struct {
+	process   uint64 // Process.ID: which process of that pid it was read of
 	args      []string
 	container Container
 }
@@ -37,6 +38,12 @@ func (c *commandArgs) put(res pcommon.Map, pid uint32) {
 	}
 	id, ok := c.byPID[pid]
 	if !ok {
+		if c.lookup != nil {
+			// Looked up before the reads: should the pid be reused between them,
+			// sweep finds the newcomer's ID differs and reads again.
+			p, _ := c.lookup(pid)
+			id.process = p.ID
+		}
 		if c.read != nil {
 			id.args = c.read(pid)
 		}
@@ -63,13 +70,14 @@ func (c *commandArgs) put(res pcommon.Map, pid uint32) {
 	}
 }
 
-// sweep forgets the processes that are gone.
+// sweep forgets the processes that are gone, and those whose pid another
+// process has now.
 func (c *commandArgs) sweep() {
-	if c.exited == nil {
+	if c.lookup == nil {
 		return
 	}
-	for pid := range c.byPID {
-		if c.exited(pid) {
+	for pid, id := range c.byPID {
+		if now, running := c.lookup(pid); !running || now.ID != id.process {
 			delete(c.byPID, pid)
 		}
 	}

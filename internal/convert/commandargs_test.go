@@ -13,15 +13,16 @@ import (
 )
 
 // A process's command line is on its Resource, in records and metrics alike;
-// it is read once per process, and again once the process was gone (a pid can
-// come back as another process).
+// it is read once per process, and again once the process was gone or its pid
+// is another process's.
 func TestCommandArgsOnTheResource(t *testing.T) {
 	reads := map[uint32]int{}
 	args := map[uint32][]string{100: {"etcd", "--name", "etcd-1"}}
 	read := func(pid uint32) []string { reads[pid]++; return args[pid] }
-	exited := map[uint32]bool{}
+	running := map[uint32]Process{100: {Comm: "etcd", ID: 1}}
+	lookup := func(pid uint32) (Process, bool) { p, ok := running[pid]; return p, ok }
 
-	b := NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, func(pid uint32) bool { return exited[pid] })
+	b := NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, lookup)
 	raw := recordtest.Encode(walSync(), nil) // pid 100
 	for range 3 {
 		require.NoError(t, b.Append(raw, 0))
@@ -32,30 +33,39 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	b.Take(4)
 	assert.Equal(t, 1, reads[100], "read once for the process, across batches")
 
-	exited[100] = true
+	delete(running, 100)
 	b.Take(4) // a new batch forgets the processes gone
-	exited[100] = false
+	running[100] = Process{Comm: "etcd", ID: 2}
 	args[100] = []string{"etcd", "--name", "etcd-9"}
 	require.NoError(t, b.Append(raw, 0))
 	res = b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
 	assert.Equal(t, []any{"etcd", "--name", "etcd-9"}, res[AttrProcessCommandArgs], "the pid's new process")
 
+	// The pid reused between two batches, never seen gone: its start time tells.
+	running[100] = Process{Comm: "etcd", ID: 3}
+	args[100] = []string{"etcd", "--name", "etcd-10"}
+	b.Take(4)
+	require.NoError(t, b.Append(raw, 0))
+	res = b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
+	assert.Equal(t, []any{"etcd", "--name", "etcd-10"}, res[AttrProcessCommandArgs], "the process that reused the pid")
+	assert.Equal(t, 3, reads[100])
+
 	delete(args, 100)
-	b = NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, func(uint32) bool { return false })
+	b = NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, lookup)
 	require.NoError(t, b.Append(raw, 0))
 	_, ok := b.Take(4).ResourceLogs().At(0).Resource().Attributes().Get(AttrProcessCommandArgs)
 	assert.False(t, ok, "no attribute for a process without a command line")
 
 	args[7] = []string{"etcd", "--name", "etcd-2"}
-	running := true
-	m := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{Comm: "etcd", ID: 1}, running }).WithCommandArgs(read)
+	alive := true
+	m := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{Comm: "etcd", ID: 1}, alive }).WithCommandArgs(read)
 	sync := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
 	sync.Buckets[120] = 1
 	md, _ := m.Collect([]tracer.Histogram{sync}, 200, m.Ended())
 	assert.Equal(t, []any{"etcd", "--name", "etcd-2"}, md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()[AttrProcessCommandArgs])
-	running = false
+	alive = false
 	m.Collect([]tracer.Histogram{sync}, 300, m.Ended()) // gone: forgotten
-	running = true
+	alive = true
 	m.Collect([]tracer.Histogram{sync}, 400, m.Ended())
 	assert.Equal(t, 2, reads[7], "read again after the process was reported gone")
 }

@@ -50,10 +50,10 @@ func NewLogBuilder(decode bool, scopeName, version string, capacity int) *LogBui
 }
 
 // WithCommandArgs puts process.command_args on each process's Resource, read
-// by read once per process; exited says when a process is gone, and its
-// command line is read again should its pid return.
-func (b *LogBuilder) WithCommandArgs(read func(pid uint32) []string, exited func(pid uint32) bool) *LogBuilder {
-	b.args.read, b.args.exited = read, exited
+// by read once per process. lookup tells, at each new batch, which process runs
+// as a pid now: one gone, or whose pid another process has, is read afresh.
+func (b *LogBuilder) WithCommandArgs(read func(pid uint32) []string, lookup Lookup) *LogBuilder {
+	b.args.read, b.args.lookup = read, lookup
 	return b
 }
 
