@@ -10,6 +10,11 @@ import (
 // haveCmpXchg probes for BPF's compare-and-exchange (5.12+), which hist.h's
 // raise_to uses to keep each histogram's minimum and maximum exact.
 var haveCmpXchg = func() error {
+	xchg := asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8)
+	// cilium/ebpf v0.20's Marshal takes the immediate before it encodes the
+	// atomic operation there: left 0, the probe would be a plain atomic add,
+	// which every kernel accepts. (Instructions read from an ELF carry it.)
+	xchg.Constant = int64(asm.CmpXchg >> 8)
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:    ebpf.SocketFilter,
 		License: "GPL",
@@ -17,7 +22,7 @@ var haveCmpXchg = func() error {
 			asm.Mov.Imm(asm.R0, 0),
 			asm.StoreMem(asm.RFP, -8, asm.R0, asm.DWord),
 			asm.Mov.Imm(asm.R1, 1),
-			asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8),
+			xchg,
 			asm.Mov.Imm(asm.R0, 0),
 			asm.Return(),
 		},

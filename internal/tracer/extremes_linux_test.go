@@ -26,8 +26,8 @@ import (
 // the older kernels get, forced here on any kernel.
 func TestHistogramMinAndMax(t *testing.T) {
 	bpftest.RequireBPF(t)
-	t.Run("this kernel's atomics", testHistogramMinAndMax)
-	t.Run("plain store", func(t *testing.T) {
+	t.Run("as loaded on this kernel", testHistogramMinAndMax)
+	t.Run("plain store forced", func(t *testing.T) {
 		replace(t, &haveCmpXchg, func() error { return fmt.Errorf("forced by the test: %w", ebpf.ErrNotSupported) })
 		testHistogramMinAndMax(t)
 	})
