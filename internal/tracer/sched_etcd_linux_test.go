@@ -99,9 +99,10 @@ func TestEtcdUnderCPUContention(t *testing.T) {
 	}
 	before := runDelays(t, pid)
 	require.NoError(t, srv.PutN("contended", puts, 256))
-	after := runDelays(t, pid)
-
 	records := drainAll(t, tr)
+	// Read once the records are: a thread etcd started after the puts may have
+	// made calls drained here (a later read only adds run_delay to compare with).
+	after := runDelays(t, pid)
 	runnable := map[int]uint64{}
 	var syncs, syncsBlocked, total uint64
 	for _, ev := range records {
