@@ -49,8 +49,9 @@ struct disk_op_stats {
 
 struct issued {
 	__u64 issue_ns;
-	__u32 requeued; /* 1 between a requeue and the re-issue */
-	__u32 reserved;
+	__u32 dev;      /* the request's whole disk, covered */
+	__u16 requeued; /* 1 between a requeue and the re-issue */
+	__u16 reserved;
 };
 
 /* The request operations of include/linux/blk_types.h: UAPI-stable in practice, and the low 8 bits of cmd_flags. */
@@ -168,11 +169,12 @@ static __always_inline struct disk_total *covered_totals(__u32 dev)
 	return t;
 }
 
-static __always_inline struct disk_op_stats *op_stats(__u32 dev, __u32 op)
+/* A covered disk's operation's statistics, or NULL when the disk is not covered: one look-up once it has them. */
+static __always_inline struct disk_op_stats *covered_op_stats(__u32 dev, __u32 op)
 {
 	struct disk_op_key key = {.dev = dev, .op = op};
 	struct disk_op_stats *s = bpf_map_lookup_elem(&disk_ops, &key);
-	if (s)
+	if (s || !dev || !bpf_map_lookup_elem(&covered_disks, &dev))
 		return s;
 	bpf_map_update_elem(&disk_ops, &key, &empty_op_stats, BPF_NOEXIST);
 	s = bpf_map_lookup_elem(&disk_ops, &key);
@@ -205,11 +207,11 @@ static __always_inline __u32 disk_op(unsigned int cmd_flags)
  * a preflush completes twice: its data part inside the sequence (not counted), then the
  * whole request once the sequence is done (counted, with nothing left to complete).
  */
-static __always_inline bool stat_counted(struct request *rq, __u32 op)
+static __always_inline bool stat_counted(unsigned int rq_flags, __u32 op)
 {
 	if (op == DISK_OP_FLUSH)
 		return true;
-	return (BPF_CORE_READ(rq, rq_flags) & (rqf_flush_seq | rqf_io_stat)) == rqf_io_stat;
+	return (rq_flags & (rqf_flush_seq | rqf_io_stat)) == rqf_io_stat;
 }
 
 SEC("raw_tracepoint/block_bio_queue")
@@ -252,29 +254,30 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct request *rq = (struct request *)tp_arg(ctx, rq_queue_arg);
 	__u32 dev = disk_dev(request_disk(rq));
-	if (!covered_totals(dev))
+	struct disk_op_stats *s = covered_op_stats(dev, disk_op(BPF_CORE_READ(rq, cmd_flags)));
+	if (!s)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 key = (__u64)rq;
-	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
-	if (parked && parked->requeued) {
-		/* The same request again: its service time starts over, its queue time was counted. */
-		parked->issue_ns = now;
-		parked->requeued = 0;
-		return 0;
+	struct issued v = {.issue_ns = now, .dev = dev};
+	if (bpf_map_update_elem(&rq_issued, &key, &v, BPF_NOEXIST)) {
+		/* Parked already: requeued, or left by a request that never completed. */
+		struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
+		if (parked && parked->requeued) {
+			/* The same request again: its service time starts over, its queue time was counted. */
+			parked->issue_ns = now;
+			parked->requeued = 0;
+			return 0;
+		}
+		if (!parked || bpf_map_update_elem(&rq_issued, &key, &v, BPF_ANY))
+			block_count(BLOCK_COUNTER_UNTIMED);
 	}
-	struct issued v = {.issue_ns = now};
-	if (bpf_map_update_elem(&rq_issued, &key, &v, BPF_ANY))
-		block_count(BLOCK_COUNTER_UNTIMED);
-
 	__u64 start = BPF_CORE_READ(rq, start_time_ns);
 	if (!start || start > now) {
 		block_count(BLOCK_COUNTER_NO_START_TIME);
 		return 0;
 	}
-	struct disk_op_stats *s = op_stats(dev, disk_op(BPF_CORE_READ(rq, cmd_flags)));
-	if (s)
-		hist_observe(&s->queue, now - start, 0);
+	hist_observe(&s->queue, now - start, 0);
 	return 0;
 }
 
@@ -296,26 +299,38 @@ int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 	unsigned int nr_bytes = ctx->args[2];
 	if (nr_bytes < BPF_CORE_READ(rq, __data_len))
 		return 0; /* a partial completion: the request goes on */
-	__u32 dev = disk_dev(request_disk(rq));
-	struct disk_total *t = covered_totals(dev);
-	if (!t)
-		return 0;
-	__u32 op = disk_op(BPF_CORE_READ(rq, cmd_flags));
-	bool counted = stat_counted(rq, op);
+	/* cmd_flags and rq_flags are adjacent on every kernel so far: one read takes both. */
+	struct {
+		unsigned int cmd_flags, rq_flags;
+	} flags = {};
+	if (bpf_core_field_offset(rq->rq_flags) == bpf_core_field_offset(rq->cmd_flags) + sizeof(flags.cmd_flags)) {
+		bpf_core_read(&flags, sizeof(flags), &rq->cmd_flags);
+	} else {
+		flags.cmd_flags = BPF_CORE_READ(rq, cmd_flags);
+		flags.rq_flags = BPF_CORE_READ(rq, rq_flags);
+	}
+	__u32 op = disk_op(flags.cmd_flags);
+	bool counted = stat_counted(flags.rq_flags, op);
+
+	/* A request issued on a covered disk names its disk in its entry: no reads through the request. */
 	__u64 key = (__u64)rq;
 	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
 	__u64 service = 0;
+	__u32 dev;
 	if (parked) {
 		__u64 now = bpf_ktime_get_ns();
 		service = now > parked->issue_ns ? now - parked->issue_ns : 0;
+		dev = parked->dev;
 		bpf_map_delete_elem(&rq_issued, &key);
 	} else if (!counted) {
 		return 0;
-	} else if (nr_bytes) {
-		/* Served data without a seen issue; a request that ends a flush sequence has none left. */
-		block_count(BLOCK_COUNTER_NO_ISSUE);
+	} else {
+		dev = disk_dev(request_disk(rq));
 	}
-	struct disk_op_stats *s = op_stats(dev, op);
+	struct disk_total *t = covered_totals(dev);
+	if (!t)
+		return 0;
+	struct disk_op_stats *s = covered_op_stats(dev, op);
 	if (!s)
 		return 0;
 	if (counted) {
@@ -325,6 +340,9 @@ int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 	if (parked) {
 		hist_observe(&s->service, service, nr_bytes);
 		__sync_fetch_and_add(&t->device_ns, service);
+	} else if (nr_bytes) {
+		/* Served data without a seen issue; a request that ends a flush sequence has none left. */
+		block_count(BLOCK_COUNTER_NO_ISSUE);
 	}
 	return 0;
 }

@@ -78,8 +78,9 @@ type BlockDiskTotal struct {
 type BlockIssued struct {
 	_        structs.HostLayout
 	IssueNs  uint64
-	Requeued uint32
-	Reserved uint32
+	Dev      uint32
+	Requeued uint16
+	Reserved uint16
 }
 
 type BlockSubmitter struct {

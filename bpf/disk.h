@@ -72,12 +72,25 @@ struct {
 	__type(value, struct submitter);
 } submitter_overflow SEC(".maps");
 
-/* The kernel's encoding of a dev_t: MAJOR << 20 | MINOR. */
+/*
+ * The kernel's encoding of a dev_t: MAJOR << 20 | MINOR. major and first_minor are
+ * the gendisk's first two ints on every kernel so far: one read takes both.
+ */
 static __always_inline __u32 disk_dev(struct gendisk *disk)
 {
 	if (!disk)
 		return 0;
-	return (__u32)BPF_CORE_READ(disk, major) << 20 | (__u32)BPF_CORE_READ(disk, first_minor);
+	struct {
+		int major;
+		int first_minor;
+	} id = {};
+	if (bpf_core_field_offset(disk->first_minor) == bpf_core_field_offset(disk->major) + sizeof(id.major)) {
+		bpf_core_read(&id, sizeof(id), &disk->major);
+	} else {
+		id.major = BPF_CORE_READ(disk, major);
+		id.first_minor = BPF_CORE_READ(disk, first_minor);
+	}
+	return (__u32)id.major << 20 | (__u32)id.first_minor;
 }
 
 /* The whole disk of a super block's block device (a partition maps to its disk), 0 when there is none. */
