@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
@@ -54,6 +57,7 @@ type blockSample struct {
 	Requests     uint64  // completed on every disk: reads, writes, discards, flushes
 	DiskRequests uint64  // of them, on the written disk
 	Programs     []progDelta
+	Empty        progDelta // the empty program on block_rq_complete
 }
 
 func (s blockSample) bpfNs() (ns uint64) {
@@ -75,6 +79,42 @@ func (s blockSample) nsPerRequest() float64 {
 type blockEnv struct {
 	disk, bin, path, work string
 	writes                int
+	empty                 *emptyProgram
+}
+
+// emptyProgram returns at once from block_rq_complete. Its run time is the floor
+// every program's figure here has: the dispatch and the two clock reads that
+// kernel.bpf_stats_enabled adds around each run.
+type emptyProgram struct {
+	prog *ebpf.Program
+	link link.Link
+}
+
+func attachEmpty() (*emptyProgram, error) {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bench_empty", Type: ebpf.RawTracepoint, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
+	if err != nil {
+		return nil, fmt.Errorf("loading the empty program: %w", err)
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "block_rq_complete", Program: prog})
+	if err != nil {
+		prog.Close()
+		return nil, fmt.Errorf("attaching the empty program to block_rq_complete: %w", err)
+	}
+	return &emptyProgram{prog: prog, link: l}, nil
+}
+
+func (p *emptyProgram) close() {
+	_ = p.link.Close()
+	_ = p.prog.Close()
+}
+
+func (p *emptyProgram) snapshot() (bpfobjects.Program, error) {
+	st, err := p.prog.Stats()
+	if err != nil {
+		return bpfobjects.Program{}, err
+	}
+	return bpfobjects.Program{Name: "empty", RunCount: st.RunCount, RunTime: st.Runtime}, nil
 }
 
 // runBlock alternates the variants runs times, writes writes each, with BPF
@@ -103,6 +143,12 @@ func (h *harness) runBlock(runs, writes int) ([]blockSample, error) {
 		return nil, err
 	}
 	defer undo()
+	empty, err := attachEmpty()
+	if err != nil {
+		return nil, err
+	}
+	defer empty.close()
+	e.empty = empty
 	logf("  writing to %s on disk %s", e.path, e.disk)
 	var out []blockSample
 	for i := 1; i <= runs; i++ {
@@ -112,8 +158,8 @@ func (h *harness) runBlock(runs, writes int) ([]blockSample, error) {
 				return out, err
 			}
 			out = append(out, s)
-			logf("  block run %d/%d %-30s %6.0f BPF ns/request, %d requests (%d on %s), writer %.0f CPU ns/write",
-				i, runs, v, s.nsPerRequest(), s.Requests, s.DiskRequests, e.disk, s.CPUNs)
+			logf("  block run %d/%d %-30s %6.0f BPF ns/request, %d requests (%d on %s), writer %.0f CPU ns/write, empty program %.0f ns/run",
+				i, runs, v, s.nsPerRequest(), s.Requests, s.DiskRequests, e.disk, s.CPUNs, s.Empty.nsPerRun())
 		}
 	}
 	return out, nil
@@ -165,6 +211,10 @@ func (e blockEnv) once(variant string) (blockSample, error) {
 	if err != nil {
 		return s, err
 	}
+	emptyBefore, err := e.empty.snapshot()
+	if err != nil {
+		return s, err
+	}
 	statBefore, err := diskRequests()
 	if err != nil {
 		return s, err
@@ -182,6 +232,11 @@ func (e blockEnv) once(variant string) (blockSample, error) {
 	if err != nil {
 		return s, err
 	}
+	emptyAfter, err := e.empty.snapshot()
+	if err != nil {
+		return s, err
+	}
+	s.Empty = snapshotDelta([]bpfobjects.Program{emptyBefore}, []bpfobjects.Program{emptyAfter})[0]
 	res, err := etcdwriter.ParseResult(out)
 	if err != nil {
 		return s, err
@@ -300,6 +355,18 @@ func (r *report) writeBlock(w func(string, ...any), targets *[]string) {
 		w("| %s | %s | %.0f (%.0f) | %.0f | %s |\n", v, bpfNs, median(reqs), median(disk), median(cpu), perProgram)
 	}
 	w("\n")
+	var empty []float64
+	for _, s := range r.blocks {
+		if s.Empty.RunCnt > 0 {
+			empty = append(empty, s.Empty.nsPerRun())
+		}
+	}
+	if len(empty) > 0 {
+		lo, hi := minMax(empty)
+		w("A program that returns at once, attached to `block_rq_complete` throughout, ran at %.0f ns a run (%.0f–%.0f): the floor "+
+			"of every program's figure here (the dispatch and the clock reads the stats add around each run). Each tool runs "+
+			"three programs a request, so %.0f ns of its figure is that floor.\n\n", median(empty), lo, hi, 3*median(empty))
+	}
 	if mine, bt := med[blockReceiver], med[blockBpftrace]; mine > 0 && bt > 0 {
 		w("The receiver's block programs cost %.2f of bpftrace's per request.\n\n", mine/bt)
 		*targets = append(*targets, fmt.Sprintf("| the disks' view per request: ≤ bpftrace's equivalents in the same run and ≤ 500 ns | %.0f ns (bpftrace %.0f ns, ratio %.2f) | %s |",
