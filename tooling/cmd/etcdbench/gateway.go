@@ -671,9 +671,12 @@ func etcdBatch(node string, pid uint32) plog.Logs {
 func scrapeCounters(url string) (map[string]float64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return nil, fmt.Errorf("the gateway's telemetry: %w", err)
+		return nil, fmt.Errorf("the collector's telemetry: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("the collector's telemetry at %s: %s", url, resp.Status)
+	}
 	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)

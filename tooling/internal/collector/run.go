@@ -36,6 +36,15 @@ type Pipeline struct {
 	DetectHost   bool
 	SchedulerOff bool // the receiver's scheduler: false
 	BlockOff     bool // the receiver's block: false
+	// Executable is the receiver's executable: only processes running this
+	// file (absolute path) are traced; "" for any.
+	Executable string
+	// Budget is the receiver's per-process budget; nil keeps its default.
+	Budget *Budget
+	// TelemetryPort, when positive, serves the collector's own metrics (level
+	// normal: the receiver's otelcol_etcdebpf_* counters among them) in the
+	// Prometheus format at TelemetryURL; 0 turns them off.
+	TelemetryPort int
 
 	// CollectionInterval, when positive, adds a metrics pipeline with the
 	// receiver's histograms, sent this often.
@@ -45,9 +54,17 @@ type Pipeline struct {
 	OTLPHTTPMetrics    string // URL of an OTLP/HTTP metrics endpoint (metrics_endpoint); "" for none
 }
 
+// Budget is the receiver's budget: records_per_second (0: none) and burst.
+type Budget struct{ RecordsPerSecond, Burst int }
+
+// TelemetryURL is where the collector serves its own metrics, when TelemetryPort is set.
+func (p Pipeline) TelemetryURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", p.TelemetryPort)
+}
+
 // YAML is the collector configuration for p. The collector's own telemetry is
-// reduced to its logs, so that several collectors can run side by side
-// (nothing listens on :8888).
+// reduced to its logs unless TelemetryPort is set, so that several collectors
+// can run side by side (nothing listens on :8888).
 func (p Pipeline) YAML() string {
 	var b strings.Builder
 	b.WriteString("receivers:\n  etcdebpf:\n")
@@ -81,6 +98,12 @@ func (p Pipeline) YAML() string {
 	}
 	if p.BlockOff {
 		b.WriteString("    block: false\n")
+	}
+	if p.Executable != "" {
+		fmt.Fprintf(&b, "    executable: %q\n", p.Executable)
+	}
+	if p.Budget != nil {
+		fmt.Fprintf(&b, "    budget:\n      records_per_second: %d\n      burst: %d\n", p.Budget.RecordsPerSecond, p.Budget.Burst)
 	}
 	var logsProcessors, metricsProcessors []string
 	if p.DetectHost || p.Batch {
@@ -128,7 +151,11 @@ func (p Pipeline) YAML() string {
 		}
 		b.WriteString("    retry_on_failure:\n      max_elapsed_time: 30s\n")
 	}
-	b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
+	if p.TelemetryPort > 0 {
+		fmt.Fprintf(&b, "service:\n  telemetry:\n    metrics:\n      level: normal\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: %d\n", p.TelemetryPort)
+	} else {
+		b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
+	}
 	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processorsLine(logsProcessors), strings.Join(logs, ", "))
 	if p.CollectionInterval > 0 {
 		fmt.Fprintf(&b, "    metrics:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processorsLine(metricsProcessors), strings.Join(metrics, ", "))
