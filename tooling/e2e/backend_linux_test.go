@@ -26,18 +26,6 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
-// installBackend builds p once into the cache, bounded in time.
-func installBackend(t *testing.T, p victoria.Product) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	start := time.Now()
-	bin, err := victoria.Install(ctx, p, bpftest.Log(t))
-	require.NoError(t, err)
-	t.Logf("%s %s ready in %s", p.Name, p.Version, time.Since(start).Round(time.Millisecond))
-	return bin
-}
-
 // startGateway runs bin with examples/kubernetes/gateway.yaml as shipped: OTLP/gRPC
 // in on a free port, logs out to vlURL, metrics out to vmURL.
 func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector, string) {
@@ -76,16 +64,10 @@ func TestAgentGatewayVictoria(t *testing.T) {
 	bpftest.RequireBPF(t)
 	etcdBin := bpftest.RequireEtcd(t)
 	bin := collectorBinary(t)
-	vlBin := installBackend(t, victoria.Logs)
-	vmBin := installBackend(t, victoria.Metrics)
+	vl := victoria.StartForTest(t, victoria.Logs)
+	vm := victoria.StartForTest(t, victoria.Metrics)
 	ctx := context.Background()
 
-	vl, err := victoria.Start(ctx, victoria.Logs, vlBin, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(vl.Stop)
-	vm, err := victoria.Start(ctx, victoria.Metrics, vmBin, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(vm.Stop)
 	srv, err := etcdtest.Start(etcdBin, t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(srv.Stop)

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"math"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -19,31 +18,12 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
-
-// startServer builds p into the cache (once), or skips where that is
-// impossible, and runs it until the test ends.
-func startServer(t *testing.T, p Product) *Server {
-	t.Helper()
-	if os.Geteuid() != 0 && os.Getenv("ETCDEBPF_CACHE") == "" {
-		bpftest.SkipOrFail(t, "needs root to write the cache "+DefaultCache+" (or ETCDEBPF_CACHE)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	bin, err := Install(ctx, p, bpftest.Log(t))
-	require.NoError(t, err)
-	srv, err := Start(ctx, p, bin, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(srv.Stop)
-	return srv
-}
 
 // What goes in over OTLP/HTTP comes back from LogsQL, with every type of
 // attribute value as VictoriaLogs spells it.
 func TestLogsRoundTrip(t *testing.T) {
-	srv := startServer(t, Logs)
+	srv := StartForTest(t, Logs)
 	ctx := context.Background()
 
 	logs := plog.NewLogs()
@@ -84,7 +64,7 @@ func TestLogsRoundTrip(t *testing.T) {
 // An OTLP exponential histogram (scale 3, as the receiver's kernel histograms)
 // goes in over OTLP/HTTP and its p99 comes back from PromQL within a bucket.
 func TestMetricsRoundTrip(t *testing.T) {
-	srv := startServer(t, Metrics)
+	srv := StartForTest(t, Metrics)
 	ctx := context.Background()
 
 	// 1000 observations: 990 in the bucket holding 1 ms, 10 in the one holding 16 ms.
