@@ -75,6 +75,9 @@ type gatewayStep struct {
 	ownCPU       float64
 	rssKB        []int64 // the gateway's VmRSS, once a second in the window
 	hwmKB        int64
+	heapMax      float64            // the gateway's own otelcol_process_runtime_heap_alloc_bytes, its maximum in the window
+	queueMax     float64            // the gateway's exporter queue (batches), its maximum in the window
+	load1        float64            // the machine's 1-minute load average as the window starts
 	agentQueue   int64              // the agents' queued batches at the window's end, all agents
 	gw           map[string]float64 // the gateway's counters after the drain
 	agents       map[string]float64 // the agents' exporters' counters after the drain
@@ -142,9 +145,9 @@ func (h *harness) gateway() error {
 			return fmt.Errorf("gateway step at %.0f records/s an agent (logs in %s): %w", rate, dir, err)
 		}
 		s.steps = append(s.steps, *step)
-		logf("gateway phase: %.0f of %.0f records/s accepted, %.2f us gateway CPU per record, RSS max %d MiB; agents acknowledged %.0f, VictoriaLogs holds %d",
-			step.accepted/o.gwWindow.Seconds(), rate*float64(o.gwAgents), 1e6*step.gatewayCPU/step.accepted, maxKB(step.rssKB)>>10,
-			step.agents["otelcol_exporter_sent_log_records"], sum(mapValues(step.stored)))
+		logf("gateway phase: %.0f of %.0f records/s accepted, %.0f refused, %.2f us gateway CPU per record, RSS max %d MiB, heap max %.0f MiB; agents acknowledged %.0f, VictoriaLogs holds %d",
+			step.accepted/o.gwWindow.Seconds(), rate*float64(o.gwAgents), step.gw["otelcol_receiver_refused_log_records"], 1e6*step.gatewayCPU/step.accepted, maxKB(step.rssKB)>>10,
+			step.heapMax/(1<<20), step.agents["otelcol_exporter_sent_log_records"], sum(mapValues(step.stored)))
 	}
 	return nil
 }
@@ -219,12 +222,15 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	vl0, err2 := cpuSeconds(vl.PID())
 	own0 := ownCPU()
 	c0, err3 := scrapeCounters(telemetry)
+	step.load1 = loadAvg()
 	windowEnd := time.Now().Add(window)
 	for time.Now().Before(windowEnd) && !exited() {
 		time.Sleep(time.Second)
 		step.rssKB = append(step.rssKB, statusKB(pid, "VmRSS"))
 		if c, err := scrapeCounters(telemetry); err == nil {
 			step.gw = c // the last the gateway said, should it die
+			step.heapMax = max(step.heapMax, c["otelcol_process_runtime_heap_alloc_bytes"])
+			step.queueMax = max(step.queueMax, c["otelcol_exporter_queue_size"])
 		}
 	}
 	cpu1, err4 := cpuSeconds(pid)
@@ -440,6 +446,9 @@ func startGateway(ctx context.Context, env gatewayEnv, vlURL string) (*gatewayPr
 		cg.remove()
 		return nil, "", nil, err
 	}
+	// Stopped at exit before its cgroup is removed (the undos run last
+	// first): a group with a process in it cannot be.
+	onCleanup(func() { _ = gw.Stop(10 * time.Second) })
 	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = gw.WaitReady(readyCtx)
 	cancel()
@@ -764,20 +773,20 @@ func (r *report) writeGateway(w func(string, ...any)) {
 	if s.overlay != "" {
 		w("Merged over `gateway.yaml` (`-gateway-config`):\n\n```yaml\n%s```\n\n", readOr(s.overlay))
 	}
-	w("| records/s offered (per agent) | accepted by the gateway | gateway cores | **gateway µs/record** | gateway RSS median / max MiB | VictoriaLogs cores | agents' (harness) cores | agents' queued batches at the end |\n|---|---|---|---|---|---|---|---|\n")
+	w("| records/s offered (per agent) | accepted by the gateway | gateway cores | **gateway µs/record** | gateway RSS median / max MiB | gateway heap max MiB (its own `heap_alloc`) | gateway's exporter queue max (batches) | VictoriaLogs cores | agents' (harness) cores | agents' queued batches at the end | load average (1 min) at the window's start |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, st := range s.steps {
 		offered := st.ratePerAgent * float64(s.agents)
 		if st.accepted == 0 {
-			w("| %.0f (%.0f) | — (%s) | | | max %d | | | %d |\n", offered, st.ratePerAgent, st.gatewayDied, maxKB(st.rssKB)>>10, st.agentQueue)
+			w("| %.0f (%.0f) | — (%s) | | | max %d | | | | | %d | %.2f |\n", offered, st.ratePerAgent, st.gatewayDied, maxKB(st.rssKB)>>10, st.agentQueue, st.load1)
 			continue
 		}
 		rss := slices.Clone(st.rssKB)
 		slices.Sort(rss)
 		sec := s.window.Seconds()
-		w("| %.0f (%.0f) | %.0f (%.0f%%) | %.2f | **%.2f** | %d / %d | %.2f | %.2f | %d |\n",
+		w("| %.0f (%.0f) | %.0f (%.0f%%) | %.2f | **%.2f** | %d / %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |\n",
 			offered, st.ratePerAgent, st.accepted/sec, 100*st.accepted/sec/offered,
 			st.gatewayCPU/sec, 1e6*st.gatewayCPU/st.accepted, rss[len(rss)/2]>>10, rss[len(rss)-1]>>10,
-			st.vlCPU/sec, st.ownCPU/sec, st.agentQueue)
+			st.heapMax/(1<<20), st.queueMax, st.vlCPU/sec, st.ownCPU/sec, st.agentQueue, st.load1)
 	}
 	w("\nWhat became of every record, each step's whole run (counters after the drain):\n\n")
 	w("| records/s offered | agents: taken / refused (queue full) | agents: acknowledged / dropped (`send_failed`) | gateway: accepted / refused | gateway: sent / `send_failed` / `enqueue_failed` | VictoriaLogs | stored − acknowledged | drained in | kept up |\n|---|---|---|---|---|---|---|---|---|\n")
