@@ -81,6 +81,13 @@ func containerOf(pid uint32) convert.Container {
 	return convert.Container{ID: c.ID, PodUID: c.PodUID}
 }
 
+// identifyProcess is lookupProcess without the name: all the records' batches
+// need to tell a pid's processes apart, which they ask at every batch.
+func identifyProcess(tgid uint32) (convert.Process, bool) {
+	p, ok := hostwatch.ReadProcess(int(tgid))
+	return convert.Process{ID: p.Start}, ok
+}
+
 // lookupProcess is the process procfs shows as tgid: its start time tells it
 // from an earlier one given the same pid.
 func lookupProcess(tgid uint32) (convert.Process, bool) {

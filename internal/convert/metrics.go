@@ -19,7 +19,7 @@ type series struct {
 	last    [tracer.HistBuckets]uint32
 	sumNs   uint64
 	bytes   uint64
-	minNs   uint64 // the kernel's, exact over the series' life: the kernel's histogram lives as long
+	minNs   uint64 // the kernel's own: its histogram lives exactly as long as the series
 	maxNs   uint64
 }
 

@@ -85,9 +85,7 @@ func loadBlock(opts Options) (*blockObjects, error) {
 			return nil, fmt.Errorf("setting %s in the block BPF object: %w", name, err)
 		}
 	}
-	if haveCmpXchg() != nil {
-		storeInsteadOfCmpXchg(spec)
-	}
+	fitAtomicsToKernel(spec)
 	b := &blockObjects{}
 	if err := spec.LoadAndAssign(&b.objs, nil); err != nil {
 		return nil, explainLoadError(err)

@@ -3,13 +3,16 @@
 package tracer
 
 import (
+	"sync"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 )
 
 // haveCmpXchg probes for BPF's compare-and-exchange (5.12+), which hist.h's
-// raise_to uses to keep each histogram's minimum and maximum exact.
-var haveCmpXchg = func() error {
+// raise_to uses to keep each histogram's minimum and maximum exact. Once per
+// process: both objects ask, at every Start.
+var haveCmpXchg = sync.OnceValue(func() error {
 	xchg := asm.CmpXchg.Mem(asm.RFP, asm.R1, asm.DWord, -8)
 	// cilium/ebpf v0.20's Marshal takes the immediate before it encodes the
 	// atomic operation there: left 0, the probe would be a plain atomic add,
@@ -31,6 +34,13 @@ var haveCmpXchg = func() error {
 		return err
 	}
 	return prog.Close()
+})
+
+// fitAtomicsToKernel makes spec loadable where the kernel lacks compare-and-exchange.
+func fitAtomicsToKernel(spec *ebpf.CollectionSpec) {
+	if haveCmpXchg() != nil {
+		storeInsteadOfCmpXchg(spec)
+	}
 }
 
 // storeInsteadOfCmpXchg rewrites, for kernels without it, every 64-bit

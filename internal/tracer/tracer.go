@@ -122,9 +122,7 @@ func Start(opts Options) (_ *Tracer, err error) {
 	if err := configure(spec, opts); err != nil {
 		return nil, err
 	}
-	if haveCmpXchg() != nil {
-		storeInsteadOfCmpXchg(spec)
-	}
+	fitAtomicsToKernel(spec)
 
 	t := &Tracer{opts: opts, recordSpace: recordSpace(opts.PayloadBytes)}
 	defer func() {
