@@ -176,8 +176,10 @@ func TestCollectorCPUAccountsForEveryRecord(t *testing.T) {
 				require.LessOrEqual(t, s.Delivered, int64(float64(outrun.Burst)+float64(outrun.RecordsPerSecond)*time.Since(start).Seconds()))
 			} else {
 				require.Zero(t, s.Lost.OverBudget)
+				// 50,001 records take ~0.1 s of CPU, ten of procfs's 10 ms ticks; the
+				// couple of thousand an outrun budget lets through can take less than one.
+				require.Greater(t, s.CPUSecs, 0.0)
 			}
-			require.Greater(t, s.CPUSecs, 0.0)
 			// Not 5 minutes for the lost records: at most the settle before the counters say the rest is lost.
 			require.Less(t, time.Since(start), 30*time.Second)
 		})
