@@ -99,8 +99,9 @@ bench: etcd
 	cd tooling && $(GO) run ./cmd/etcdbench -out $(CURDIR)/bench/results/latest.md $(BENCH_FLAGS)
 
 .PHONY: bench-gateway
-## bench-gateway: 16 simulated agents into one gateway (examples/kubernetes/gateway.yaml) into VictoriaLogs at
-##       rising rates: its CPU per record, memory, counters and what was stored; report in
-##       bench/results/gateway.md (needs root; ~6-7 min). Flags: make bench-gateway BENCH_FLAGS="-gateway-rate 4000"
+## bench-gateway: 16 simulated agents into one gateway (examples/kubernetes/gateway.yaml): every call's records
+##       into VictoriaLogs at rising rates, then slow calls + histograms' points of many nodes into VictoriaMetrics:
+##       its CPU per record and per point, memory, counters and what was stored; report in bench/results/gateway.md
+##       (needs root; ~10-25 min). Flags: make bench-gateway BENCH_FLAGS="-gateway-rate 4000 -gateway-nodes 64"
 bench-gateway:
-	cd tooling && $(GO) run ./cmd/etcdbench -phases gateway -out $(CURDIR)/bench/results/gateway.md $(BENCH_FLAGS)
+	cd tooling && $(GO) run ./cmd/etcdbench -phases gateway,gateway-metrics -out $(CURDIR)/bench/results/gateway.md $(BENCH_FLAGS)

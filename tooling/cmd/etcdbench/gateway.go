@@ -43,10 +43,11 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
-// The gateway phase: -gateway-agents simulated agents stream the receiver's
-// records over OTLP/gRPC into one gateway (examples/kubernetes/gateway.yaml as
+// The gateway phases: -gateway-agents simulated agents stream the receiver's
+// records (gateway) or its collections' points (gateway-metrics, in
+// gatewaymetrics.go) over OTLP/gRPC into one gateway (examples/kubernetes/gateway.yaml as
 // shipped, run by the built collector with gateway-deployment.yaml's memory
-// limit and GOMEMLIMIT), which writes them to VictoriaLogs. Each agent is the
+// limit and GOMEMLIMIT), which writes them to VictoriaLogs (or VictoriaMetrics). Each agent is the
 // agents' exporter (otlp_grpc with examples/otlp.yaml's settings: zstd, its
 // sending queue and retries, its own logger and counters) fed batches of the
 // agent's batch size, built by the receiver's own conversion from records
@@ -67,9 +68,52 @@ const gatewayDrainLimit = 2 * time.Minute
 // (the field notes' ~22k records/s per member): the per-node yardstick.
 const everyCallRate = 22000
 
+// A gatewaySignal is what a phase streams through the gateway, and where the
+// gateway writes it.
+type gatewaySignal struct {
+	phase   string // the report's section: "records", "points"
+	items   string // what is counted: "records", "points"
+	counter string // the collector's counters' suffix: "log_records", "metric_points"
+	backend victoria.Product
+	// backendEnv is gateway.yaml's variable for the backend's URL.
+	backendEnv string
+	// agents starts n agents' exporters, sending to gateway rate items/s each.
+	agents func(ctx context.Context, root, gateway string, n int, rate float64, logger *zap.Logger, meters *sdkmetric.MeterProvider) ([]*simAgent, error)
+	// stored is what the backend holds, in items, per agent's node.
+	stored func(ctx context.Context, backend *victoria.Server) (map[string]int64, error)
+	// perNode is what one node sends a second, in items, and how that was said:
+	// the yardstick of nodes a core.
+	perNode     float64
+	perNodeSays string
+	batchSays   string // what an agent's batch is, for the report
+}
+
+// c is the collector's counter prefix_<this signal's items>.
+func (sig gatewaySignal) c(prefix string) string { return prefix + "_" + sig.counter }
+
+var recordsSignal = gatewaySignal{
+	phase: "every call", items: "records", counter: "log_records",
+	backend: victoria.Logs, backendEnv: "VICTORIALOGS_URL",
+	agents: logsAgents,
+	stored: func(ctx context.Context, vl *victoria.Server) (map[string]int64, error) {
+		rows, err := vl.LogsQL(ctx, `* | stats by (host.name) count() n`)
+		if err != nil {
+			return nil, err
+		}
+		stored := map[string]int64{}
+		for _, row := range rows {
+			stored[row["host.name"]], _ = strconv.ParseInt(row["n"], 10, 64)
+		}
+		return stored, nil
+	},
+	perNode:     everyCallRate,
+	perNodeSays: fmt.Sprintf("%d records/s a node, etcd's every-call rate under `benchmark put`", everyCallRate),
+	batchSays:   fmt.Sprintf("batches of %d records", agentBatch),
+}
+
 type gatewayStep struct {
 	ratePerAgent float64
-	accepted     float64 // records the gateway's receiver accepted in the window
+	accepted     float64 // items the gateway's receiver accepted in the window
 	gatewayCPU   float64 // CPU seconds in the window: the gateway, VictoriaLogs, this harness (the agents)
 	vlCPU        float64
 	ownCPU       float64
@@ -81,16 +125,17 @@ type gatewayStep struct {
 	agentQueue   int64              // the agents' queued batches at the window's end, all agents
 	gw           map[string]float64 // the gateway's counters after the drain
 	agents       map[string]float64 // the agents' exporters' counters after the drain
-	taken        []int64            // per agent: records its exporter's ConsumeLogs took
+	taken        []int64            // per agent: items its exporter's Consume took
 	refused      []int64            // and refused (its sending queue full)
-	sent         map[string]float64 // per node: records its exporter had acknowledged
-	stored       map[string]int64   // VictoriaLogs, per host.name
+	sent         map[string]float64 // per agent's node: items its exporter had acknowledged
+	stored       map[string]int64   // the backend, per agent's node
 	drain        time.Duration
 	drained      bool
 	gatewayDied  string // why the gateway was gone after the step, if it was
 }
 
 type gatewaySample struct {
+	signal         gatewaySignal
 	agents         int
 	warmup, window time.Duration
 	memLimit       string // the Deployment's limits.memory and GOMEMLIMIT the gateway ran with
@@ -100,17 +145,22 @@ type gatewaySample struct {
 }
 
 func (h *harness) gateway() error {
-	o := h.o
-	rates, err := parseRates(o.gwRate)
+	rates, err := parseRates(h.o.gwRate)
 	if err != nil {
 		return fmt.Errorf("-gateway-rate: %w", err)
 	}
+	return h.runGateway(recordsSignal, rates)
+}
+
+// runGateway runs one step a rate (items/s an agent) of sig.
+func (h *harness) runGateway(sig gatewaySignal, rates []float64) error {
+	o := h.o
 	ctx := context.Background()
 	bin, err := collector.Binary(ctx, o.collector, os.Stderr)
 	if err != nil {
 		return err
 	}
-	vlBin, err := victoria.Install(ctx, victoria.Logs, os.Stderr)
+	backendBin, err := victoria.Install(ctx, sig.backend, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -134,38 +184,40 @@ func (h *harness) gateway() error {
 		}
 		o.gwOverlay, _ = filepath.Abs(o.gwOverlay)
 	}
-	s := &gatewaySample{agents: o.gwAgents, warmup: o.gwWarmup, window: o.gwWindow, memLimit: limits.memory, goMemLimit: limits.goMemLimit, overlay: o.gwOverlay}
-	h.rep.gateway = s
+	s := &gatewaySample{signal: sig, agents: o.gwAgents, warmup: o.gwWarmup, window: o.gwWindow, memLimit: limits.memory, goMemLimit: limits.goMemLimit, overlay: o.gwOverlay}
+	h.rep.gateways = append(h.rep.gateways, s)
 	for i, rate := range rates {
-		logf("gateway phase, step %d of %d: %d agents x %.0f records/s into one gateway, %s warm-up, %s measured",
-			i+1, len(rates), o.gwAgents, rate, o.gwWarmup, o.gwWindow)
-		dir := filepath.Join(h.work, fmt.Sprintf("gateway-%d", i+1))
-		step, err := gatewayRun(ctx, gatewayEnv{bin: bin, vlBin: vlBin, root: root, dir: dir, limits: limits, overlay: o.gwOverlay}, o.gwAgents, rate, o.gwWarmup, o.gwWindow)
+		logf("gateway phase (%s), step %d of %d: %d agents x %.0f %s/s into one gateway, %s warm-up, %s measured",
+			sig.phase, i+1, len(rates), o.gwAgents, rate, sig.items, o.gwWarmup, o.gwWindow)
+		dir := filepath.Join(h.work, fmt.Sprintf("gateway-%s-%d", sig.counter, i+1))
+		env := gatewayEnv{signal: sig, bin: bin, backendBin: backendBin, root: root, dir: dir, limits: limits, overlay: o.gwOverlay}
+		step, err := gatewayRun(ctx, env, o.gwAgents, rate, o.gwWarmup, o.gwWindow)
 		if err != nil {
-			return fmt.Errorf("gateway step at %.0f records/s an agent (logs in %s): %w", rate, dir, err)
+			return fmt.Errorf("gateway step at %.0f %s/s an agent (logs in %s): %w", rate, sig.items, dir, err)
 		}
 		s.steps = append(s.steps, *step)
-		logf("gateway phase: %.0f of %.0f records/s accepted, %.0f refused, %.2f us gateway CPU per record, RSS max %d MiB, heap max %.0f MiB; agents acknowledged %.0f, VictoriaLogs holds %d",
-			step.accepted/o.gwWindow.Seconds(), rate*float64(o.gwAgents), step.gw["otelcol_receiver_refused_log_records"], 1e6*step.gatewayCPU/step.accepted, maxKB(step.rssKB)>>10,
-			step.heapMax/(1<<20), step.agents["otelcol_exporter_sent_log_records"], sum(mapValues(step.stored)))
+		logf("gateway phase: %.0f of %.0f %s/s accepted, %.0f refused, %.2f us gateway CPU per item, RSS max %d MiB, heap max %.0f MiB; agents acknowledged %.0f, %s holds %d",
+			step.accepted/o.gwWindow.Seconds(), rate*float64(o.gwAgents), sig.items, step.gw[sig.c("otelcol_receiver_refused")], 1e6*step.gatewayCPU/step.accepted, maxKB(step.rssKB)>>10,
+			step.heapMax/(1<<20), step.agents[sig.c("otelcol_exporter_sent")], sig.backend.Name, sum(mapValues(step.stored)))
 	}
 	return nil
 }
 
 type gatewayEnv struct {
-	bin, vlBin, root, dir string
-	limits                deploymentLimits
-	overlay               string
+	signal                     gatewaySignal
+	bin, backendBin, root, dir string
+	limits                     deploymentLimits
+	overlay                    string
 }
 
-// gatewayRun is one step: a fresh VictoriaLogs and gateway, agents offering
-// rate records/s each for warmup+window, then the drain and the count.
+// gatewayRun is one step: a fresh backend and gateway, agents offering
+// rate items/s each for warmup+window, then the drain and the count.
 func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, warmup, window time.Duration) (*gatewayStep, error) {
-	dir := env.dir
-	if err := os.MkdirAll(filepath.Join(dir, "vl"), 0o755); err != nil {
+	dir, sig := env.dir, env.signal
+	if err := os.MkdirAll(filepath.Join(dir, "backend"), 0o755); err != nil {
 		return nil, err
 	}
-	vl, err := victoria.Start(ctx, victoria.Logs, env.vlBin, filepath.Join(dir, "vl"))
+	vl, err := victoria.Start(ctx, sig.backend, env.backendBin, filepath.Join(dir, "backend"))
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +238,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	reader := sdkmetric.NewManualReader()
 	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = meters.Shutdown(ctx) }()
-	agents, err := startSimAgents(ctx, env.root, gw.addr, nAgents, logger, meters)
+	agents, err := sig.agents(ctx, env.root, gw.addr, nAgents, rate, logger, meters)
 	if err != nil {
 		return nil, err
 	}
@@ -245,14 +297,14 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	}
 	if !exited() {
 		step.gatewayCPU, step.vlCPU, step.ownCPU = cpu1-cpu0, vl1-vl0, own1-own0
-		step.accepted = c1["otelcol_receiver_accepted_log_records"] - c0["otelcol_receiver_accepted_log_records"]
+		step.accepted = c1[sig.c("otelcol_receiver_accepted")] - c0[sig.c("otelcol_receiver_accepted")]
 	}
-	if m, err := agentCounters(ctx, reader); err == nil {
+	if m, err := agentCounters(ctx, reader, sig); err == nil {
 		step.agentQueue = int64(m.total["otelcol_exporter_queue_size"])
 	}
 
 	// The drain: the agents' queues into the gateway, the gateway's into
-	// VictoriaLogs, until every record an agent took is acknowledged or
+	// the backend, until every item an agent took is acknowledged or
 	// dropped, and the gateway has sent or dropped all it accepted.
 	logf("gateway phase: draining the agents' and the gateway's queues (at most %s)", gatewayDrainLimit)
 	drainStart := time.Now()
@@ -261,15 +313,15 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		taken += a.taken.Load()
 	}
 	for !exited() {
-		m, err1 := agentCounters(ctx, reader)
+		m, err1 := agentCounters(ctx, reader, sig)
 		c, err2 := scrapeCounters(telemetry)
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
 		step.gw = c
-		agentsDone := m.total["otelcol_exporter_sent_log_records"]+m.total["otelcol_exporter_send_failed_log_records"] >= float64(taken)
-		gwOut := c["otelcol_exporter_sent_log_records"] + c["otelcol_exporter_send_failed_log_records"] + c["otelcol_exporter_enqueue_failed_log_records"]
-		if agentsDone && gwOut >= c["otelcol_receiver_accepted_log_records"] && c["otelcol_exporter_queue_size"] == 0 {
+		agentsDone := m.total[sig.c("otelcol_exporter_sent")]+m.total[sig.c("otelcol_exporter_send_failed")] >= float64(taken)
+		gwOut := c[sig.c("otelcol_exporter_sent")] + c[sig.c("otelcol_exporter_send_failed")] + c[sig.c("otelcol_exporter_enqueue_failed")]
+		if agentsDone && gwOut >= c[sig.c("otelcol_receiver_accepted")] && c["otelcol_exporter_queue_size"] == 0 {
 			step.drained = true
 			break
 		}
@@ -290,7 +342,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		step.taken = append(step.taken, a.taken.Load())
 		step.refused = append(step.refused, a.refused.Load())
 	}
-	m, err := agentCounters(ctx, reader)
+	m, err := agentCounters(ctx, reader, sig)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +351,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		step.gw = c
 	}
 	// A gateway that did not drain sends what it still holds as it stops:
-	// VictoriaLogs is counted after that, not while it is still arriving.
+	// the backend is counted after that, not while it is still arriving.
 	if err := gw.Stop(30 * time.Second); err != nil {
 		logf("gateway: stop: %v", err)
 	}
@@ -307,13 +359,8 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	if err := vl.Flush(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := vl.LogsQL(ctx, `* | stats by (host.name) count() n`)
-	if err != nil {
+	if step.stored, err = sig.stored(ctx, vl); err != nil {
 		return nil, err
-	}
-	step.stored = map[string]int64{}
-	for _, row := range rows {
-		step.stored[row["host.name"]], _ = strconv.ParseInt(row["n"], 10, 64)
 	}
 	return step, nil
 }
@@ -397,7 +444,7 @@ type gatewayProcess struct {
 // startGateway runs gateway.yaml as shipped (plus its own metrics on a
 // loopback port, a second --config merged over it) inside a memory cgroup of
 // the Deployment's limit, with its GOMEMLIMIT.
-func startGateway(ctx context.Context, env gatewayEnv, vlURL string) (*gatewayProcess, string, *memCgroup, error) {
+func startGateway(ctx context.Context, env gatewayEnv, backendURL string) (*gatewayProcess, string, *memCgroup, error) {
 	ports, err := subprocess.FreePorts(3)
 	if err != nil {
 		return nil, "", nil, err
@@ -437,9 +484,11 @@ func startGateway(ctx context.Context, env gatewayEnv, vlURL string) (*gatewayPr
 		Binary:     wrapper,
 		ConfigPath: filepath.Join(env.root, "examples", "kubernetes", "gateway.yaml"),
 		LogPath:    filepath.Join(env.dir, "gateway.log"),
-		Env: []string{"GATEWAY_GRPC_ENDPOINT=" + addr, "VICTORIALOGS_URL=" + vlURL, "GOMEMLIMIT=" + env.limits.goMemLimit,
-			// No metrics are sent: nothing listens there.
-			fmt.Sprintf("VICTORIAMETRICS_URL=http://127.0.0.1:%d", ports[2])},
+		Env: []string{"GATEWAY_GRPC_ENDPOINT=" + addr, "GOMEMLIMIT=" + env.limits.goMemLimit,
+			// The other signal's backend: nothing is sent there, and nothing listens.
+			fmt.Sprintf("VICTORIALOGS_URL=http://127.0.0.1:%d", ports[2]),
+			fmt.Sprintf("VICTORIAMETRICS_URL=http://127.0.0.1:%d", ports[2]),
+			env.signal.backendEnv + "=" + backendURL},
 		Args: args,
 	})
 	if err != nil {
@@ -497,46 +546,71 @@ func (cg *memCgroup) remove() {
 
 // simAgent is one simulated node's agent: the agents' OTLP exporter and the
 // batches it sends, the receiver's records of one etcd.
+// simAgent is one agent's exporter, handed a batch of batchItems items at the
+// rate a step offers.
 type simAgent struct {
-	node    string
-	exp     exporter.Logs
-	batches []plog.Logs
-	taken   atomic.Int64
-	refused atomic.Int64
+	node       string // its exporter's name, and the key of what the backend holds from it
+	exp        component.Component
+	send       func(ctx context.Context, i int) (items int, err error) // hands the exporter the i-th batch
+	batchItems int
+	taken      atomic.Int64
+	refused    atomic.Int64
 }
 
-func startSimAgents(ctx context.Context, root, gateway string, n int, logger *zap.Logger, meters *sdkmetric.MeterProvider) ([]*simAgent, error) {
+// agentExporters creates and starts n of examples/otlp.yaml's otlp_grpc
+// exporters, each named for its node, with create's signal.
+func agentExporters[E component.Component](ctx context.Context, root, gateway string, n int, logger *zap.Logger, meters *sdkmetric.MeterProvider,
+	create func(context.Context, exporter.Settings, component.Config) (E, error)) ([]E, error) {
 	exporterConf, err := agentExporterConfig(root, gateway)
 	if err != nil {
 		return nil, err
 	}
 	f := otlpexporter.NewFactory()
-	var agents []*simAgent
+	var out []E
 	for i := range n {
-		a := &simAgent{node: fmt.Sprintf("node-%02d", i+1)}
+		node := fmt.Sprintf("node-%02d", i+1)
 		cfg := f.CreateDefaultConfig()
 		if err := exporterConf.Unmarshal(cfg); err != nil {
 			return nil, fmt.Errorf("examples/otlp.yaml's otlp_grpc exporter: %w", err)
 		}
 		// One exporter ID per agent: its counters carry exporter=otlp_grpc/<node>.
 		set := exportertest.NewNopSettings(f.Type())
-		set.ID = component.NewIDWithName(f.Type(), a.node)
-		set.Logger = logger.With(zap.String("agent", a.node))
+		set.ID = component.NewIDWithName(f.Type(), node)
+		set.Logger = logger.With(zap.String("agent", node))
 		set.MeterProvider = meters
-		if a.exp, err = f.CreateLogs(ctx, set, cfg); err != nil {
+		exp, err := create(ctx, set, cfg)
+		if err != nil {
 			return nil, err
 		}
-		if err := a.exp.Start(ctx, componenttest.NewNopHost()); err != nil {
+		if err := exp.Start(ctx, componenttest.NewNopHost()); err != nil {
 			return nil, err
 		}
-		for range 2 {
-			a.batches = append(a.batches, etcdBatch(a.node, uint32(4000+i)))
-		}
-		agents = append(agents, a)
+		out = append(out, exp)
 	}
-	size := (&plog.ProtoMarshaler{}).LogsSize(agents[0].batches[0])
-	logf("gateway phase: a batch of %d records is %d bytes of OTLP protobuf (%.0f a record), %d bytes of heap once decoded",
-		agentBatch, size, float64(size)/agentBatch, decodedHeap(agents[0].batches[0]))
+	return out, nil
+}
+
+// logsAgents are the every-call agents: batches of agentBatch records.
+func logsAgents(ctx context.Context, root, gateway string, n int, _ float64, logger *zap.Logger, meters *sdkmetric.MeterProvider) ([]*simAgent, error) {
+	exps, err := agentExporters(ctx, root, gateway, n, logger, meters, otlpexporter.NewFactory().CreateLogs)
+	if err != nil {
+		return nil, err
+	}
+	var agents []*simAgent
+	for i, exp := range exps {
+		node := fmt.Sprintf("node-%02d", i+1)
+		batches := []plog.Logs{etcdBatch(node, uint32(4000+i)), etcdBatch(node, uint32(4000+i))}
+		agents = append(agents, &simAgent{node: node, exp: exp, batchItems: agentBatch,
+			send: func(ctx context.Context, i int) (int, error) {
+				b := batches[i%len(batches)]
+				return b.LogRecordCount(), exp.ConsumeLogs(ctx, b)
+			}})
+		if i == 0 {
+			size := (&plog.ProtoMarshaler{}).LogsSize(batches[0])
+			logf("gateway phase: a batch of %d records is %d bytes of OTLP protobuf (%.0f a record), %d bytes of heap once decoded",
+				agentBatch, size, float64(size)/agentBatch, decodedHeap(batches[0]))
+		}
+	}
 	return agents, nil
 }
 
@@ -561,10 +635,10 @@ func agentExporterConfig(root, gateway string) (*confmap.Conf, error) {
 	return confmap.NewFromStringMap(m), nil
 }
 
-// stream hands the exporter a batch every agentBatch/rate seconds until stop,
-// as the agent's batch processor would at that record rate.
+// stream hands the exporter a batch every batchItems/rate seconds until stop,
+// as the agent's pipeline would at that rate.
 func (a *simAgent) stream(ctx context.Context, rate float64, stop <-chan struct{}) {
-	t := time.NewTicker(time.Duration(float64(time.Second) * agentBatch / rate))
+	t := time.NewTicker(time.Duration(float64(time.Second) * float64(a.batchItems) / rate))
 	defer t.Stop()
 	for i := 0; ; i++ {
 		select {
@@ -572,23 +646,22 @@ func (a *simAgent) stream(ctx context.Context, rate float64, stop <-chan struct{
 			return
 		case <-t.C:
 		}
-		b := a.batches[i%len(a.batches)]
-		if err := a.exp.ConsumeLogs(ctx, b); err != nil {
-			a.refused.Add(int64(b.LogRecordCount()))
+		if n, err := a.send(ctx, i); err != nil {
+			a.refused.Add(int64(n))
 		} else {
-			a.taken.Add(int64(b.LogRecordCount()))
+			a.taken.Add(int64(n))
 		}
 	}
 }
 
 // agentTelemetry is the agents' exporters' own counters and gauges, summed
-// over the agents, and the records each one's exporter had acknowledged.
+// over the agents, and the items each one's exporter had acknowledged.
 type agentTelemetry struct {
 	total      map[string]float64
 	sentByNode map[string]float64
 }
 
-func agentCounters(ctx context.Context, reader *sdkmetric.ManualReader) (agentTelemetry, error) {
+func agentCounters(ctx context.Context, reader *sdkmetric.ManualReader, sig gatewaySignal) (agentTelemetry, error) {
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(ctx, &rm); err != nil {
 		return agentTelemetry{}, fmt.Errorf("the agents' telemetry: %w", err)
@@ -596,7 +669,7 @@ func agentCounters(ctx context.Context, reader *sdkmetric.ManualReader) (agentTe
 	t := agentTelemetry{total: map[string]float64{}, sentByNode: map[string]float64{}}
 	add := func(name string, attrs attribute.Set, v float64) {
 		t.total[name] += v
-		if name != "otelcol_exporter_sent_log_records" {
+		if name != sig.c("otelcol_exporter_sent") {
 			return
 		}
 		if id, ok := attrs.Value("exporter"); ok {
@@ -739,12 +812,12 @@ func mapValues(m map[string]int64) []int64 {
 }
 
 // keptUp says whether the gateway took everything offered, refused and lost
-// nothing, and VictoriaLogs holds exactly what each agent's exporter had
+// nothing, and the backend holds exactly what each agent's exporter had
 // acknowledged.
-func (st gatewayStep) keptUp(agents int, window time.Duration) bool {
+func (st gatewayStep) keptUp(sig gatewaySignal, agents int, window time.Duration) bool {
 	offered := st.ratePerAgent * float64(agents) * window.Seconds()
-	lost := st.gw["otelcol_receiver_refused_log_records"] + st.gw["otelcol_exporter_send_failed_log_records"] +
-		st.gw["otelcol_exporter_enqueue_failed_log_records"] + st.agents["otelcol_exporter_send_failed_log_records"] +
+	lost := st.gw[sig.c("otelcol_receiver_refused")] + st.gw[sig.c("otelcol_exporter_send_failed")] +
+		st.gw[sig.c("otelcol_exporter_enqueue_failed")] + st.agents[sig.c("otelcol_exporter_send_failed")] +
 		float64(sum(st.refused))
 	if !st.drained || st.gatewayDied != "" || lost > 0 || st.accepted < 0.98*offered {
 		return false
@@ -759,37 +832,46 @@ func (st gatewayStep) keptUp(agents int, window time.Duration) bool {
 }
 
 func (r *report) writeGateway(w func(string, ...any)) {
-	s := r.gateway
-	if s == nil || len(s.steps) == 0 {
+	for _, s := range r.gateways {
+		s.write(w)
+	}
+}
+
+func (s *gatewaySample) write(w func(string, ...any)) {
+	if len(s.steps) == 0 {
 		return
 	}
-	w("## The gateway under load\n\n")
+	sig, items := s.signal, s.signal.items
+	w("## The gateway under load: %s\n\n", sig.phase)
 	w("%d simulated agents in this process (each the agents' `otlp_grpc` exporter with `examples/otlp.yaml`'s settings, its own gRPC connection, sending queue, retries and counters; "+
-		"batches of %d records built by the receiver's conversion) stream into one gateway: the built collector running `examples/kubernetes/gateway.yaml` as shipped, "+
-		"in a memory cgroup of %s with `GOMEMLIMIT=%s` (`gateway-deployment.yaml`'s `limits.memory` and `GOMEMLIMIT` unless `-gateway-memory` says otherwise), writing to VictoriaLogs on loopback. "+
+		"%s, built by the receiver's conversion) stream into one gateway: the built collector running `examples/kubernetes/gateway.yaml` as shipped, "+
+		"in a memory cgroup of %s with `GOMEMLIMIT=%s` (`gateway-deployment.yaml`'s `limits.memory` and `GOMEMLIMIT` unless `-gateway-memory` says otherwise), writing to %s on loopback. "+
 		"Each step is a fresh gateway and backend: %s warm-up, %s measured, then the agents stop offering and the queues drain (at most %s). "+
 		"CPU is each process's own (utime+stime from /proc) over the measured window.\n\n",
-		s.agents, agentBatch, s.memLimit, s.goMemLimit, s.warmup, s.window, gatewayDrainLimit)
+		s.agents, sig.batchSays, s.memLimit, s.goMemLimit, sig.backend.Name, s.warmup, s.window, gatewayDrainLimit)
 	if s.overlay != "" {
 		w("Merged over `gateway.yaml` (`-gateway-config`):\n\n```yaml\n%s```\n\n", readOr(s.overlay))
 	}
-	w("| records/s offered (per agent) | accepted by the gateway | gateway cores | **gateway µs/record** | gateway RSS median / max MiB | gateway heap max MiB (its own `heap_alloc`) | gateway's exporter queue max (batches) | VictoriaLogs cores | agents' (harness) cores | agents' queued batches at the end | load average (1 min) at the window's start |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| %s/s offered (per agent) | nodes | accepted by the gateway | gateway cores | **gateway µs/%s** | gateway RSS median / max MiB | gateway heap max MiB (its own `heap_alloc`) | gateway's exporter queue max (batches) | %s cores | agents' (harness) cores | agents' queued batches at the end | load average (1 min) at the window's start |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+		items, strings.TrimSuffix(items, "s"), sig.backend.Name)
 	for _, st := range s.steps {
 		offered := st.ratePerAgent * float64(s.agents)
+		nodes := offered / sig.perNode
 		if st.accepted == 0 {
-			w("| %.0f (%.0f) | — (%s) | | | max %d | | | | | %d | %.2f |\n", offered, st.ratePerAgent, st.gatewayDied, maxKB(st.rssKB)>>10, st.agentQueue, st.load1)
+			w("| %.0f (%.0f) | %.0f | — (%s) | | | max %d | | | | | %d | %.2f |\n", offered, st.ratePerAgent, nodes, st.gatewayDied, maxKB(st.rssKB)>>10, st.agentQueue, st.load1)
 			continue
 		}
 		rss := slices.Clone(st.rssKB)
 		slices.Sort(rss)
 		sec := s.window.Seconds()
-		w("| %.0f (%.0f) | %.0f (%.0f%%) | %.2f | **%.2f** | %d / %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |\n",
-			offered, st.ratePerAgent, st.accepted/sec, 100*st.accepted/sec/offered,
+		w("| %.0f (%.0f) | %.0f | %.0f (%.0f%%) | %.2f | **%.2f** | %d / %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |\n",
+			offered, st.ratePerAgent, nodes, st.accepted/sec, 100*st.accepted/sec/offered,
 			st.gatewayCPU/sec, 1e6*st.gatewayCPU/st.accepted, rss[len(rss)/2]>>10, rss[len(rss)-1]>>10,
 			st.heapMax/(1<<20), st.queueMax, st.vlCPU/sec, st.ownCPU/sec, st.agentQueue, st.load1)
 	}
-	w("\nWhat became of every record, each step's whole run (counters after the drain):\n\n")
-	w("| records/s offered | agents: taken / refused (queue full) | agents: acknowledged / dropped (`send_failed`) | gateway: accepted / refused | gateway: sent / `send_failed` / `enqueue_failed` | VictoriaLogs | stored − acknowledged | drained in | kept up |\n|---|---|---|---|---|---|---|---|---|\n")
+	w("\nWhat became of every one of the %s, each step's whole run (counters after the drain):\n\n", items)
+	w("| %s/s offered | agents: taken / refused (queue full) | agents: acknowledged / dropped (`send_failed`) | gateway: accepted / refused | gateway: sent / `send_failed` / `enqueue_failed` | %s | stored − acknowledged | drained in | kept up |\n|---|---|---|---|---|---|---|---|---|\n",
+		items, sig.backend.Name)
 	best := -1
 	for i, st := range s.steps {
 		stored := sum(mapValues(st.stored))
@@ -797,7 +879,7 @@ func (r *report) writeGateway(w func(string, ...any)) {
 		if !st.drained {
 			drain = "**not within " + gatewayDrainLimit.String() + "**"
 		}
-		kept := st.keptUp(s.agents, s.window)
+		kept := st.keptUp(sig, s.agents, s.window)
 		if kept {
 			best = i
 		}
@@ -808,10 +890,10 @@ func (r *report) writeGateway(w func(string, ...any)) {
 		a, g := st.agents, st.gw
 		w("| %.0f | %d / %d | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f / %.0f | %d | %+.0f | %s | %s |\n",
 			st.ratePerAgent*float64(s.agents), sum(st.taken), sum(st.refused),
-			a["otelcol_exporter_sent_log_records"], a["otelcol_exporter_send_failed_log_records"],
-			g["otelcol_receiver_accepted_log_records"], g["otelcol_receiver_refused_log_records"],
-			g["otelcol_exporter_sent_log_records"], g["otelcol_exporter_send_failed_log_records"], g["otelcol_exporter_enqueue_failed_log_records"],
-			stored, float64(stored)-a["otelcol_exporter_sent_log_records"], drain, verdict)
+			a[sig.c("otelcol_exporter_sent")], a[sig.c("otelcol_exporter_send_failed")],
+			g[sig.c("otelcol_receiver_accepted")], g[sig.c("otelcol_receiver_refused")],
+			g[sig.c("otelcol_exporter_sent")], g[sig.c("otelcol_exporter_send_failed")], g[sig.c("otelcol_exporter_enqueue_failed")],
+			stored, float64(stored)-a[sig.c("otelcol_exporter_sent")], drain, verdict)
 	}
 	w("\n")
 	if best < 0 {
@@ -820,8 +902,8 @@ func (r *report) writeGateway(w func(string, ...any)) {
 	}
 	st := s.steps[best]
 	perCore := 1e6 / (1e6 * st.gatewayCPU / st.accepted)
-	w("At the highest rate it kept up with (%.0f records/s), one gateway core handles %.0f records/s: **%.1f nodes a core at every call** (%d records/s a node).\n\n",
-		st.ratePerAgent*float64(s.agents), perCore, perCore/everyCallRate, everyCallRate)
+	w("At the highest rate it kept up with (%.0f %s/s), one gateway core handles %.0f %s/s: **%.1f nodes a core at %s** (%s).\n\n",
+		st.ratePerAgent*float64(s.agents), items, perCore, items, perCore/sig.perNode, sig.phase, sig.perNodeSays)
 }
 
 func maxKB(xs []int64) int64 {

@@ -60,6 +60,7 @@ type options struct {
 	blockWrites int
 	gwAgents    int
 	gwRate      string
+	gwNodes     string
 	gwWarmup    time.Duration
 	gwWindow    time.Duration
 	gwMemory    string
@@ -75,7 +76,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
-	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run; gateway (the gateway under load, make bench-gateway) runs only when named")
+	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run; gateway and gateway-metrics (the gateway under load, make bench-gateway) run only when named")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
@@ -98,6 +99,7 @@ func main() {
 	flag.IntVar(&o.blockWrites, "block-writes", 20_000, "O_DIRECT writes of 4 KiB per disks'-view run")
 	flag.IntVar(&o.gwAgents, "gateway-agents", 16, "simulated agents of the gateway phase")
 	flag.StringVar(&o.gwRate, "gateway-rate", "2000,4000,6000,8000,22000", "gateway phase: records/s each simulated agent offers, one step (a fresh gateway and backend) per comma-separated rate; 22000 is etcd's every-call rate under benchmark put")
+	flag.StringVar(&o.gwNodes, "gateway-nodes", "64,256", "gateway-metrics phase: nodes each simulated agent carries (one collection a node every 10 s), one step per comma-separated count")
 	flag.DurationVar(&o.gwWarmup, "gateway-warmup", 10*time.Second, "gateway phase: time before the measured window")
 	flag.DurationVar(&o.gwWindow, "gateway-window", 30*time.Second, "gateway phase: the measured window")
 	flag.StringVar(&o.gwMemory, "gateway-memory", "", "gateway phase: the gateway's memory limit and GOMEMLIMIT as \"1024Mi,800MiB\" (default: examples/kubernetes/gateway-deployment.yaml's)")
@@ -169,6 +171,7 @@ func runAll(o options) error {
 		{h.collcpu, h.has("collcpu")},
 		{h.etcd, h.has("bpfstats") || h.has("etcd")},
 		{h.gateway, h.has("gateway")},
+		{h.gatewayMetrics, h.has("gateway-metrics")},
 	} {
 		if phase.on {
 			if err := phase.run(); err != nil {

@@ -40,7 +40,7 @@ type report struct {
 	ceiling     []ceilingSample
 	etcdStats   []etcdStat
 	runs        []runSample
-	gateway     *gatewaySample
+	gateways    []*gatewaySample
 }
 
 func median(xs []float64) float64 {
