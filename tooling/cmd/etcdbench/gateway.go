@@ -71,7 +71,7 @@ const everyCallRate = 22000
 // A gatewaySignal is what a phase streams through the gateway, and where the
 // gateway writes it.
 type gatewaySignal struct {
-	phase   string // the report's section: "records", "points"
+	phase   string // the agents' configuration, the report's section: "every call", "slow calls + histograms"
 	items   string // what is counted: "records", "points"
 	counter string // the collector's counters' suffix: "log_records", "metric_points"
 	backend victoria.Product
@@ -114,8 +114,8 @@ var recordsSignal = gatewaySignal{
 type gatewayStep struct {
 	ratePerAgent float64
 	accepted     float64 // items the gateway's receiver accepted in the window
-	gatewayCPU   float64 // CPU seconds in the window: the gateway, VictoriaLogs, this harness (the agents)
-	vlCPU        float64
+	gatewayCPU   float64 // CPU seconds in the window: the gateway, its backend, this harness (the agents)
+	backendCPU   float64
 	ownCPU       float64
 	rssKB        []int64 // the gateway's VmRSS, once a second in the window
 	hwmKB        int64
@@ -217,13 +217,13 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	if err := os.MkdirAll(filepath.Join(dir, "backend"), 0o755); err != nil {
 		return nil, err
 	}
-	vl, err := victoria.Start(ctx, sig.backend, env.backendBin, filepath.Join(dir, "backend"))
+	backend, err := victoria.Start(ctx, sig.backend, env.backendBin, filepath.Join(dir, "backend"))
 	if err != nil {
 		return nil, err
 	}
-	defer vl.Stop()
+	defer backend.Stop()
 
-	gw, telemetry, cg, err := startGateway(ctx, env, vl.URL)
+	gw, telemetry, cg, err := startGateway(ctx, env, backend.URL)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +271,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	}
 	pid := gw.PID()
 	cpu0, err1 := cpuSeconds(pid)
-	vl0, err2 := cpuSeconds(vl.PID())
+	backend0, err2 := cpuSeconds(backend.PID())
 	own0 := ownCPU()
 	c0, err3 := scrapeCounters(telemetry)
 	step.load1 = loadAvg()
@@ -286,7 +286,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		}
 	}
 	cpu1, err4 := cpuSeconds(pid)
-	vl1, err5 := cpuSeconds(vl.PID())
+	backend1, err5 := cpuSeconds(backend.PID())
 	own1 := ownCPU()
 	c1, err6 := scrapeCounters(telemetry)
 	step.hwmKB = statusKB(pid, "VmHWM")
@@ -296,7 +296,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		return nil, fmt.Errorf("%w\n%s", err, gw.Tail())
 	}
 	if !exited() {
-		step.gatewayCPU, step.vlCPU, step.ownCPU = cpu1-cpu0, vl1-vl0, own1-own0
+		step.gatewayCPU, step.backendCPU, step.ownCPU = cpu1-cpu0, backend1-backend0, own1-own0
 		step.accepted = c1[sig.c("otelcol_receiver_accepted")] - c0[sig.c("otelcol_receiver_accepted")]
 	}
 	if m, err := agentCounters(ctx, reader, sig); err == nil {
@@ -356,10 +356,10 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		logf("gateway: stop: %v", err)
 	}
 
-	if err := vl.Flush(ctx); err != nil {
+	if err := backend.Flush(ctx); err != nil {
 		return nil, err
 	}
-	if step.stored, err = sig.stored(ctx, vl); err != nil {
+	if step.stored, err = sig.stored(ctx, backend); err != nil {
 		return nil, err
 	}
 	return step, nil
@@ -544,8 +544,6 @@ func (cg *memCgroup) remove() {
 	}
 }
 
-// simAgent is one simulated node's agent: the agents' OTLP exporter and the
-// batches it sends, the receiver's records of one etcd.
 // simAgent is one agent's exporter, handed a batch of batchItems items at the
 // rate a step offers.
 type simAgent struct {
@@ -556,6 +554,9 @@ type simAgent struct {
 	taken      atomic.Int64
 	refused    atomic.Int64
 }
+
+// agentNode is the i-th agent's name: its exporter's, and its records' host.name.
+func agentNode(i int) string { return fmt.Sprintf("node-%02d", i+1) }
 
 // agentExporters creates and starts n of examples/otlp.yaml's otlp_grpc
 // exporters, each named for its node, with create's signal.
@@ -568,7 +569,7 @@ func agentExporters[E component.Component](ctx context.Context, root, gateway st
 	f := otlpexporter.NewFactory()
 	var out []E
 	for i := range n {
-		node := fmt.Sprintf("node-%02d", i+1)
+		node := agentNode(i)
 		cfg := f.CreateDefaultConfig()
 		if err := exporterConf.Unmarshal(cfg); err != nil {
 			return nil, fmt.Errorf("examples/otlp.yaml's otlp_grpc exporter: %w", err)
@@ -598,11 +599,11 @@ func logsAgents(ctx context.Context, root, gateway string, n int, _ float64, log
 	}
 	var agents []*simAgent
 	for i, exp := range exps {
-		node := fmt.Sprintf("node-%02d", i+1)
+		node := agentNode(i)
 		batches := []plog.Logs{etcdBatch(node, uint32(4000+i)), etcdBatch(node, uint32(4000+i))}
 		agents = append(agents, &simAgent{node: node, exp: exp, batchItems: agentBatch,
-			send: func(ctx context.Context, i int) (int, error) {
-				b := batches[i%len(batches)]
+			send: func(ctx context.Context, k int) (int, error) {
+				b := batches[k%len(batches)]
 				return b.LogRecordCount(), exp.ConsumeLogs(ctx, b)
 			}})
 		if i == 0 {
@@ -823,7 +824,7 @@ func (st gatewayStep) keptUp(sig gatewaySignal, agents int, window time.Duration
 		return false
 	}
 	for i := range agents {
-		node := fmt.Sprintf("node-%02d", i+1)
+		node := agentNode(i)
 		if float64(st.stored[node]) != st.sent[node] || float64(st.taken[i]) != st.sent[node] {
 			return false
 		}
@@ -867,7 +868,7 @@ func (s *gatewaySample) write(w func(string, ...any)) {
 		w("| %.0f (%.0f) | %.0f | %.0f (%.0f%%) | %.2f | **%.2f** | %d / %d | %.0f | %.0f | %.2f | %.2f | %d | %.2f |\n",
 			offered, st.ratePerAgent, nodes, st.accepted/sec, 100*st.accepted/sec/offered,
 			st.gatewayCPU/sec, 1e6*st.gatewayCPU/st.accepted, rss[len(rss)/2]>>10, rss[len(rss)-1]>>10,
-			st.heapMax/(1<<20), st.queueMax, st.vlCPU/sec, st.ownCPU/sec, st.agentQueue, st.load1)
+			st.heapMax/(1<<20), st.queueMax, st.backendCPU/sec, st.ownCPU/sec, st.agentQueue, st.load1)
 	}
 	w("\nWhat became of every one of the %s, each step's whole run (counters after the drain):\n\n", items)
 	w("| %s/s offered | agents: taken / refused (queue full) | agents: acknowledged / dropped (`send_failed`) | gateway: accepted / refused | gateway: sent / `send_failed` / `enqueue_failed` | %s | stored − acknowledged | drained in | kept up |\n|---|---|---|---|---|---|---|---|---|\n",

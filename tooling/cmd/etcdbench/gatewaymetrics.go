@@ -158,10 +158,10 @@ func (c *nodeCollection) agents(ctx context.Context, root, gateway string, n int
 	nodes := max(1, int(math.Round(rate*collectionInterval.Seconds()/float64(c.points))))
 	var agents []*simAgent
 	for i, exp := range exps {
-		agent := fmt.Sprintf("node-%02d", i+1)
+		agent := agentNode(i)
 		agents = append(agents, &simAgent{node: agent, exp: exp, batchItems: c.points,
-			send: func(ctx context.Context, i int) (int, error) {
-				md := c.sentAs(fmt.Sprintf("%s-%04d", agent, i%nodes), time.Now())
+			send: func(ctx context.Context, k int) (int, error) {
+				md := c.sentAs(fmt.Sprintf("%s-%04d", agent, k%nodes), time.Now())
 				return c.points, exp.ConsumeMetrics(ctx, md)
 			}})
 	}
