@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Undos restore what the harness changed on the host (and stop its in-process
@@ -78,6 +80,14 @@ func cpuSeconds(pid int) (float64, error) {
 		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
 	}
 	return float64(u+s) / clkTck, nil
+}
+
+// ownCPU is this process's own utime+stime: the simulated agents' CPU, as
+// getrusage counts it (to the microsecond, finer than /proc's ticks).
+func ownCPU() float64 {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // statusKB reads a "Vm...:  N kB" line of /proc/PID/status.

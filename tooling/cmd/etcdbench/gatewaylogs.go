@@ -1,0 +1,149 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/collector/exporter/otlpexporter"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
+)
+
+// agentBatch is the agent examples' batch processor's send_batch_size.
+const agentBatch = 4096
+
+// everyCallRate is etcd's every-call record rate under `benchmark put`
+// (the field notes' ~22k records/s per member): the per-node yardstick.
+const everyCallRate = 22000
+
+var recordsSignal = gatewaySignal{
+	phase: "every call", items: "records", counter: "log_records",
+	backend: victoria.Logs, backendEnv: "VICTORIALOGS_URL",
+	agents: logsAgents,
+	stored: func(ctx context.Context, vl *victoria.Server) (map[string]int64, error) {
+		rows, err := vl.LogsQL(ctx, `* | stats by (host.name) count() n`)
+		if err != nil {
+			return nil, err
+		}
+		stored := map[string]int64{}
+		for _, row := range rows {
+			stored[row["host.name"]], _ = strconv.ParseInt(row["n"], 10, 64)
+		}
+		return stored, nil
+	},
+	perNode:     everyCallRate,
+	perNodeSays: fmt.Sprintf("%d records/s a node, etcd's every-call rate under `benchmark put`", everyCallRate),
+	batchSays:   fmt.Sprintf("batches of %d records", agentBatch),
+}
+
+// logsAgents are the every-call agents: batches of agentBatch records.
+func logsAgents(ctx context.Context, root, gateway string, n int, _ float64, logger *zap.Logger, meters *sdkmetric.MeterProvider) ([]*simAgent, error) {
+	exps, err := agentExporters(ctx, root, gateway, n, logger, meters, otlpexporter.NewFactory().CreateLogs)
+	if err != nil {
+		return nil, err
+	}
+	var agents []*simAgent
+	for i, exp := range exps {
+		node := agentNode(i)
+		batches := []plog.Logs{etcdBatch(node, uint32(4000+i)), etcdBatch(node, uint32(4000+i))}
+		agents = append(agents, &simAgent{node: node, exp: exp, batchItems: agentBatch,
+			send: func(ctx context.Context, k int) (int, error) {
+				b := batches[k%len(batches)]
+				return b.LogRecordCount(), exp.ConsumeLogs(ctx, b)
+			}})
+		if i == 0 {
+			size := (&plog.ProtoMarshaler{}).LogsSize(batches[0])
+			logf("gateway phase: a batch of %d records is %d bytes of OTLP protobuf (%.0f a record), %d bytes of heap once decoded",
+				agentBatch, size, float64(size)/agentBatch, decodedHeap(batches[0]))
+		}
+	}
+	return agents, nil
+}
+
+// etcdBatch is agentBatch records of one etcd under `benchmark put`, as the
+// receiver converts them (every call, decoded, scheduler and disk fields), on a
+// Resource naming node as the agents' resource_detection does. The mix is the
+// demo's measured one: ~69% socket writes, ~28% WAL writes and fdatasyncs, ~2%
+// bbolt. Read-only: the agents' exporters send it again and again.
+func etcdBatch(node string, pid uint32) plog.Logs {
+	lb := convert.NewLogBuilder(true, "github.com/etcdebpf/etcdebpfreceiver", "bench", agentBatch)
+	var mono unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+	start := uint64(mono.Nano())
+	observed := pcommon.NewTimestampFromTime(time.Now())
+	for i := range agentBatch {
+		ev := bpf.MonitorEvent{
+			Version: bpf.RecordVersion, Pid: pid, Tid: pid + 10 + uint32(i%8), CgroupId: 1234, Offset: -1,
+			StartNs: start + uint64(i)*45_000, Measured: uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED),
+			BlockedNs: 3_000, RunnableNs: 1_000,
+		}
+		copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
+		switch k := i % 100; {
+		case k < 69: // a gRPC or peer socket write
+			ev.Type, ev.FdKind, ev.Fd = uint16(tracer.SyscallWrite), uint8(tracer.FDKindSocket), 30+int32(k%16)
+			ev.Count, ev.Ret, ev.DurationNs = 180, 180, 9_000
+		case k < 84: // a WAL append
+			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallWrite), uint8(tracer.FDKindFile), 12, 3670031
+			ev.Count, ev.Ret, ev.DurationNs = 4096, 4096, 14_000
+			copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
+		case k < 98: // its sync
+			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallFdatasync), uint8(tracer.FDKindFile), 12, 3670031
+			ev.DurationNs, ev.Measured = 600_000, ev.Measured|uint32(bpf.MonitorRecordMeasuredMEASURED_DISK)
+			ev.Disk, ev.DiskRequests, ev.DiskDeviceNs, ev.DiskOwnBytes = 254<<20, 2, 450_000, 8192
+			copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
+		case k < 99: // a bbolt page
+			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallPwrite64), uint8(tracer.FDKindFile), 9, 3670020
+			ev.Count, ev.Ret, ev.Offset, ev.DurationNs = 4096, 4096, 1<<20, 11_000
+			copy(ev.FileName[:], recordtest.Chars("db", len(ev.FileName)))
+		default: // bbolt's commit sync
+			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallFdatasync), uint8(tracer.FDKindFile), 9, 3670020
+			ev.DurationNs = 900_000
+			copy(ev.FileName[:], recordtest.Chars("db", len(ev.FileName)))
+		}
+		if err := lb.Append(recordtest.Encode(ev, nil), observed); err != nil {
+			panic(err) // a record laid out by recordtest always decodes
+		}
+	}
+	logs := lb.Take(agentBatch)
+	for _, rl := range logs.ResourceLogs().All() {
+		rl.Resource().Attributes().PutStr("host.name", node)
+		rl.Resource().Attributes().PutStr("k8s.node.name", node)
+		rl.Resource().Attributes().PutStr("os.type", "linux")
+	}
+	logs.MarkReadOnly()
+	return logs
+}
+
+// decodedHeap is the heap that decoding one request's protobuf takes, as a
+// receiver does: what each request in flight holds before memory_limiter can
+// refuse it.
+func decodedHeap(b plog.Logs) uint64 {
+	raw, err := (&plog.ProtoMarshaler{}).MarshalLogs(b)
+	if err != nil {
+		return 0
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	decoded, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(raw)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		return 0
+	}
+	runtime.KeepAlive(decoded)
+	return after.TotalAlloc - before.TotalAlloc
+}
