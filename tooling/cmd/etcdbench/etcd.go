@@ -27,7 +27,7 @@ const (
 	cfgBpftrace  = "D"
 	cfgStrace    = "E"
 	cfgMetrics   = "F"
-	// F as it was before the disk and scheduler views (issue 16): their yardstick.
+	// F without the disk and scheduler views: the yardstick of what they cost.
 	cfgMetricsBare = "G"
 )
 
