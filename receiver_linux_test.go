@@ -21,6 +21,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/logtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // startReceiver runs the receiver with cfg into a sink until the test ends or stop is called.
@@ -97,10 +98,14 @@ func TestEtcdIntegration(t *testing.T) {
 			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
 			require.NoError(t, err)
 			require.NotZero(t, ev.Dev, "the file's device is recorded")
-			require.LessOrEqual(t, lr.Int(convert.AttrBlockedNs)+lr.Int(convert.AttrRunnableNs), lr.Int(convert.AttrDurationNs))
+			var parts int64
+			for p := range tracer.PartCount {
+				parts += lr.Int(convert.AttrTimeNs(p))
+			}
+			require.Equal(t, lr.Int(convert.AttrDurationNs), parts, "the parts of the call's time add up to it")
 			if window.Contains(ts) {
 				walSyncs++
-				if lr.Int(convert.AttrBlockedNs) > 0 {
+				if lr.Int(convert.AttrTimeNs(tracer.PartCPU)) < lr.Int(convert.AttrDurationNs) {
 					walSyncsBlocked++
 				}
 			}

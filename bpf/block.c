@@ -52,6 +52,8 @@ struct issued {
 	__u32 dev;      /* the request's whole disk, covered */
 	__u16 requeued; /* 1 between a requeue and the re-issue */
 	__u16 reserved;
+	__u32 owner; /* the thread that submitted its first bio, when it may be traced; 0 otherwise */
+	__u32 reserved2;
 };
 
 /* The request operations of include/linux/blk_types.h: UAPI-stable in practice, and the low 8 bits of cmd_flags. */
@@ -102,6 +104,18 @@ struct {
 	__type(key, enum block_counter);
 	__type(value, __u64);
 } block_counters SEC(".maps");
+
+/*
+ * The submitting thread of the bios of threads that may be in a traced call, by bio
+ * address, until a request made from them is issued. An LRU: a bio merged into
+ * another's request is never looked up again, and ages out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} bio_owners SEC(".maps");
 
 /* The initial values of new entries: too big for the 512-byte stack. */
 struct disk_op_stats empty_op_stats = {};
@@ -214,6 +228,36 @@ static __always_inline bool stat_counted(unsigned int rq_flags, __u32 op)
 	return (rq_flags & (rqf_flush_seq | rqf_io_stat)) == rqf_io_stat;
 }
 
+/*
+ * Notes who submitted a bio when the submitter may be inside a traced call: a thread
+ * that ever parked one has task storage (5.11+); before 5.11 every thread may. A bio held
+ * back by a cgroup's throttle reaches this tracepoint later, from a kernel worker: it is
+ * not the call's, and its time all counts as before the device, where it was held.
+ */
+static __always_inline void note_owner(struct bio *bio)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (bpf_core_field_exists(task->bpf_storage) && !BPF_CORE_READ(task, bpf_storage))
+		return;
+	__u64 key = (__u64)bio;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&bio_owners, &key, &tid, BPF_ANY);
+}
+
+/* Adds a served request's device time to its owner's own I/O. */
+static __always_inline void add_owner_io(__u32 owner, __u64 service)
+{
+	struct thread_io *io = bpf_map_lookup_elem(&thread_ios, &owner);
+	if (!io) {
+		struct thread_io zero = {};
+		bpf_map_update_elem(&thread_ios, &owner, &zero, BPF_NOEXIST);
+		io = bpf_map_lookup_elem(&thread_ios, &owner);
+		if (!io)
+			return;
+	}
+	__sync_fetch_and_add(&io->device_ns, service);
+}
+
 SEC("raw_tracepoint/block_bio_queue")
 int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -227,6 +271,7 @@ int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 	 * mounted with discard would otherwise make its unlinker the disk's top writer). */
 	__u64 bytes = data_op(BPF_CORE_READ(bio, bi_opf) & REQ_OP_MASK) ? BPF_CORE_READ(bio, bi_iter.bi_size) : 0;
 	__sync_fetch_and_add(&t->bytes_submitted, bytes);
+	note_owner(bio);
 
 	struct submitter_key key = {.dev = dev, .tgid = bpf_get_current_pid_tgid() >> 32};
 	struct submitter *s = bpf_map_lookup_elem(&submitters, &key);
@@ -260,6 +305,12 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	__u64 key = (__u64)rq;
 	struct issued v = {.issue_ns = now, .dev = dev};
+	__u64 first_bio = (__u64)BPF_CORE_READ(rq, bio);
+	__u32 *owner = first_bio ? bpf_map_lookup_elem(&bio_owners, &first_bio) : NULL;
+	if (owner) {
+		v.owner = *owner;
+		bpf_map_delete_elem(&bio_owners, &first_bio);
+	}
 	if (bpf_map_update_elem(&rq_issued, &key, &v, BPF_NOEXIST)) {
 		/* Parked already: requeued, or left by a request that never completed. */
 		struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
@@ -317,10 +368,12 @@ int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 	struct issued *parked = bpf_map_lookup_elem(&rq_issued, &key);
 	__u64 service = 0;
 	__u32 dev;
+	__u32 owner = 0;
 	if (parked) {
 		__u64 now = bpf_ktime_get_ns();
 		service = now > parked->issue_ns ? now - parked->issue_ns : 0;
 		dev = parked->dev;
+		owner = parked->owner;
 		bpf_map_delete_elem(&rq_issued, &key);
 	} else if (!counted) {
 		return 0;
@@ -340,6 +393,10 @@ int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 	if (parked) {
 		hist_observe(&s->service, service, nr_bytes);
 		__sync_fetch_and_add(&t->device_ns, service);
+		if (op == DISK_OP_FLUSH)
+			__sync_fetch_and_add(&t->flush_device_ns, service);
+		if (owner)
+			add_owner_io(owner, service);
 	} else if (nr_bytes) {
 		/* Served data without a seen issue; a request that ends a flush sequence has none left. */
 		block_count(BLOCK_COUNTER_NO_ISSUE);

@@ -73,14 +73,17 @@ type BlockDiskTotal struct {
 	RequestsCompleted uint64
 	DeviceNs          uint64
 	BytesSubmitted    uint64
+	FlushDeviceNs     uint64
 }
 
 type BlockIssued struct {
-	_        structs.HostLayout
-	IssueNs  uint64
-	Dev      uint32
-	Requeued uint16
-	Reserved uint16
+	_         structs.HostLayout
+	IssueNs   uint64
+	Dev       uint32
+	Requeued  uint16
+	Reserved  uint16
+	Owner     uint32
+	Reserved2 uint32
 }
 
 type BlockSubmitter struct {
@@ -95,6 +98,11 @@ type BlockSubmitterKey struct {
 	_    structs.HostLayout
 	Dev  uint32
 	Tgid uint32
+}
+
+type BlockThreadIo struct {
+	_        structs.HostLayout
+	DeviceNs uint64
 }
 
 // LoadBlock returns the embedded CollectionSpec for Block.
@@ -149,6 +157,7 @@ type BlockProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BlockMapSpecs struct {
+	BioOwners         *ebpf.MapSpec `ebpf:"bio_owners"`
 	BlockCounters     *ebpf.MapSpec `ebpf:"block_counters"`
 	CoveredDisks      *ebpf.MapSpec `ebpf:"covered_disks"`
 	DiskOps           *ebpf.MapSpec `ebpf:"disk_ops"`
@@ -156,6 +165,7 @@ type BlockMapSpecs struct {
 	RqIssued          *ebpf.MapSpec `ebpf:"rq_issued"`
 	SubmitterOverflow *ebpf.MapSpec `ebpf:"submitter_overflow"`
 	Submitters        *ebpf.MapSpec `ebpf:"submitters"`
+	ThreadIos         *ebpf.MapSpec `ebpf:"thread_ios"`
 }
 
 // BlockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -191,6 +201,7 @@ func (o *BlockObjects) Close() error {
 //
 // It can be passed to LoadBlockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BlockMaps struct {
+	BioOwners         *ebpf.Map `ebpf:"bio_owners"`
 	BlockCounters     *ebpf.Map `ebpf:"block_counters"`
 	CoveredDisks      *ebpf.Map `ebpf:"covered_disks"`
 	DiskOps           *ebpf.Map `ebpf:"disk_ops"`
@@ -198,10 +209,12 @@ type BlockMaps struct {
 	RqIssued          *ebpf.Map `ebpf:"rq_issued"`
 	SubmitterOverflow *ebpf.Map `ebpf:"submitter_overflow"`
 	Submitters        *ebpf.Map `ebpf:"submitters"`
+	ThreadIos         *ebpf.Map `ebpf:"thread_ios"`
 }
 
 func (m *BlockMaps) Close() error {
 	return _BlockClose(
+		m.BioOwners,
 		m.BlockCounters,
 		m.CoveredDisks,
 		m.DiskOps,
@@ -209,6 +222,7 @@ func (m *BlockMaps) Close() error {
 		m.RqIssued,
 		m.SubmitterOverflow,
 		m.Submitters,
+		m.ThreadIos,
 	)
 }
 

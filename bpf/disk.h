@@ -26,6 +26,12 @@ struct disk_total {
 	__u64 requests_completed; /* as /sys/block/<disk>/stat counts them: reads, writes, discards, flushes */
 	__u64 device_ns;          /* issue -> completion, summed over the requests the device served */
 	__u64 bytes_submitted;    /* bytes of every data bio submitted to the disk, by anyone */
+	__u64 flush_device_ns;    /* issue -> completion of its flush requests */
+};
+
+/* A thread's own I/O: what the requests made from the bios it submitted spent on the device. */
+struct thread_io {
+	__u64 device_ns;
 };
 
 struct submitter_key {
@@ -71,6 +77,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct submitter);
 } submitter_overflow SEC(".maps");
+
+/*
+ * Threads' own I/O by thread id, for the syscall programs to read at a traced call's
+ * waits. An LRU: a thread forgotten only loses the device time of a call that waited
+ * while its entry was evicted, which then counts as time before the device.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct thread_io);
+} thread_ios SEC(".maps");
 
 /*
  * The kernel's encoding of a dev_t: MAJOR << 20 | MINOR. major and first_minor are

@@ -15,11 +15,12 @@
  * budget are counted per CPU, and per process in `losses`.
  *
  * With the scheduler part on, a record also says where the call's time went: on the CPU,
- * runnable but waiting for one, or blocked. See on_switch.
+ * runnable but waiting for one, or blocked, and blocked on what (wait.h). See on_switch.
  */
 #include "kernel.h"
 #include "hist.h"
 #include "disk.h"
+#include "wait.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
@@ -28,14 +29,14 @@
 
 /* Shared with Go through BTF: bump RECORD_VERSION on any change to struct event. */
 enum record_layout {
-	RECORD_VERSION = 2,
+	RECORD_VERSION = 3,
 	PAYLOAD_MAX = 256,
 };
 
 /* Which optional parts of a record hold measurements (struct event.measured). */
 enum record_measured {
-	MEASURED_SCHED = 1, /* blocked_ns and runnable_ns */
-	MEASURED_DISK = 2,  /* disk and the disk_* fields */
+	MEASURED_SCHED = 1,     /* wait_ns and other_wait_ip */
+	MEASURED_IO_DEVICE = 2, /* io_device_ns */
 };
 
 enum syscall_type {
@@ -116,16 +117,31 @@ struct event {
 	__u64 duration_ns;
 	char comm[COMM_LEN];
 	char file_name[FILE_NAME_LEN];
-	/* Version 2: where the call's time went (MEASURED_SCHED). duration_ns less both is the time on a CPU. */
-	__u64 blocked_ns;  /* off the CPU and not runnable: waiting for I/O, a lock, a wake-up */
-	__u64 runnable_ns; /* runnable, waiting for a CPU (the kernel's run_delay of the thread) */
-	/* Version 2: the call's disk while it ran (MEASURED_DISK). */
-	__u64 disk_requests;     /* requests the disk completed */
-	__u64 disk_device_ns;    /* their device time, issue to completion */
-	__u64 disk_own_bytes;    /* bytes this process submitted to the disk */
-	__u64 disk_others_bytes; /* bytes every other process submitted to it */
-	__u32 disk;              /* the disk, kernel encoding (MAJOR << 20 | MINOR) */
-	__u32 measured;          /* enum record_measured bits */
+	/* Where the call's time went (MEASURED_SCHED): duration_ns less their sum is the time on a CPU. */
+	__u64 wait_ns[WAIT_KINDS]; /* off the CPU, by enum wait_kind */
+	/* Of the waits for its own I/O (flush, writeback, metadata), the time its own requests
+	 * were on the device; the rest they spent before it, in the kernel. */
+	__u64 io_device_ns;
+	__u64 other_wait_ip; /* the function the longest WAIT_OTHER wait was in, 0 for none */
+	__u32 measured;      /* enum record_measured bits */
+	__u32 reserved2;
+};
+
+/* A call's time off the CPU so far (on_switch). */
+struct call_waits {
+	__u64 run_delay_out; /* the thread's run_delay when it left the CPU */
+	__u64 pending_ip;    /* the unknown wait function of the interval off the CPU now */
+	__u32 pending;       /* enum wait_kind of the interval off the CPU now */
+	__u32 reserved;
+	__u64 ns[WAIT_KINDS];
+	__u64 other_ip;     /* the function of the longest WAIT_OTHER interval */
+	__u64 other_max_ns; /* and its length */
+	/* With the disks' view: what its own I/O spent on the device. */
+	__u64 own_device_out;   /* the thread's own device time (thread_ios) at the first switch out */
+	__u64 flush_device_out; /* the flush disk's flush device time when the pending flush wait began */
+	__u64 flush_device_ns;  /* the flushes' device time during the call's flush waits */
+	__u32 flush_disk;       /* the disk of the pending flush wait: the call's file's */
+	__u32 reserved2;
 };
 
 struct inflight {
@@ -136,17 +152,17 @@ struct inflight {
 	__s32 fd;
 	__u16 type;
 	__u16 reserved;
-	/* With the scheduler part: the thread's time on a CPU until its last switch out, and
-	 * its run_delay at entry. */
-	__u64 on_cpu_ns;
-	__u64 run_delay;
-	/* With the disks' view: the call's disk and its totals at entry. */
-	__u64 disk_requests;
-	__u64 disk_device_ns;
-	__u64 disk_bytes;     /* submitted by anyone */
-	__u64 disk_own_bytes; /* submitted by this process */
-	__u32 disk;           /* 0: the fd's file is on no block device */
-	__u32 reserved2;
+	/* With the scheduler part: when the thread last left the CPU inside the call, 0 while
+	 * it has not. The waits are set at the first switch out, so that a call that never
+	 * leaves the CPU writes nothing more than the fields above. */
+	__u64 out_ns;
+	struct call_waits waits;
+};
+
+/* The time off the CPU of the calls counted in `hists`, by key: what the histograms' sums hold besides time on a CPU. */
+struct wait_times {
+	__u64 ns[WAIT_KINDS];
+	__u64 io_device_ns;
 };
 
 struct hist_key {
@@ -176,7 +192,7 @@ const volatile __u64 pressure_bytes = 0;        /* queued data above which the r
 const volatile bool task_storage = false;       /* true: park calls in `inflight_task` (5.11+), else `inflight` */
 const volatile bool learn_disks = false;        /* add the disks of the files traced calls write to covered_disks */
 const volatile bool scheduler = false;          /* true: on_switch is attached; records say where the time went */
-const volatile bool disk_calls = false;         /* true: the disks' maps are block.c's; records carry their call's disk */
+const volatile bool own_io = false;             /* true: the disks' maps are block.c's: own I/O's device time is known */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -277,6 +293,14 @@ struct {
 	__type(value, struct hist);
 } hist_overflow SEC(".maps");
 
+/* The time off the CPU of the histograms' calls, by the same keys; deleted with them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HIST_MAX_ENTRIES);
+	__type(key, struct hist_key);
+	__type(value, struct wait_times);
+} waits SEC(".maps");
+
 /* The initial value of a new histogram: too big for the 512-byte stack. */
 struct hist empty_hist = {};
 
@@ -288,6 +312,9 @@ enum record_layout unused_record_layout __attribute__((unused));
 enum file_class unused_file_class __attribute__((unused));
 enum hist_layout unused_hist_layout __attribute__((unused));
 enum record_measured unused_record_measured __attribute__((unused));
+enum wait_kind unused_wait_kind __attribute__((unused));
+enum wait_layout unused_wait_layout __attribute__((unused));
+struct wait_page *unused_wait_page __attribute__((unused));
 
 static __always_inline void count(enum counter c)
 {
@@ -433,33 +460,6 @@ static __always_inline struct file *fd_file(__s32 fd)
 	return file;
 }
 
-/* The process's bytes submitted so far to dev, 0 before its first bio there. */
-static __always_inline __u64 own_bytes(__u32 dev, __u32 tgid)
-{
-	struct submitter_key key = {.dev = dev, .tgid = tgid};
-	struct submitter *s = bpf_map_lookup_elem(&submitters, &key);
-	return s ? s->bytes : 0;
-}
-
-/*
- * Notes the call's disk (the whole disk under the fd's file) and that disk's running
- * totals, read again at exit. A disk the block programs have not counted yet has no
- * totals: they start at zero, so zero is the right starting point.
- */
-static __always_inline void disk_at_entry(struct inflight *call, __u32 tgid)
-{
-	call->disk = file_disk(fd_file(call->fd));
-	if (!call->disk)
-		return;
-	struct disk_total *t = bpf_map_lookup_elem(&disk_totals, &call->disk);
-	if (t) {
-		call->disk_requests = t->requests_completed;
-		call->disk_device_ns = t->device_ns;
-		call->disk_bytes = t->bytes_submitted;
-	}
-	call->disk_own_bytes = own_bytes(call->disk, tgid);
-}
-
 /* The current thread's time spent runnable but waiting for a CPU, as the scheduler counts it. */
 static __always_inline __u64 run_delay(void)
 {
@@ -477,11 +477,52 @@ static __always_inline __u64 cpu_switched_in(void)
 	return in ? *in : 0;
 }
 
-/* The time from since_ns, or from the thread's switch in if later, to now_ns: its current stint on the CPU. */
-static __always_inline __u64 stint(__u64 since_ns, __u64 in_ns, __u64 now_ns)
+/* The device time of the current thread's own requests so far (block.c counts it). */
+static __always_inline __u64 own_device_ns(void)
 {
-	__u64 from = in_ns > since_ns ? in_ns : since_ns;
-	return now_ns > from ? now_ns - from : 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct thread_io *io = bpf_map_lookup_elem(&thread_ios, &tid);
+	return io ? io->device_ns : 0;
+}
+
+/* The device time of a disk's flushes so far, 0 for a disk the block programs do not count. */
+static __always_inline __u64 flush_device_ns(__u32 dev)
+{
+	struct disk_total *t = dev ? bpf_map_lookup_elem(&disk_totals, &dev) : NULL;
+	return t ? t->flush_device_ns : 0;
+}
+
+/*
+ * Ends the call's last interval off the CPU, from its switch out to in_ns, when the
+ * current thread got the CPU back: run once the thread runs again, at its next switch
+ * out or its exit, when the scheduler has added the interval's wait for a CPU to its
+ * run_delay. Of the interval, that growth is runnable and the rest blocked on what the
+ * switch out found; a thread preempted, not blocked, was runnable throughout.
+ */
+static __always_inline void settle_interval(__u64 out_ns, struct call_waits *w, __u64 in_ns)
+{
+	__u64 off = in_ns > out_ns ? in_ns - out_ns : 0;
+	__u64 runnable = run_delay() - w->run_delay_out;
+	if (runnable > off || w->pending == WAIT_RUNNABLE)
+		runnable = off;
+	__u64 blocked = off - runnable;
+	w->ns[WAIT_RUNNABLE] += runnable;
+	__u32 kind = w->pending;
+	/* Constant offsets only: 5.10's verifier refuses a variable offset into the stack. */
+#pragma unroll
+	for (int i = 1; i < WAIT_KINDS; i++) {
+		if (i == kind)
+			w->ns[i] += blocked;
+	}
+	/* A flush is the whole device's: the flushes served while the call waited for its own were its. */
+	if (own_io && kind == WAIT_FLUSH) {
+		__u64 served = flush_device_ns(w->flush_disk) - w->flush_device_out;
+		w->flush_device_ns += served < blocked ? served : blocked;
+	}
+	if (kind == WAIT_OTHER && blocked > w->other_max_ns) {
+		w->other_max_ns = blocked;
+		w->other_ip = w->pending_ip;
+	}
 }
 
 static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf, __u64 count_arg,
@@ -500,10 +541,6 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 		.fd = (__s32)fd,
 		.type = type,
 	};
-	if (scheduler)
-		call.run_delay = run_delay();
-	if (disk_calls)
-		disk_at_entry(&call, pid_tgid >> 32);
 	if (task_storage) {
 		struct inflight *slot = bpf_task_storage_get(&inflight_task, bpf_get_current_task_btf(), NULL,
 							     BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -511,7 +548,14 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 			count(COUNTER_INFLIGHT_FULL);
 			return 0;
 		}
-		*slot = call;
+		/* The call's own fields only: the waits are written at its first switch out, if any. */
+		slot->start_ns = call.start_ns;
+		slot->buf = call.buf;
+		slot->count = call.count;
+		slot->offset = call.offset;
+		slot->fd = call.fd;
+		slot->type = call.type;
+		slot->out_ns = 0;
 		return 0;
 	}
 	if (bpf_map_update_elem(&inflight, &tid, &call, BPF_ANY))
@@ -522,9 +566,12 @@ static __always_inline int on_enter(enum syscall_type type, __u64 fd, __u64 buf,
 /*
  * Takes the thread's parked call into *call and the time it returned into *now; false
  * when it has none (a slot with start_ns 0 is empty). The clock is read only then.
+ * *waits is the call's waits, valid when call->out_ns is set: in the thread's task
+ * storage, which stays as it is until the thread's next call, or else copied into *call.
  */
-static __always_inline bool unpark(struct inflight *call, __u64 *now)
+static __always_inline bool unpark(struct inflight *call, __u64 *now, struct call_waits **waits)
 {
+	*waits = &call->waits;
 	if (task_storage) {
 		struct task_struct *task = bpf_get_current_task_btf();
 		/* A thread that never parked a call has no task storage at all: most threads, read without a call. */
@@ -534,7 +581,14 @@ static __always_inline bool unpark(struct inflight *call, __u64 *now)
 		if (!slot || !slot->start_ns)
 			return false;
 		*now = bpf_ktime_get_ns();
-		*call = *slot;
+		call->start_ns = slot->start_ns;
+		call->buf = slot->buf;
+		call->count = slot->count;
+		call->offset = slot->offset;
+		call->fd = slot->fd;
+		call->type = slot->type;
+		call->out_ns = slot->out_ns;
+		*waits = &slot->waits;
 		slot->start_ns = 0;
 		return true;
 	}
@@ -670,9 +724,32 @@ static __always_inline __u8 file_class(struct fd_desc *d)
 	return FILE_CLASS_OTHER;
 }
 
+/*
+ * Adds a call's time off the CPU to its key's totals. Only calls that left the CPU get
+ * here; their time on it is the histogram's sum less every call's time off it.
+ */
+static __always_inline void observe_waits(struct hist_key *key, const struct call_waits *w, __u64 io_device)
+{
+	struct wait_times *t = bpf_map_lookup_elem(&waits, key);
+	if (!t) {
+		struct wait_times zero = {};
+		bpf_map_update_elem(&waits, key, &zero, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&waits, key);
+		if (!t)
+			return; /* as full as `hists`: the call went to the overflow histogram */
+	}
+#pragma unroll
+	for (int i = 0; i < WAIT_KINDS; i++) {
+		if (w->ns[i])
+			__sync_fetch_and_add(&t->ns[i], w->ns[i]);
+	}
+	if (io_device)
+		__sync_fetch_and_add(&t->io_device_ns, io_device);
+}
+
 /* Counts a completed call in its process's histogram, or in the overflow one when the map is full. */
-static __always_inline void observe(__u32 tgid, const struct inflight *call, struct fd_desc *d,
-				    __u64 duration_ns, __s64 ret)
+static __always_inline void observe(__u32 tgid, const struct inflight *call, const struct call_waits *waits,
+				    __u64 io_device, struct fd_desc *d, __u64 duration_ns, __s64 ret)
 {
 	struct hist_key key = {
 		.tgid = tgid,
@@ -693,6 +770,8 @@ static __always_inline void observe(__u32 tgid, const struct inflight *call, str
 			return;
 	}
 	hist_observe(h, duration_ns, ret > 0 && call->type <= SYSCALL_PWRITEV ? ret : 0);
+	if (call->out_ns)
+		observe_waits(&key, waits, io_device);
 }
 
 /* Covers the disk under a file or directory the process writes or syncs, once. */
@@ -741,42 +820,27 @@ static __always_inline __u16 capture_payload(__u8 *dst, const struct inflight *c
 }
 
 /*
- * Splits the call's time off the CPU into runnable and blocked: the time off the CPU is
- * the duration less the stints on it, and the runnable part the growth of the thread's
- * run_delay, which the scheduler adds up at each switch in (/proc/<pid>/task/<tid>/schedstat
- * shows it). Both clocks count nanoseconds since boot; the split is clamped to the time
- * off the CPU.
+ * Of the call's waits for its own I/O, the time that I/O was on the device: its own
+ * requests' device time and the flushes' that served it, at most the waits.
  */
-static __always_inline void split_time(struct event *e, const struct inflight *call, __u64 now)
+static __always_inline __u64 io_device_ns(const struct call_waits *w)
 {
-	__u64 on_cpu = call->on_cpu_ns + stint(call->start_ns, cpu_switched_in(), now);
-	__u64 off_cpu = e->duration_ns > on_cpu ? e->duration_ns - on_cpu : 0;
-	__u64 runnable = run_delay() - call->run_delay;
-	if (runnable > off_cpu)
-		runnable = off_cpu;
-	e->runnable_ns = runnable;
-	e->blocked_ns = off_cpu - runnable;
-	e->measured |= MEASURED_SCHED;
+	__u64 waited = w->ns[WAIT_FLUSH] + w->ns[WAIT_WRITEBACK] + w->ns[WAIT_METADATA];
+	if (!own_io || !waited)
+		return 0;
+	__u64 device = own_device_ns() - w->own_device_out + w->flush_device_ns;
+	return device < waited ? device : waited;
 }
 
-/*
- * What the call's disk did while the call ran: the growth of its totals. Others' bytes
- * are the disk's less the process's own: jbd2 committing the journal for this very
- * sync, writeback kworkers and every other process alike.
- */
-static __always_inline void disk_during(struct event *e, const struct inflight *call)
+/* Fills the record's account of the call's time off the CPU. */
+static __always_inline void describe_waits(struct event *e, const struct call_waits *w, __u64 io_device)
 {
-	struct disk_total *t = bpf_map_lookup_elem(&disk_totals, &call->disk);
-	if (!t) /* not a covered disk */
-		return;
-	__u64 own = own_bytes(call->disk, e->pid) - call->disk_own_bytes;
-	__u64 all = t->bytes_submitted - call->disk_bytes;
-	e->disk = call->disk;
-	e->disk_requests = t->requests_completed - call->disk_requests;
-	e->disk_device_ns = t->device_ns - call->disk_device_ns;
-	e->disk_own_bytes = own;
-	e->disk_others_bytes = all > own ? all - own : 0;
-	e->measured |= MEASURED_DISK;
+#pragma unroll
+	for (int i = 0; i < WAIT_KINDS; i++)
+		e->wait_ns[i] = w->ns[i];
+	e->io_device_ns = io_device;
+	e->other_wait_ip = w->other_ip;
+	e->measured |= MEASURED_SCHED | (own_io ? MEASURED_IO_DEVICE : 0);
 }
 
 static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
@@ -784,7 +848,8 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	/* Every exit of every thread on the host gets here: return before any other work. */
 	struct inflight call;
 	__u64 now;
-	if (!unpark(&call, &now))
+	struct call_waits *waits;
+	if (!unpark(&call, &now, &waits))
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
@@ -792,6 +857,11 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 
 	/* The selection is decided before the ring buffer reserve: a call left out costs no ring space. */
 	__u64 duration_ns = now - call.start_ns;
+	__u64 io_device = 0;
+	if (scheduler && call.out_ns) {
+		settle_interval(call.out_ns, waits, cpu_switched_in());
+		io_device = io_device_ns(waits);
+	}
 	bool slow_enough = duration_ns >= min_duration_ns;
 	if (!slow_enough && !histograms && !learn_disks)
 		return 0;
@@ -800,7 +870,7 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	if (learn_disks)
 		learn_disk(&fd);
 	if (histograms)
-		observe(pid_tgid >> 32, &call, &fd, duration_ns, ctx->ret);
+		observe(pid_tgid >> 32, &call, waits, io_device, &fd, duration_ns, ctx->ret);
 	if (!slow_enough || !(fd_kinds & (1U << fd.kind)))
 		return 0;
 
@@ -830,10 +900,12 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	e->duration_ns = duration_ns;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	describe_fd(e, &fd);
-	if (scheduler)
-		split_time(e, &call, now);
-	if (disk_calls && call.disk)
-		disk_during(e, &call);
+	if (scheduler) {
+		if (call.out_ns)
+			describe_waits(e, waits, io_device);
+		else
+			e->measured |= MEASURED_SCHED | (own_io ? MEASURED_IO_DEVICE : 0); /* on the CPU throughout */
+	}
 
 	if (payload_room) {
 		__u64 *payload = (__u64 *)(e + 1);
@@ -921,16 +993,30 @@ EXIT_PROGRAM(fsync)
 EXIT_PROGRAM(fdatasync)
 EXIT_PROGRAM(sync_file_range)
 
+/* Whether the current task leaves the CPU runnable: preempted, or yielding, not blocked. */
+static __always_inline bool leaving_runnable(struct sched_switch_args *ctx)
+{
+	if (ctx->preempt)
+		return true;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (bpf_core_field_exists(task->__state))
+		return BPF_CORE_READ(task, __state) == 0;
+	struct task_struct___state *old = (void *)task;
+	return BPF_CORE_READ(old, state) == 0;
+}
+
 /*
- * Every context switch on the host runs this. For a thread switched out inside a
- * traced call it adds the stint the thread just ran to the call; for that it keeps, per
- * CPU, when the running thread got the CPU. Only a thread already inside a call when it
- * is switched in needs that time (a call that starts later starts its own stint), and
- * such a thread has task storage: from 5.11, a switch between two threads without any
- * returns after two pointer loads, before reading the clock. The thread leaving is the
- * current task, so finding its call is the same thread-local look-up as the exit's.
- * When the thread ran is all it needs: the scheduler itself counts the time it then
- * waited runnable (run_delay), so the wake-ups need no program.
+ * Every context switch on the host runs this. A thread leaving the CPU inside a traced
+ * call settles its previous interval off the CPU, if any (see settle_interval), and
+ * starts a new one: when it left, its run_delay then, and what it waits for (wait.h),
+ * read from its stack only when it blocks. Settling needs the time the thread got the
+ * CPU back, so the program keeps, per CPU, when the running thread got it; only a
+ * thread already inside a call when it is switched in needs that, and such a thread
+ * has task storage: from 5.11, a switch between two threads without any returns after
+ * two pointer loads, before reading the clock. The thread leaving is the current task,
+ * so finding its call is the same thread-local look-up as the exit's. The scheduler
+ * itself counts the time a thread then waits runnable (run_delay), so the wake-ups need
+ * no program.
  */
 SEC("raw_tracepoint/sched_switch")
 int on_switch(struct sched_switch_args *ctx)
@@ -959,8 +1045,25 @@ int on_switch(struct sched_switch_args *ctx)
 	__u64 prev_in = *in;
 	if (next_may_be_in_call)
 		*in = now; /* the next task's stint starts */
-	if (call && call->start_ns)
-		call->on_cpu_ns += stint(call->start_ns, prev_in, now);
+	if (!call || !call->start_ns)
+		return 0;
+
+	struct call_waits *w = &call->waits;
+	if (call->out_ns) {
+		settle_interval(call->out_ns, w, prev_in);
+	} else {
+		__builtin_memset(w, 0, sizeof(*w));
+		if (own_io)
+			w->own_device_out = own_device_ns();
+	}
+	call->out_ns = now;
+	w->run_delay_out = run_delay();
+	w->pending_ip = 0;
+	w->pending = leaving_runnable(ctx) ? WAIT_RUNNABLE : classify_wait(ctx, &w->pending_ip);
+	if (own_io && w->pending == WAIT_FLUSH) {
+		w->flush_disk = file_disk(fd_file(call->fd));
+		w->flush_device_out = flush_device_ns(w->flush_disk);
+	}
 	return 0;
 }
 

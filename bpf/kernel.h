@@ -100,10 +100,16 @@ struct sched_info {
 };
 
 struct task_struct {
+	unsigned int __state; /* 5.14+; before, a long named state */
 	struct files_struct *files;
 	struct mm_struct *mm;
 	struct bpf_local_storage *bpf_storage; /* 5.11+, with CONFIG_BPF_SYSCALL */
 	struct sched_info sched_info;
+};
+
+/* Before 5.14 a task's state was a long named state. */
+struct task_struct___state {
+	long state;
 };
 
 /* hash_len: the name's hash in the low half and its length in the high half (little endian). */
@@ -172,6 +178,7 @@ struct bio___gendisk {
 
 struct request {
 	struct request_queue *q;
+	struct bio *bio; /* its first bio; NULL for the flush machinery's own */
 	unsigned int cmd_flags; /* the operation in the low bits */
 	unsigned int rq_flags;
 	unsigned int __data_len; /* bytes not yet completed */

@@ -35,36 +35,34 @@ type MonitorDiskTotal struct {
 	RequestsCompleted uint64
 	DeviceNs          uint64
 	BytesSubmitted    uint64
+	FlushDeviceNs     uint64
 }
 
 type MonitorEvent struct {
-	_               structs.HostLayout
-	Version         uint16
-	Type            uint16
-	FdKind          uint8
-	Reserved        uint8
-	PayloadLen      uint16
-	Pid             uint32
-	Tid             uint32
-	Fd              int32
-	Dev             uint32
-	CgroupId        uint64
-	Inode           uint64
-	Count           uint64
-	Offset          int64
-	Ret             int64
-	StartNs         uint64
-	DurationNs      uint64
-	Comm            [16]int8
-	FileName        [48]int8
-	BlockedNs       uint64
-	RunnableNs      uint64
-	DiskRequests    uint64
-	DiskDeviceNs    uint64
-	DiskOwnBytes    uint64
-	DiskOthersBytes uint64
-	Disk            uint32
-	Measured        uint32
+	_           structs.HostLayout
+	Version     uint16
+	Type        uint16
+	FdKind      uint8
+	Reserved    uint8
+	PayloadLen  uint16
+	Pid         uint32
+	Tid         uint32
+	Fd          int32
+	Dev         uint32
+	CgroupId    uint64
+	Inode       uint64
+	Count       uint64
+	Offset      int64
+	Ret         int64
+	StartNs     uint64
+	DurationNs  uint64
+	Comm        [16]int8
+	FileName    [48]int8
+	WaitNs      [8]uint64
+	IoDeviceNs  uint64
+	OtherWaitIp uint64
+	Measured    uint32
+	Reserved2   uint32
 }
 
 type MonitorExeId struct {
@@ -124,22 +122,30 @@ const (
 )
 
 type MonitorInflight struct {
-	_            structs.HostLayout
-	StartNs      uint64
-	Buf          uint64
-	Count        uint64
-	Offset       int64
-	Fd           int32
-	Type         uint16
-	Reserved     uint16
-	OnCpuNs      uint64
-	RunDelay     uint64
-	DiskRequests uint64
-	DiskDeviceNs uint64
-	DiskBytes    uint64
-	DiskOwnBytes uint64
-	Disk         uint32
-	Reserved2    uint32
+	_        structs.HostLayout
+	StartNs  uint64
+	Buf      uint64
+	Count    uint64
+	Offset   int64
+	Fd       int32
+	Type     uint16
+	Reserved uint16
+	OutNs    uint64
+	Waits    struct {
+		_              structs.HostLayout
+		RunDelayOut    uint64
+		PendingIp      uint64
+		Pending        uint32
+		Reserved       uint32
+		Ns             [8]uint64
+		OtherIp        uint64
+		OtherMaxNs     uint64
+		OwnDeviceOut   uint64
+		FlushDeviceOut uint64
+		FlushDeviceNs  uint64
+		FlushDisk      uint32
+		Reserved2      uint32
+	}
 }
 
 type MonitorLoss struct {
@@ -151,15 +157,15 @@ type MonitorLoss struct {
 type MonitorRecordLayout uint32
 
 const (
-	MonitorRecordLayoutRECORD_VERSION MonitorRecordLayout = 2
+	MonitorRecordLayoutRECORD_VERSION MonitorRecordLayout = 3
 	MonitorRecordLayoutPAYLOAD_MAX    MonitorRecordLayout = 256
 )
 
 type MonitorRecordMeasured uint32
 
 const (
-	MonitorRecordMeasuredMEASURED_SCHED MonitorRecordMeasured = 1
-	MonitorRecordMeasuredMEASURED_DISK  MonitorRecordMeasured = 2
+	MonitorRecordMeasuredMEASURED_SCHED     MonitorRecordMeasured = 1
+	MonitorRecordMeasuredMEASURED_IO_DEVICE MonitorRecordMeasured = 2
 )
 
 type MonitorSubmitter struct {
@@ -187,6 +193,58 @@ const (
 	MonitorSyscallTypeSYSCALL_FDATASYNC       MonitorSyscallType = 6
 	MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE MonitorSyscallType = 7
 )
+
+type MonitorThreadIo struct {
+	_        structs.HostLayout
+	DeviceNs uint64
+}
+
+type MonitorWaitKind uint32
+
+const (
+	MonitorWaitKindWAIT_RUNNABLE  MonitorWaitKind = 0
+	MonitorWaitKindWAIT_FLUSH     MonitorWaitKind = 1
+	MonitorWaitKindWAIT_WRITEBACK MonitorWaitKind = 2
+	MonitorWaitKindWAIT_METADATA  MonitorWaitKind = 3
+	MonitorWaitKindWAIT_JOURNAL   MonitorWaitKind = 4
+	MonitorWaitKindWAIT_LOCK      MonitorWaitKind = 5
+	MonitorWaitKindWAIT_THROTTLE  MonitorWaitKind = 6
+	MonitorWaitKindWAIT_OTHER     MonitorWaitKind = 7
+	MonitorWaitKindWAIT_KINDS     MonitorWaitKind = 8
+	MonitorWaitKindWAIT_SKIP      MonitorWaitKind = 255
+)
+
+type MonitorWaitLayout uint32
+
+const (
+	MonitorWaitLayoutWAIT_PAGE_SHIFT      MonitorWaitLayout = 12
+	MonitorWaitLayoutWAIT_RANGES_PER_PAGE MonitorWaitLayout = 8
+	MonitorWaitLayoutWAIT_PAGES_MAX       MonitorWaitLayout = 512
+	MonitorWaitLayoutWAIT_FRAMES          MonitorWaitLayout = 24
+	MonitorWaitLayoutWAIT_SEARCH_FRAMES   MonitorWaitLayout = 12
+)
+
+type MonitorWaitPage struct {
+	_      structs.HostLayout
+	Ranges [8]struct {
+		_        structs.HostLayout
+		Start    uint64
+		End      uint64
+		Kind     uint32
+		Reserved uint32
+	}
+}
+
+type MonitorWaitStack struct {
+	_   structs.HostLayout
+	Ips [24]uint64
+}
+
+type MonitorWaitTimes struct {
+	_          structs.HostLayout
+	Ns         [8]uint64
+	IoDeviceNs uint64
+}
 
 // LoadMonitor returns the embedded CollectionSpec for Monitor.
 func LoadMonitor() (*ebpf.CollectionSpec, error) {
@@ -266,6 +324,10 @@ type MonitorMapSpecs struct {
 	SwitchedIn        *ebpf.MapSpec `ebpf:"switched_in"`
 	TargetExes        *ebpf.MapSpec `ebpf:"target_exes"`
 	TargetPids        *ebpf.MapSpec `ebpf:"target_pids"`
+	ThreadIos         *ebpf.MapSpec `ebpf:"thread_ios"`
+	WaitPages         *ebpf.MapSpec `ebpf:"wait_pages"`
+	WaitStacks        *ebpf.MapSpec `ebpf:"wait_stacks"`
+	Waits             *ebpf.MapSpec `ebpf:"waits"`
 }
 
 // MonitorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -274,7 +336,6 @@ type MonitorMapSpecs struct {
 type MonitorVariableSpecs struct {
 	BudgetBurstNs        *ebpf.VariableSpec `ebpf:"budget_burst_ns"`
 	BudgetIntervalNs     *ebpf.VariableSpec `ebpf:"budget_interval_ns"`
-	DiskCalls            *ebpf.VariableSpec `ebpf:"disk_calls"`
 	EmptyHist            *ebpf.VariableSpec `ebpf:"empty_hist"`
 	FdKinds              *ebpf.VariableSpec `ebpf:"fd_kinds"`
 	FilterExe            *ebpf.VariableSpec `ebpf:"filter_exe"`
@@ -282,6 +343,7 @@ type MonitorVariableSpecs struct {
 	Histograms           *ebpf.VariableSpec `ebpf:"histograms"`
 	LearnDisks           *ebpf.VariableSpec `ebpf:"learn_disks"`
 	MinDurationNs        *ebpf.VariableSpec `ebpf:"min_duration_ns"`
+	OwnIo                *ebpf.VariableSpec `ebpf:"own_io"`
 	PayloadBytes         *ebpf.VariableSpec `ebpf:"payload_bytes"`
 	PayloadRoom          *ebpf.VariableSpec `ebpf:"payload_room"`
 	PressureBytes        *ebpf.VariableSpec `ebpf:"pressure_bytes"`
@@ -297,6 +359,9 @@ type MonitorVariableSpecs struct {
 	UnusedRecordLayout   *ebpf.VariableSpec `ebpf:"unused_record_layout"`
 	UnusedRecordMeasured *ebpf.VariableSpec `ebpf:"unused_record_measured"`
 	UnusedSyscallType    *ebpf.VariableSpec `ebpf:"unused_syscall_type"`
+	UnusedWaitKind       *ebpf.VariableSpec `ebpf:"unused_wait_kind"`
+	UnusedWaitLayout     *ebpf.VariableSpec `ebpf:"unused_wait_layout"`
+	UnusedWaitPage       *ebpf.VariableSpec `ebpf:"unused_wait_page"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -335,6 +400,10 @@ type MonitorMaps struct {
 	SwitchedIn        *ebpf.Map `ebpf:"switched_in"`
 	TargetExes        *ebpf.Map `ebpf:"target_exes"`
 	TargetPids        *ebpf.Map `ebpf:"target_pids"`
+	ThreadIos         *ebpf.Map `ebpf:"thread_ios"`
+	WaitPages         *ebpf.Map `ebpf:"wait_pages"`
+	WaitStacks        *ebpf.Map `ebpf:"wait_stacks"`
+	Waits             *ebpf.Map `ebpf:"waits"`
 }
 
 func (m *MonitorMaps) Close() error {
@@ -354,6 +423,10 @@ func (m *MonitorMaps) Close() error {
 		m.SwitchedIn,
 		m.TargetExes,
 		m.TargetPids,
+		m.ThreadIos,
+		m.WaitPages,
+		m.WaitStacks,
+		m.Waits,
 	)
 }
 
@@ -363,7 +436,6 @@ func (m *MonitorMaps) Close() error {
 type MonitorVariables struct {
 	BudgetBurstNs        *ebpf.Variable `ebpf:"budget_burst_ns"`
 	BudgetIntervalNs     *ebpf.Variable `ebpf:"budget_interval_ns"`
-	DiskCalls            *ebpf.Variable `ebpf:"disk_calls"`
 	EmptyHist            *ebpf.Variable `ebpf:"empty_hist"`
 	FdKinds              *ebpf.Variable `ebpf:"fd_kinds"`
 	FilterExe            *ebpf.Variable `ebpf:"filter_exe"`
@@ -371,6 +443,7 @@ type MonitorVariables struct {
 	Histograms           *ebpf.Variable `ebpf:"histograms"`
 	LearnDisks           *ebpf.Variable `ebpf:"learn_disks"`
 	MinDurationNs        *ebpf.Variable `ebpf:"min_duration_ns"`
+	OwnIo                *ebpf.Variable `ebpf:"own_io"`
 	PayloadBytes         *ebpf.Variable `ebpf:"payload_bytes"`
 	PayloadRoom          *ebpf.Variable `ebpf:"payload_room"`
 	PressureBytes        *ebpf.Variable `ebpf:"pressure_bytes"`
@@ -386,6 +459,9 @@ type MonitorVariables struct {
 	UnusedRecordLayout   *ebpf.Variable `ebpf:"unused_record_layout"`
 	UnusedRecordMeasured *ebpf.Variable `ebpf:"unused_record_measured"`
 	UnusedSyscallType    *ebpf.Variable `ebpf:"unused_syscall_type"`
+	UnusedWaitKind       *ebpf.Variable `ebpf:"unused_wait_kind"`
+	UnusedWaitLayout     *ebpf.Variable `ebpf:"unused_wait_layout"`
+	UnusedWaitPage       *ebpf.Variable `ebpf:"unused_wait_page"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

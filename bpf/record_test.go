@@ -14,9 +14,9 @@ import (
 func TestEventSizeMatchesKernelLayout(t *testing.T) {
 	// etcd_monitor.c's struct event: 5 x 4-byte fields after 8 bytes of
 	// version/type/kind/len, 7 x 8-byte fields, comm[16] and file_name[48];
-	// version 2 adds 6 x 8-byte fields and 2 x 4-byte ones.
-	if bpf.EventSize != 200 {
-		t.Fatalf("EventSize = %d, want 200: the generated type no longer matches the record layout", bpf.EventSize)
+	// version 3 adds wait_ns[8], io_device_ns, other_wait_ip and 2 x 4-byte fields.
+	if bpf.EventSize != 232 {
+		t.Fatalf("EventSize = %d, want 232: the generated type no longer matches the record layout", bpf.EventSize)
 	}
 	if binary.Size(bpf.MonitorEvent{}) != bpf.EventSize {
 		t.Fatalf("MonitorEvent has implicit padding: %d encoded bytes vs %d in memory", binary.Size(bpf.MonitorEvent{}), bpf.EventSize)
@@ -25,15 +25,15 @@ func TestEventSizeMatchesKernelLayout(t *testing.T) {
 
 func TestDecode(t *testing.T) {
 	good := bpf.MonitorEvent{Version: bpf.RecordVersion, Type: uint16(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC), Pid: 42, Tid: 43, Fd: 7, Ret: 0, DurationNs: 1234,
-		BlockedNs: 1000, RunnableNs: 200, Measured: uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED)}
+		WaitNs: [8]uint64{bpf.MonitorWaitKindWAIT_RUNNABLE: 200, bpf.MonitorWaitKindWAIT_JOURNAL: 1000}, Measured: uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED)}
 	withPayload := good
 	withPayload.PayloadLen = 3
 	tooLong := good
 	tooLong.PayloadLen = 4
 	wrongVersion := good
 	wrongVersion.Version = bpf.RecordVersion + 1
-	versionOne := good // a record of version 1, before the scheduler's and the disk's fields
-	versionOne.Version = 1
+	versionTwo := good // a record of version 2, before the waits
+	versionTwo.Version = 2
 
 	tests := []struct {
 		name        string
@@ -44,11 +44,11 @@ func TestDecode(t *testing.T) {
 		{name: "fixed part only", raw: recordtest.Encode(good, nil)},
 		{name: "payload", raw: recordtest.Encode(withPayload, []byte("abc")), wantPayload: []byte("abc")},
 		{name: "padding after payload is ignored", raw: recordtest.Encode(withPayload, []byte("abc\x00\x00\x00")), wantPayload: []byte("abc")},
-		{name: "empty", raw: nil, wantErr: "shorter than the 200-byte event"},
-		{name: "truncated", raw: recordtest.Encode(good, nil)[:bpf.EventSize-1], wantErr: "shorter than the 200-byte event"},
+		{name: "empty", raw: nil, wantErr: "shorter than the 232-byte event"},
+		{name: "truncated", raw: recordtest.Encode(good, nil)[:bpf.EventSize-1], wantErr: "shorter than the 232-byte event"},
 		{name: "payload longer than record", raw: recordtest.Encode(tooLong, []byte("abc")), wantErr: "claims 4 payload bytes but carries 3"},
 		{name: "other version", raw: recordtest.Encode(wrongVersion, nil), wantErr: "out of step"},
-		{name: "version 1", raw: recordtest.Encode(versionOne, nil), wantErr: "record version 1, want 2"},
+		{name: "version 2", raw: recordtest.Encode(versionTwo, nil), wantErr: "record version 2, want 3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,7 +63,7 @@ func TestDecode(t *testing.T) {
 				t.Fatal(err)
 			}
 			if ev.Pid != 42 || ev.Tid != 43 || ev.Fd != 7 || ev.DurationNs != 1234 || bpf.MonitorSyscallType(ev.Type).String() != "fdatasync" ||
-				ev.BlockedNs != 1000 || ev.RunnableNs != 200 || ev.Measured != uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) {
+				ev.WaitNs[bpf.MonitorWaitKindWAIT_JOURNAL] != 1000 || ev.WaitNs[bpf.MonitorWaitKindWAIT_RUNNABLE] != 200 || ev.Measured != uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) {
 				t.Errorf("decoded %+v", ev)
 			}
 			if !bytes.Equal(payload, tt.wantPayload) {

@@ -178,6 +178,11 @@ func (c *Controller) openSession(tb *metadata.TelemetryBuilder) (Session, *hostw
 	if err != nil {
 		return nil, nil, err
 	}
+	if w, ok := s.(interface{ Warnings() []error }); ok {
+		for _, err := range w.Warnings() {
+			c.settings.Logger.Warn("The receiver runs without part of what it was asked for", zap.Error(err))
+		}
+	}
 	if c.counters, err = registerKernelCounters(metadata.Meter(c.settings.TelemetrySettings), tb, s); err != nil {
 		s.Close()
 		return nil, nil, err

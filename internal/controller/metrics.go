@@ -21,6 +21,9 @@ func (c *Controller) collectMetrics(ctx context.Context, s Session, start pcommo
 	defer close(done)
 	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, start, lookupProcess).
 		WithCommandArgs(commandArgs).WithContainers(containerOf)
+	if c.cfg.Tracer.Scheduler {
+		m = m.WithTimeParts()
+	}
 	var disks *convert.Disks
 	if s.Block() {
 		disks = convert.NewDisks(metadata.ScopeName, c.settings.BuildInfo.Version, start)

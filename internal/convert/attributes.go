@@ -39,17 +39,16 @@ const (
 	AttrDurationNs = "etcd.syscall.duration_ns"
 	AttrPayload    = "etcd.syscall.payload"
 
-	// When decode and scheduler are on: where the call's time went besides a CPU.
-	AttrBlockedNs  = "etcd.syscall.blocked_ns"
-	AttrRunnableNs = "etcd.syscall.runnable_ns"
-
-	// When decode and block are on, for a call on a file of a covered disk: what the
-	// disk did while the call ran.
-	AttrDisk            = "system.device"
-	AttrDiskRequests    = "etcd.syscall.disk.requests"
-	AttrDiskDeviceNs    = "etcd.syscall.disk.device_ns"
-	AttrDiskOwnBytes    = "etcd.syscall.disk.own_bytes"
-	AttrDiskOthersBytes = "etcd.syscall.disk.others_bytes"
+	// When decode and scheduler are on: where the call's time went. The parts
+	// (AttrTimeNs) add up to AttrDurationNs; a part that took no time is left out,
+	// but for the time on a CPU. AttrCause names the largest.
+	AttrCause = "etcd.syscall.cause"
+	// Of the waits for the call's own I/O (io_queue and io_device), what it waited for.
+	AttrIOFlushNs     = "etcd.syscall.io.flush_ns"
+	AttrIOWritebackNs = "etcd.syscall.io.writeback_ns"
+	AttrIOMetadataNs  = "etcd.syscall.io.metadata_ns"
+	// The kernel function of the call's longest wait of part "other".
+	AttrWaitFunction = "etcd.syscall.wait.function"
 )
 
 // Metric names and the data point attributes that only metrics carry; their
@@ -57,6 +56,10 @@ const (
 const (
 	MetricDuration     = "etcd.syscall.duration"
 	MetricBytesWritten = "etcd.syscall.bytes_written"
+	// MetricTime is the calls' time by part (AttrTimePart): the parts of a series
+	// add up to its MetricDuration's sum.
+	MetricTime   = "etcd.syscall.time"
+	AttrTimePart = "etcd.syscall.time.part"
 
 	AttrFileClass = "etcd.syscall.file_class"
 	AttrOverflow  = "otel.metric.overflow"
@@ -72,6 +75,7 @@ const (
 	MetricDiskSubmittedBytes = "etcdebpf.disk.submitted.bytes"
 	MetricDiskSubmittedBios  = "etcdebpf.disk.submitted.bios"
 
+	AttrDisk          = "system.device"           // semantic conventions: the whole disk's name in /sys/block
 	AttrDiskOperation = "etcdebpf.disk.operation" // read, write, flush, discard
 	AttrDiskDirection = "disk.io.direction"       // semantic conventions: read or write, on those operations only
 	AttrCgroupID      = "etcdebpf.cgroup.id"      // the submitter's cgroup v2 id at its first bio

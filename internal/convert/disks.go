@@ -99,8 +99,8 @@ func (c *Disks) appendOps(ms pmetric.MetricSlice, ops []tracer.DiskOpStats, now 
 			s = &diskOpSeries{}
 			c.ops[diskOpKey{op.Dev, op.Op}] = s
 		}
-		s.service.update(&op.Service)
-		s.queue.update(&op.Queue)
+		s.service.update(&op.Service, tracer.Waits{})
+		s.queue.update(&op.Queue, tracer.Waits{})
 		s.completed = op.Completed
 	}
 	keys := sortedKeys(c.ops, func(a, b diskOpKey) int { return cmp.Or(cmp.Compare(a.dev, b.dev), cmp.Compare(a.op, b.op)) })

@@ -20,7 +20,6 @@ type LogBuilder struct {
 	scope   pcommon.InstrumentationScope
 	strings stringCache
 	inodes  inodeCache
-	disks   map[uint32]string // disk names by dev_t: a handful, read once from /sys
 	// bootOffset converts the kernel's CLOCK_MONOTONIC to wall-clock time.
 	bootOffset int64
 
@@ -42,7 +41,7 @@ type processKey struct {
 }
 
 func NewLogBuilder(decode bool, scopeName, version string, capacity int) *LogBuilder {
-	b := &LogBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}, disks: map[uint32]string{}}
+	b := &LogBuilder{decode: decode, scope: pcommon.NewInstrumentationScope(), strings: stringCache{}, inodes: inodeCache{}}
 	b.scope.SetName(scopeName)
 	b.scope.SetVersion(version)
 	b.reset(capacity)
@@ -125,14 +124,25 @@ func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
 	attrs := lr.Attributes()
 	fileName, payload := rec.FileName(), rec.Payload()
 	takesCount := syscall.TakesCount()
-	sched := rec.Scheduled()
-	disk := rec.OnDisk()
+	waits, sched := rec.Waits()
+	var parts tracer.Parts
+	timeAttrs := 0
+	if sched && b.decode {
+		parts = waits.Split(rec.DurationNs())
+		timeAttrs = 2 + btoi(parts[tracer.PartOther] > 0 && rec.OtherWaitIP() != 0) // the cause and cpu_ns
+		for p := tracer.PartRunnable; p < tracer.PartCount; p++ {
+			timeAttrs += btoi(parts[p] > 0)
+		}
+		for _, w := range ownIOWaits {
+			timeAttrs += btoi(waits.Ns[w.wait] > 0)
+		}
+	}
 	if !b.decode {
 		attrs.EnsureCapacity(3)
 	} else {
 		// Exactly the attributes below: the slice is allocated once, at its size.
 		attrs.EnsureCapacity(8 + btoi(len(fileName) > 0) + btoi(rec.Inode() != 0) + btoi(takesCount) +
-			btoi(rec.Offset() >= 0) + btoi(len(payload) > 0) + 2*btoi(sched) + 5*btoi(disk))
+			btoi(rec.Offset() >= 0) + btoi(len(payload) > 0) + timeAttrs)
 	}
 	attrs.PutInt(AttrType, int64(syscall))
 	// FromRaw copies (one allocation of exactly the record's size): the ring
@@ -160,16 +170,7 @@ func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
 	attrs.PutInt(AttrRet, rec.Ret())
 	attrs.PutInt(AttrDurationNs, int64(rec.DurationNs()))
 	if sched {
-		attrs.PutInt(AttrBlockedNs, int64(rec.BlockedNs()))
-		attrs.PutInt(AttrRunnableNs, int64(rec.RunnableNs()))
-	}
-	if disk {
-		d := rec.Disk()
-		attrs.PutStr(AttrDisk, b.diskName(d.Dev))
-		attrs.PutInt(AttrDiskRequests, int64(d.Requests))
-		attrs.PutInt(AttrDiskDeviceNs, int64(d.DeviceNs))
-		attrs.PutInt(AttrDiskOwnBytes, int64(d.OwnBytes))
-		attrs.PutInt(AttrDiskOthersBytes, int64(d.OthersBytes))
+		putTimeParts(attrs, &parts, &waits, rec.OtherWaitIP())
 	}
 	if len(payload) > 0 {
 		attrs.PutEmptyBytes(AttrPayload).FromRaw(payload)
@@ -177,18 +178,43 @@ func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
 	return nil
 }
 
-// diskName is the name in /sys/block of the disk dev, as the disk metrics name it.
-func (b *LogBuilder) diskName(dev uint32) string {
-	name, ok := b.disks[dev]
-	if !ok {
-		if len(b.disks) >= maxCachedStrings {
-			clear(b.disks)
+// ownIOWaits are the waits for a call's own I/O, and their attributes.
+var ownIOWaits = [...]struct {
+	wait tracer.Wait
+	attr string
+}{{tracer.WaitFlush, AttrIOFlushNs}, {tracer.WaitWriteback, AttrIOWritebackNs}, {tracer.WaitMetadata, AttrIOMetadataNs}}
+
+// putTimeParts puts where a call's time went: the parts that took any time (and
+// the time on a CPU, always), the largest part's name, what its own I/O waits were
+// for, and the function of its longest unknown wait.
+func putTimeParts(attrs pcommon.Map, parts *tracer.Parts, waits *tracer.Waits, otherIP uint64) {
+	attrs.PutInt(AttrTimeNs(tracer.PartCPU), int64(parts[tracer.PartCPU]))
+	for p := tracer.PartRunnable; p < tracer.PartCount; p++ {
+		if parts[p] > 0 {
+			attrs.PutInt(AttrTimeNs(p), int64(parts[p]))
 		}
-		name = tracer.DiskName(dev)
-		b.disks[dev] = name
 	}
-	return name
+	attrs.PutStr(AttrCause, parts.Dominant().String())
+	for _, w := range ownIOWaits {
+		if ns := waits.Ns[w.wait]; ns > 0 {
+			attrs.PutInt(w.attr, int64(ns))
+		}
+	}
+	if parts[tracer.PartOther] > 0 && otherIP != 0 {
+		attrs.PutStr(AttrWaitFunction, tracer.KernelFunction(otherIP))
+	}
 }
+
+// AttrTimeNs is the log record attribute of a part of a call's time:
+// etcd.syscall.time.<part>_ns.
+func AttrTimeNs(p tracer.Part) string { return timeAttrs[p] }
+
+var timeAttrs = func() (keys [tracer.PartCount]string) {
+	for p := range tracer.PartCount {
+		keys[p] = "etcd.syscall.time." + p.String() + "_ns"
+	}
+	return keys
+}()
 
 func btoi(b bool) int {
 	if b {

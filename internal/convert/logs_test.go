@@ -5,6 +5,7 @@ package convert
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,32 +65,65 @@ func TestAppendDecodedRecord(t *testing.T) {
 	}, lr.Attributes().AsRaw(), "no count and no offset for fdatasync, no payload when none was captured")
 }
 
-// A record the scheduler part measured carries its split; one it did not (scheduler: false) carries none,
+// A record the scheduler part measured carries where its time went: the parts
+// that took any time, adding up to its duration, the largest named as its cause,
+// what its own I/O waits were for; one it did not (scheduler: false) carries none,
 // as TestAppendDecodedRecord's exact attributes show.
-func TestAppendSchedulerSplit(t *testing.T) {
-	ev := walSync()
-	ev.BlockedNs, ev.RunnableNs, ev.Measured = 200_000, 30_000, uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED)
-	b := NewLogBuilder(true, "scope", "v1", 1)
-	require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
-	attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
-	assert.Equal(t, int64(200_000), attrs[AttrBlockedNs])
-	assert.Equal(t, int64(30_000), attrs[AttrRunnableNs])
-}
-
-// A record on a covered disk carries what the disk did during the call, the disk named as in /sys/block.
-func TestAppendDiskDuringCall(t *testing.T) {
-	ev := walSync()
-	ev.Disk, ev.DiskRequests, ev.DiskDeviceNs, ev.DiskOwnBytes, ev.DiskOthersBytes = 7<<20|12345, 3, 180_000, 4096, 1<<20
-	ev.Measured = uint32(bpf.MonitorRecordMeasuredMEASURED_DISK)
-	b := NewLogBuilder(true, "scope", "v1", 1)
-	require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
-	attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
-	assert.Equal(t, "7:12345", attrs[AttrDisk], "a disk /sys does not list is named by its numbers")
-	assert.Equal(t, int64(3), attrs[AttrDiskRequests])
-	assert.Equal(t, int64(180_000), attrs[AttrDiskDeviceNs])
-	assert.Equal(t, int64(4096), attrs[AttrDiskOwnBytes])
-	assert.Equal(t, int64(1<<20), attrs[AttrDiskOthersBytes])
-	assert.NotContains(t, attrs, AttrBlockedNs, "the scheduler part did not measure this one")
+func TestAppendTimeParts(t *testing.T) {
+	tests := []struct {
+		name     string
+		waits    map[bpf.MonitorWaitKind]uint64
+		ioDevice uint64
+		measured bpf.MonitorRecordMeasured
+		want     map[string]any
+	}{
+		{
+			name:     "on the CPU throughout",
+			measured: bpf.MonitorRecordMeasuredMEASURED_SCHED | bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE,
+			want:     map[string]any{AttrTimeNs(tracer.PartCPU): int64(244_000), AttrCause: "cpu"},
+		},
+		{
+			name: "the journal and a flush",
+			waits: map[bpf.MonitorWaitKind]uint64{bpf.MonitorWaitKindWAIT_RUNNABLE: 4_000, bpf.MonitorWaitKindWAIT_JOURNAL: 150_000,
+				bpf.MonitorWaitKindWAIT_FLUSH: 60_000},
+			ioDevice: 50_000,
+			measured: bpf.MonitorRecordMeasuredMEASURED_SCHED | bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE,
+			want: map[string]any{AttrTimeNs(tracer.PartCPU): int64(30_000), AttrTimeNs(tracer.PartRunnable): int64(4_000),
+				AttrTimeNs(tracer.PartJournal): int64(150_000), AttrTimeNs(tracer.PartIOQueue): int64(10_000),
+				AttrTimeNs(tracer.PartIODevice): int64(50_000), AttrIOFlushNs: int64(60_000), AttrCause: "journal"},
+		},
+		{
+			name:     "own I/O without the disks' view",
+			waits:    map[bpf.MonitorWaitKind]uint64{bpf.MonitorWaitKindWAIT_WRITEBACK: 200_000},
+			measured: bpf.MonitorRecordMeasuredMEASURED_SCHED,
+			want: map[string]any{AttrTimeNs(tracer.PartCPU): int64(44_000), AttrTimeNs(tracer.PartIO): int64(200_000),
+				AttrIOWritebackNs: int64(200_000), AttrCause: "io"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := walSync()
+			for w, ns := range tt.waits {
+				ev.WaitNs[w] = ns
+			}
+			ev.IoDeviceNs, ev.Measured = tt.ioDevice, uint32(tt.measured)
+			b := NewLogBuilder(true, "scope", "v1", 1)
+			require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+			attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
+			got := map[string]any{}
+			var sum int64
+			for k, v := range attrs {
+				if strings.HasPrefix(k, "etcd.syscall.time.") || strings.HasPrefix(k, "etcd.syscall.io.") || k == AttrCause {
+					got[k] = v
+				}
+				if strings.HasPrefix(k, "etcd.syscall.time.") {
+					sum += v.(int64)
+				}
+			}
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, attrs[AttrDurationNs], sum, "the parts add up to the duration")
+		})
+	}
 }
 
 func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {

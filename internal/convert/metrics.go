@@ -21,14 +21,27 @@ type series struct {
 	bytes   uint64
 	minNs   uint64 // the kernel's own: its histogram lives exactly as long as the series
 	maxNs   uint64
+	waits   tracer.Waits
+	// cpuNs is the time on a CPU reported last: the sum less the waits, read a moment
+	// apart, can dip; a cumulative sum must not.
+	cpuNs uint64
 }
 
-func (s *series) update(h *tracer.HistCounts) {
+func (s *series) update(h *tracer.HistCounts, waits tracer.Waits) {
 	for i, n := range h.Buckets {
 		s.buckets[i] += uint64(n - s.last[i])
 		s.last[i] = n
 	}
 	s.sumNs, s.bytes, s.minNs, s.maxNs = h.SumNs, h.Bytes, h.MinNs, h.MaxNs
+	s.waits = waits
+}
+
+// parts is the series' time by part, cumulative.
+func (s *series) parts() tracer.Parts {
+	p := s.waits.Split(s.sumNs)
+	s.cpuNs = max(s.cpuNs, p[tracer.PartCPU])
+	p[tracer.PartCPU] = s.cpuNs
+	return p
 }
 
 // Metrics turns the kernel's histograms into cumulative OTLP metrics: a Resource
@@ -41,6 +54,7 @@ type Metrics struct {
 	processes map[uint32]*tracedProcess // by tgid, from the first collection that saw it
 	lookup    Lookup
 	args      commandArgs
+	timeParts bool // the scheduler part measures where the calls' time went
 }
 
 // Process is what the converter knows of a running process.
@@ -84,6 +98,13 @@ func (c *Metrics) WithCommandArgs(read func(pid uint32) []string) *Metrics {
 	return c
 }
 
+// WithTimeParts adds MetricTime, the calls' time by part, which the scheduler
+// part measures.
+func (c *Metrics) WithTimeParts() *Metrics {
+	c.timeParts = true
+	return c
+}
+
 // WithContainers puts container.id (and k8s.pod.uid) on each process's
 // Resource, read by read once per process.
 func (c *Metrics) WithContainers(read func(pid uint32) Container) *Metrics {
@@ -119,7 +140,7 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended
 			if c.overflow == nil {
 				c.overflow = &series{}
 			}
-			c.overflow.update(&h.HistCounts)
+			c.overflow.update(&h.HistCounts, h.Waits)
 			continue
 		}
 		if slices.Contains(byProcess[h.Key.PID], h.Key) {
@@ -130,7 +151,7 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended
 			s = &series{}
 			c.series[h.Key] = s
 		}
-		s.update(&h.HistCounts)
+		s.update(&h.HistCounts, h.Waits)
 		byProcess[h.Key.PID] = append(byProcess[h.Key.PID], h.Key)
 	}
 
@@ -148,9 +169,9 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended
 			res.PutStr(AttrProcessCreationTime, p.Start.AsTime().UTC().Format(time.RFC3339Nano))
 		}
 		c.args.put(res, tgid)
-		durations, written := c.appendMetrics(rm)
+		durations, written, times := c.appendMetrics(rm)
 		for _, key := range keys {
-			c.appendPoints(durations, written, key, c.series[key], p.seriesStart, now)
+			c.appendPoints(durations, written, times, key, c.series[key], p.seriesStart, now)
 		}
 		if written.DataPoints().Len() == 0 {
 			rm.ScopeMetrics().At(0).Metrics().RemoveIf(func(m pmetric.Metric) bool { return m.Name() == MetricBytesWritten })
@@ -161,7 +182,9 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended
 		}
 	}
 	if c.overflow != nil {
-		durations, written := c.appendMetrics(md.ResourceMetrics().AppendEmpty())
+		durations, written, _ := c.appendMetrics(md.ResourceMetrics().AppendEmpty())
+		sm := md.ResourceMetrics().At(md.ResourceMetrics().Len() - 1).ScopeMetrics().At(0)
+		sm.Metrics().RemoveIf(func(m pmetric.Metric) bool { return m.Name() == MetricTime }) // the waits are kept per key only
 		c.appendOverflowPoints(durations, written, now)
 	}
 	for _, key := range gone {
@@ -185,7 +208,7 @@ func (c *Metrics) process(tgid uint32) *tracedProcess {
 	return p
 }
 
-func (c *Metrics) appendMetrics(rm pmetric.ResourceMetrics) (pmetric.ExponentialHistogram, pmetric.Sum) {
+func (c *Metrics) appendMetrics(rm pmetric.ResourceMetrics) (pmetric.ExponentialHistogram, pmetric.Sum, pmetric.Sum) {
 	sm := rm.ScopeMetrics().AppendEmpty()
 	c.scope.CopyTo(sm.Scope())
 	d := sm.Metrics().AppendEmpty()
@@ -202,13 +225,38 @@ func (c *Metrics) appendMetrics(rm pmetric.ResourceMetrics) (pmetric.Exponential
 	written := w.SetEmptySum()
 	written.SetIsMonotonic(true)
 	written.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	return durations, written
+
+	var times pmetric.Sum
+	if c.timeParts {
+		m := sm.Metrics().AppendEmpty()
+		m.SetName(MetricTime)
+		m.SetUnit("s")
+		m.SetDescription("Time of the traced syscalls by part (etcd.syscall.time.part): on a CPU, waiting for one, or blocked on what; the parts add up to etcd.syscall.duration's sum.")
+		times = m.SetEmptySum()
+		times.SetIsMonotonic(true)
+		times.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	}
+	return durations, written, times
 }
 
-func (c *Metrics) appendPoints(durations pmetric.ExponentialHistogram, written pmetric.Sum, key tracer.HistKey, s *series, start, now pcommon.Timestamp) {
+func (c *Metrics) appendPoints(durations pmetric.ExponentialHistogram, written, times pmetric.Sum, key tracer.HistKey, s *series, start, now pcommon.Timestamp) {
 	dp := durations.DataPoints().AppendEmpty()
 	putKeyAttributes(dp.Attributes(), key)
 	fillHistogram(dp, s, start, now)
+	if c.timeParts {
+		// A part appears once it took any time (the time on a CPU always), and stays.
+		for part, ns := range s.parts() {
+			if ns == 0 && tracer.Part(part) != tracer.PartCPU {
+				continue
+			}
+			tp := times.DataPoints().AppendEmpty()
+			putKeyAttributes(tp.Attributes(), key)
+			tp.Attributes().PutStr(AttrTimePart, tracer.Part(part).String())
+			tp.SetStartTimestamp(start)
+			tp.SetTimestamp(now)
+			tp.SetDoubleValue(float64(ns) / 1e9)
+		}
+	}
 	if key.Syscall.Writes() {
 		wp := written.DataPoints().AppendEmpty()
 		putKeyAttributes(wp.Attributes(), key)

@@ -174,3 +174,52 @@ func TestCallBeyondTheLastBucket(t *testing.T) {
 	assert.InDelta(t, 600.0, dp.Min(), 1e-9)
 	assert.InDelta(t, 600.0, dp.Sum(), 1e-9)
 }
+
+// timeParts finds pid's etcd.syscall.time points of one syscall, by part.
+func timeParts(md pmetric.Metrics, name string) map[string]float64 {
+	out := map[string]float64{}
+	for _, rm := range md.ResourceMetrics().All() {
+		for _, sm := range rm.ScopeMetrics().All() {
+			for _, m := range sm.Metrics().All() {
+				if m.Name() != MetricTime {
+					continue
+				}
+				for _, dp := range m.Sum().DataPoints().All() {
+					if n, _ := dp.Attributes().Get(AttrName); n.Str() == name {
+						part, _ := dp.Attributes().Get(AttrTimePart)
+						out[part.Str()] = dp.DoubleValue()
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// With the scheduler part, each series' time is sent by part: the parts that took
+// any time and the time on a CPU, adding up to the histogram's sum, and the time on
+// a CPU never falls, though the waits are read a moment before the histograms.
+func TestHistogramTimeParts(t *testing.T) {
+	running := map[uint32]Process{7: {Comm: "etcd", Start: 50, ID: 5}}
+	c := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok }).WithTimeParts()
+	sync := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
+	sync.Buckets[120] = 10
+	sync.SumNs = 10_000_000
+	sync.Waits = tracer.Waits{IODeviceKnown: true, IODeviceNs: 3_000_000}
+	sync.Waits.Ns[tracer.WaitJournal] = 4_000_000
+	sync.Waits.Ns[tracer.WaitFlush] = 5_000_000
+
+	md, _ := c.Collect([]tracer.Histogram{sync}, 200, c.Ended())
+	assert.Equal(t, map[string]float64{"cpu": 0.001, "journal": 0.004, "io_queue": 0.002, "io_device": 0.003}, timeParts(md, "fdatasync"))
+
+	// The next read finds waits of calls its histograms' sum had counted as time on a CPU.
+	sync.Waits.Ns[tracer.WaitRunnable] = 2_000_000
+	md, _ = c.Collect([]tracer.Histogram{sync}, 300, c.Ended())
+	got := timeParts(md, "fdatasync")
+	assert.Equal(t, 0.001, got["cpu"], "the time on a CPU does not fall")
+	assert.Equal(t, 0.002, got["runnable"])
+
+	plain := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok })
+	md, _ = plain.Collect([]tracer.Histogram{sync}, 200, plain.Ended())
+	assert.Empty(t, timeParts(md, "fdatasync"), "without the scheduler part, no parts")
+}

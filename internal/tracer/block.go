@@ -183,7 +183,7 @@ func requestFlagBits(spec *btf.Spec, enumEra bool) (flushSeq, ioStat uint32) {
 }
 
 // sharedBlockMaps are the block object's maps the syscall object declares too (disk.h).
-var sharedBlockMaps = []string{"covered_disks", "disk_totals", "submitters", "submitter_overflow"}
+var sharedBlockMaps = []string{"covered_disks", "disk_totals", "submitters", "submitter_overflow", "thread_ios"}
 
 // sharedMaps hands the block object's maps to the syscall object, by name.
 func (b *blockObjects) sharedMaps() map[string]*ebpf.Map {
@@ -192,6 +192,7 @@ func (b *blockObjects) sharedMaps() map[string]*ebpf.Map {
 		"disk_totals":        b.objs.DiskTotals,
 		"submitters":         b.objs.Submitters,
 		"submitter_overflow": b.objs.SubmitterOverflow,
+		"thread_ios":         b.objs.ThreadIos,
 	}
 }
 

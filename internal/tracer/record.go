@@ -119,33 +119,18 @@ func (r Record) StartNs() uint64    { return r.ev.StartNs }
 func (r Record) DurationNs() uint64 { return r.ev.DurationNs }
 func (r Record) Comm() Comm         { return Comm(r.ev.Comm) }
 
-// Scheduled reports whether the scheduler programs measured the call: then
-// BlockedNs and RunnableNs say where its time went besides a CPU.
-func (r Record) Scheduled() bool {
-	return r.ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) != 0
-}
-func (r Record) BlockedNs() uint64 { return r.ev.BlockedNs }
-
-// OnDisk reports whether the call was on a file of a covered disk: then Disk says
-// what the disk did while it ran.
-func (r Record) OnDisk() bool {
-	return r.ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_DISK) != 0
+// Waits is where the call's time off the CPU went, when the scheduler part
+// measured the call (false otherwise): a call that never left the CPU has none.
+func (r Record) Waits() (Waits, bool) {
+	if r.ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED) == 0 {
+		return Waits{}, false
+	}
+	return Waits{Ns: r.ev.WaitNs, IODeviceNs: r.ev.IoDeviceNs, IODeviceKnown: r.ev.Measured&uint32(bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE) != 0}, true
 }
 
-// DiskDuringCall is what a covered disk did while one call ran.
-type DiskDuringCall struct {
-	Dev         uint32 // the whole disk, kernel encoding (MAJOR << 20 | MINOR)
-	Requests    uint64 // requests it completed
-	DeviceNs    uint64 // time it served them
-	OwnBytes    uint64 // bytes the calling process submitted to it
-	OthersBytes uint64 // bytes the other processes submitted to it
-}
-
-func (r Record) Disk() DiskDuringCall {
-	return DiskDuringCall{Dev: r.ev.Disk, Requests: r.ev.DiskRequests, DeviceNs: r.ev.DiskDeviceNs,
-		OwnBytes: r.ev.DiskOwnBytes, OthersBytes: r.ev.DiskOthersBytes}
-}
-func (r Record) RunnableNs() uint64 { return r.ev.RunnableNs }
+// OtherWaitIP is an address in the kernel function the call's longest unknown
+// wait was in (KernelFunction names it); 0 when it had none.
+func (r Record) OtherWaitIP() uint64 { return r.ev.OtherWaitIp }
 
 // CommName is the task's name, aliasing the record's bytes.
 func (r Record) CommName() []byte { return bpf.CString(r.ev.Comm[:]) }

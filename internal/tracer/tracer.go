@@ -89,6 +89,8 @@ type Tracer struct {
 	rec    ringbuf.Record // reused by ReadRecord
 	closed bool
 	block  *blockObjects // nil without Options.Block
+	// warnings are what Start could not provide but did not refuse to start for.
+	warnings []error
 }
 
 // Host probes, variables so that tests can stand in for a host that lacks them.
@@ -150,6 +152,11 @@ func Start(opts Options) (_ *Tracer, err error) {
 			return nil, fmt.Errorf("adding pid %d to the target_pids map: %w", pid, err)
 		}
 	}
+	if opts.Scheduler {
+		if _, err := loadWaitFunctions(t.objs.WaitPages); err != nil {
+			t.warnings = append(t.warnings, fmt.Errorf("scheduler: blocked waits are not told apart: %w", err))
+		}
+	}
 	if t.block != nil {
 		if err := t.block.attach(); err != nil {
 			return nil, err
@@ -163,6 +170,10 @@ func Start(opts Options) (_ *Tracer, err error) {
 	}
 	return t, nil
 }
+
+// Warnings are what the session could not provide though it started: each
+// says what is missing and how to get it.
+func (t *Tracer) Warnings() []error { return t.warnings }
 
 // minKernel is the oldest kernel the receiver is tested on (make kernels).
 // Its features arrived earlier (ring buffer, CAP_BPF and CAP_PERFMON: 5.8), but
@@ -264,7 +275,7 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 		{"task_storage", taskStorage},
 		{"learn_disks", opts.Block && len(opts.Disks) == 0},
 		{"scheduler", opts.Scheduler},
-		{"disk_calls", opts.Block},
+		{"own_io", opts.Block},
 	}
 	for _, v := range vars {
 		if err := spec.Variables[v.name].Set(v.value); err != nil {
@@ -623,6 +634,9 @@ type Histogram struct {
 	Key      HistKey
 	Overflow bool // the calls that found the map full, whatever their key
 	HistCounts
+	// Waits is the counted calls' time off the CPU, with the scheduler part:
+	// Waits.Split(SumNs) is their time by part.
+	Waits Waits
 }
 
 // Histograms reads every histogram, the overflow one last (when it counted any call).
@@ -632,9 +646,23 @@ func (t *Tracer) Histograms() ([]Histogram, error) {
 		key bpf.MonitorHistKey
 		val bpf.MonitorHist
 	)
+	// The waits are read before the histograms: the kernel counts a call in its
+	// histogram first, so every call in the waits read is in the histograms read
+	// after, and a histogram's sum always covers its waits.
+	waits := map[bpf.MonitorHistKey]Waits{}
+	if t.opts.Scheduler {
+		var w bpf.MonitorWaitTimes
+		iter := t.objs.Waits.Iterate()
+		for iter.Next(&key, &w) {
+			waits[key] = Waits{Ns: w.Ns, IODeviceNs: w.IoDeviceNs, IODeviceKnown: t.opts.Block}
+		}
+		if err := iter.Err(); err != nil {
+			return nil, fmt.Errorf("reading the waits: %w", err)
+		}
+	}
 	iter := t.objs.Hists.Iterate()
 	for iter.Next(&key, &val) {
-		out = append(out, Histogram{Key: histKeyOf(key), HistCounts: histCountsOf(val)})
+		out = append(out, Histogram{Key: histKeyOf(key), HistCounts: histCountsOf(val), Waits: waits[key]})
 	}
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("reading the histograms: %w", err)
@@ -651,10 +679,13 @@ func (t *Tracer) Histograms() ([]Histogram, error) {
 // DeleteHistogram frees a histogram's slot, for a process that exited.
 func (t *Tracer) DeleteHistogram(key HistKey) error {
 	err := t.objs.Hists.Delete(key.kernel())
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
 	}
-	return err
+	if err := t.objs.Waits.Delete(key.kernel()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
 }
 
 // AllowExecutable adds exe to the executables traced (when Options.Executables

@@ -34,6 +34,12 @@ func TestMain(m *testing.M) {
 	if path, ok := strings.CutPrefix(os.Getenv(childEnv), "direct:"); ok {
 		rewriteDirect(path)
 	}
+	if args, ok := strings.CutPrefix(os.Getenv(childEnv), "syncs:"); ok {
+		syncLoop(args)
+	}
+	if dir, ok := strings.CutPrefix(os.Getenv(childEnv), "dirty:"); ok {
+		dirtyNewFiles(dir)
+	}
 	if os.Getenv(childEnv) == "start" {
 		if name := os.Getenv(childSeccompEnv); name != "" {
 			if err := refuseBySeccomp(name); err != nil {
@@ -191,7 +197,7 @@ func TestStartDefaults(t *testing.T) {
 	})
 	require.NotNil(t, tr.reader)
 	assert.Len(t, objs.Programs, 15, "an enter and an exit per syscall, and sched_switch's")
-	assert.Len(t, objs.Maps, 15)         // 11 of its own, the 4 it shares with the disks' view (bpf/disk.h)
+	assert.Len(t, objs.Maps, 19)         // 14 of its own, the 5 it shares with the disks' view (bpf/disk.h)
 	bpftest.RequireLinks(t, objs, 14, 0) // scheduler off: sched_switch's program is loaded, not attached
 	_, err = tr.Counters()
 	require.NoError(t, err)

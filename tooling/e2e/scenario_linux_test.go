@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -101,8 +102,10 @@ func TestLeaderDiskThrottled(t *testing.T) {
 			// kernel (the cgroup's queue), not runnable.
 			c := f.Slow
 			require.NotZero(t, c.Syncs, "records of the throttled member's slow syncs arrived")
-			t.Logf("its %d slow syncs: %.0f%% blocked, %.0f%% runnable, device time %.0f%% of theirs", c.Syncs, 100*c.Share(c.BlockedNs), 100*c.Share(c.RunnableNs), 100*c.Share(c.DeviceNs))
-			assert.Greater(t, c.Share(c.BlockedNs), 0.8, "the throttled member's slow syncs were blocked")
+			t.Logf("its %d slow syncs: io_queue %.0f%%, io_device %.0f%%, journal %.0f%%, runnable %.0f%%, cpu %.0f%%; by cause %v", c.Syncs,
+				100*c.Share(tracer.PartIOQueue), 100*c.Share(tracer.PartIODevice), 100*c.Share(tracer.PartJournal),
+				100*c.Share(tracer.PartRunnable), 100*c.Share(tracer.PartCPU), c.ByCause)
+			assert.Equal(t, tracer.PartIOQueue, c.Dominant(), "the throttled member's slow syncs waited for their I/O in the kernel's queue")
 			continue
 		}
 		assert.Less(t, p99, floor/4, "member %s, not throttled, syncs two octaves or more below the throttle", f.Member)
@@ -117,6 +120,20 @@ func TestLeaderDiskThrottled(t *testing.T) {
 		}
 	}
 	require.True(t, hit, "the fault hit a member: %+v", throttled)
+
+	// Under CPU contention the hit member's slow syncs waited for a CPU.
+	for _, r := range results {
+		if r.Fault != scenario.CPUContention {
+			continue
+		}
+		for _, f := range r.Figures(obs) {
+			if c := f.Slow; f.Hit && c.Syncs >= 3 {
+				t.Logf("under CPU contention %s's %d slow syncs: runnable %.0f%%, cpu %.0f%%, by cause %v", f.Member, c.Syncs,
+					100*c.Share(tracer.PartRunnable), 100*c.Share(tracer.PartCPU), c.ByCause)
+				assert.Equal(t, tracer.PartRunnable, c.Dominant(), "the contended member's slow syncs waited for a CPU")
+			}
+		}
+	}
 
 	// The neighbour is among the processes the disks' view saw submitting to
 	// the cluster's disk, with at least the bytes of its file.

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"io"
 	"os"
 	"path/filepath"
@@ -188,13 +189,16 @@ func writePhaseTables(out io.Writer, results []scenario.PhaseResult, obs scenari
 }
 
 // writeCauses prints, per phase and member, where the slow WAL syncs' time
-// went, from their records (docs/why-slow.md): the layer (the disk, a CPU,
-// the kernel's own work) and what the disk did meanwhile.
+// went, from their records (docs/why-slow.md): each part's share and the
+// largest.
 func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Observed) {
-	fmt.Fprintf(out, "\nWhy the WAL syncs of %s or more were slow (from their records: blocked = off the CPU waiting, for the disk or the journal;\n", scenario.SlowCall)
-	fmt.Fprintln(out, "runnable = waiting for a CPU; device = the disk's own service time meanwhile; others' bytes = what other processes submitted to the disk meanwhile):")
+	fmt.Fprintf(out, "\nWhy the WAL syncs of %s or more were slow (from their records: the share of their time by part, docs/why-slow.md):\n", scenario.SlowCall)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "  \tphase\tmember\tslow syncs\ttheir time\tblocked\trunnable\ton CPU\tdevice\town bytes\tothers' bytes\t")
+	fmt.Fprint(tw, "  \tphase\tmember\tslow syncs\ttheir time\t")
+	for p := range tracer.PartCount {
+		fmt.Fprintf(tw, "%s\t", p)
+	}
+	fmt.Fprintln(tw, "cause\t")
 	for _, r := range results {
 		for _, f := range r.Figures(obs) {
 			c := f.Slow
@@ -205,18 +209,21 @@ func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Obs
 			if f.Hit {
 				name += " *"
 			}
-			device, own, others := "-", "-", "-" // no record carried its disk's figures
-			if c.OnDisk > 0 {
-				device, own, others = fmt.Sprintf("%.0f%%", 100*c.Share(c.DeviceNs)), fmtBytes(c.DiskOwnBytes), fmtBytes(c.DiskOtherBytes)
+			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t", r.Name, name, c.Syncs, fmtDur(time.Duration(c.DurationNs)))
+			for p := range tracer.PartCount {
+				if c.Parts[p] == 0 {
+					fmt.Fprint(tw, "-\t")
+				} else {
+					fmt.Fprintf(tw, "%.0f%%\t", 100*c.Share(p))
+				}
 			}
-			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t%.0f%%\t%.0f%%\t%.0f%%\t%s\t%s\t%s\t\n", r.Name, name, c.Syncs, fmtDur(time.Duration(c.DurationNs)),
-				100*c.Share(c.BlockedNs), 100*c.Share(c.RunnableNs), 100*c.Share(c.OnCPUNs()), device, own, others)
+			fmt.Fprintf(tw, "%s\t\n", c.Dominant())
 		}
 	}
 	tw.Flush()
-	fmt.Fprintln(out, "(* the member the fault hit. A throttle shows as blocked time with little device time: the writes waited in the kernel's")
-	fmt.Fprintln(out, "cgroup queue before the disk saw them; a neighbour as device time and others' bytes; CPU contention as runnable time.")
-	fmt.Fprintln(out, "\"-\": the records carried no disk figures, where the collector's receiver has no disks' view)")
+	fmt.Fprintln(out, "(* the member the fault hit. cpu: on a CPU; runnable: waiting for one; io_queue / io_device: waiting for its own")
+	fmt.Fprintln(out, "writes and flush while they were in the kernel's queue (a cgroup throttle holds them there) / on the device;")
+	fmt.Fprintln(out, "journal: the file system's journal commit; lock, throttle (dirty pages, wbt), other: the remaining waits)")
 }
 
 // writeSubmitters prints, per fault, who wrote to the disks meanwhile: the
