@@ -81,7 +81,7 @@ func (d *demo) actTwo(ctx context.Context) error {
 	writeCauses(out, results, obs)
 	writeSubmitters(out, results, obs, s.Members())
 
-	report := scenario.Report{Members: s.Members(), Series: obs.Series, Phases: results, Leaders: s.LeaderChanges()}
+	report := scenario.Report{Members: s.Members(), Series: obs.Series, Phases: results, Leaders: s.LeaderChanges(), Slow: obs.Slow}
 	path := reportPath(d.Report)
 	if err := writeReportFile(path, report); err != nil {
 		return err

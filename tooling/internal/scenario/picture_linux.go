@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // Report is what the picture shows: each member's WAL fdatasync latency over
@@ -23,6 +24,7 @@ type Report struct {
 	Series  map[int]WALSeries // by pid: WALSeriesByPID of what the receiver sent
 	Phases  []PhaseResult
 	Leaders []LeaderChange
+	Slow    []SlowSync // the slow WAL syncs' records: their time by part, under each member's heatmap
 }
 
 // Member is a member as the picture names it.
@@ -41,15 +43,16 @@ const (
 	titleHeight = 40
 	stripHeight = 28 // the phases' names, above the panels
 	panelHeight = 170
+	causeHeight = 28 // the band under a panel: its slow syncs' time by part, per second
 	panelGap    = 24
-	axisHeight  = 40 // the time axis under the last panel
+	axisHeight  = 58 // the time axis and the legend under the last panel
 	// The latency axis: 100 µs to 4 s, logarithmic.
 	latMin, latMax = 100e-6, 4.0
 )
 
 // PictureHeight is the picture's height for n members.
 func PictureHeight(n int) int {
-	return titleHeight + stripHeight + n*(panelHeight+panelGap) + axisHeight
+	return titleHeight + stripHeight + n*(panelHeight+causeHeight+panelGap) + axisHeight
 }
 
 // Colours, named for the tests that look for them in the screenshot.
@@ -80,7 +83,23 @@ func y(top float64, v float64) float64 {
 }
 
 func panelTop(i int) float64 {
-	return titleHeight + stripHeight + float64(i*(panelHeight+panelGap))
+	return titleHeight + stripHeight + float64(i*(panelHeight+causeHeight+panelGap))
+}
+
+// causeTop is the top of member i's band of causes, under its panel.
+func causeTop(i int) float64 { return panelTop(i) + panelHeight + 2 }
+
+// PartColours are the cause band's colours by part, named for the tests.
+var PartColours = [tracer.PartCount]string{
+	tracer.PartCPU:      "#9e9e9e",
+	tracer.PartRunnable: "#8c564b",
+	tracer.PartIOQueue:  "#9467bd",
+	tracer.PartIODevice: "#1f77b4",
+	tracer.PartJournal:  "#e377c2",
+	tracer.PartLock:     "#bcbd22",
+	tracer.PartThrottle: "#17becf",
+	tracer.PartOther:    "#555555",
+	tracer.PartIO:       "#6b6ecf",
 }
 
 func (p *picture) printf(format string, args ...any) { fmt.Fprintf(&p.b, format, args...) }
@@ -179,7 +198,51 @@ func (r Report) drawMember(p *picture, i int, m Member) {
 	}
 	p.printf(`<polyline class="p50" points="%s" fill="none" stroke="#777777" stroke-width="1.5"/>`+"\n", strings.Join(p50s, " "))
 	p.printf(`<polyline class="p99" points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(p99s, " "), p99Colour)
+	r.drawCauses(p, i, m)
 	p.printf("</g>\n")
+}
+
+// drawCauses draws, under a member's panel, a band of its slow WAL syncs' time
+// by part, one stacked column a second: which wait took the time of the syncs
+// the heatmap shows slow.
+func (r Report) drawCauses(p *picture, i int, m Member) {
+	top := causeTop(i)
+	p.printf(`<rect x="%d" y="%.1f" width="%d" height="%d" fill="none" stroke="#cccccc"/>`+"\n", plotLeft, top, plotRight-plotLeft, causeHeight)
+	p.printf(`<text x="%d" y="%.1f" text-anchor="end">slow syncs by cause</text>`+"\n", plotLeft-6, top+causeHeight/2+4)
+	seconds := map[int64]*[tracer.PartCount]int64{}
+	for _, s := range r.Slow {
+		if s.PID != m.PID || s.At.Before(p.start) || s.At.After(p.end) {
+			continue
+		}
+		sec := s.At.Unix()
+		if seconds[sec] == nil {
+			seconds[sec] = &[tracer.PartCount]int64{}
+		}
+		for part, ns := range s.Parts {
+			seconds[sec][part] += ns
+		}
+	}
+	for _, sec := range slices.Sorted(maps.Keys(seconds)) {
+		parts := seconds[sec]
+		var total int64
+		for _, ns := range parts {
+			total += ns
+		}
+		if total == 0 {
+			continue
+		}
+		x0, x1 := p.x(time.Unix(sec, 0)), p.x(time.Unix(sec+1, 0))
+		yy := top + causeHeight
+		for part, ns := range parts {
+			if ns == 0 {
+				continue
+			}
+			h := causeHeight * float64(ns) / float64(total)
+			yy -= h
+			p.printf(`<rect class="cause" data-part="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`+"\n",
+				tracer.Part(part), x0, yy, x1-x0+0.5, h, PartColours[part])
+		}
+	}
 }
 
 // drawLeaderChanges marks each election with a line through every panel,
@@ -187,17 +250,18 @@ func (r Report) drawMember(p *picture, i int, m Member) {
 // member's panel while it led.
 func (r Report) drawLeaderChanges(p *picture, height int) {
 	for k, c := range r.Leaders {
-		if k > 0 && r.Leaders[k-1].Leader == "" {
-			continue // the election's end: drawn with its start
-		}
+		// Every entry that names a leader starts its bar, the end of an election too.
 		until := p.end
 		if k+1 < len(r.Leaders) {
 			until = r.Leaders[k+1].At
 		}
-		if i := slices.IndexFunc(r.Members, func(m Member) bool { return m.Name == c.Leader }); i >= 0 {
+		if i := slices.IndexFunc(r.Members, func(m Member) bool { return m.Name == c.Leader }); i >= 0 && until.After(p.start) {
 			top := panelTop(i)
 			x0, x1 := p.x(maxTime(c.At, p.start)), p.x(minTime(until, p.end))
 			p.printf(`<rect class="leading" data-member="%s" x="%.1f" y="%.1f" width="%.1f" height="4" fill="%s"/>`+"\n", html.EscapeString(c.Leader), x0, top, x1-x0, leaderColour)
+		}
+		if k > 0 && r.Leaders[k-1].Leader == "" {
+			continue // the election's end: its line is drawn with its start
 		}
 		if k == 0 || c.At.Before(p.start) || c.At.After(p.end) {
 			continue // the first entry is who led at the start: no change
@@ -222,6 +286,14 @@ func (p *picture) drawTimeAxis(height int) {
 		p.printf(`<text x="%.1f" y="%.1f" text-anchor="middle">%d s</text>`+"\n", x, base+18, int(s.Seconds()))
 	}
 	p.printf(`<text x="%d" y="%.1f">shaded: fault windows · red bar: leading · dashed red: leader changes · black: p99, grey: p50 per second · blue: calls per octave · dashed green: etcd's 10 ms guidance</text>`+"\n", plotLeft, base+34)
+	p.printf(`<text x="%d" y="%.1f">band, the slow syncs' time by part:`, plotLeft, base+50)
+	for part := range tracer.PartCount {
+		if part == tracer.PartIO {
+			continue // only without the disks' view
+		}
+		p.printf(` <tspan style="fill:%s;font-weight:bold">■</tspan> %s`, PartColours[part], part)
+	}
+	p.printf("</text>\n")
 }
 
 // octaves sums a histogram's calls by octave, as etcd's buckets are: key k

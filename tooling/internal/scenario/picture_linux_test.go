@@ -19,11 +19,13 @@ import (
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // syntheticReport is a minute of three members: etcd-1's syncs take 300 ms
-// while its disk is throttled (20 s to 40 s), every other sync 1 ms; the
-// leader moves from etcd-1 to etcd-2 at 30 s.
+// while its disk is throttled (20 s to 40 s), every other sync 1 ms, and its
+// slow syncs' records say they waited in the I/O queue; the leader moves from
+// etcd-1 to etcd-2 through an election from 30 s to 31 s.
 func syntheticReport(t0 time.Time) Report {
 	members := []Member{{"etcd-1", 101}, {"etcd-2", 102}, {"etcd-3", 103}}
 	series := map[int]WALSeries{}
@@ -40,7 +42,16 @@ func syntheticReport(t0 time.Time) Report {
 		}
 	}
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var slow []SlowSync
+	for s := 21; s <= 40; s++ {
+		for range 3 {
+			sync := SlowSync{PID: 101, At: at(s), DurationNs: 300_000_000, Cause: "io_queue"}
+			sync.Parts[tracer.PartIOQueue], sync.Parts[tracer.PartIODevice], sync.Parts[tracer.PartCPU] = 280_000_000, 15_000_000, 5_000_000
+			slow = append(slow, sync)
+		}
+	}
 	return Report{
+		Slow:    slow,
 		Members: members,
 		Series:  series,
 		Phases: []PhaseResult{
@@ -48,7 +59,7 @@ func syntheticReport(t0 time.Time) Report {
 			{Phase: Phase{Name: "leader's disk throttled", Fault: DiskThrottle}, Target: "etcd-1", Start: at(20), End: at(40)},
 			{Phase: Phase{Name: "recovered"}, Start: at(40), End: at(60)},
 		},
-		Leaders: []LeaderChange{{At: at(0), Leader: "etcd-1"}, {At: at(30), Leader: "etcd-2"}},
+		Leaders: []LeaderChange{{At: at(0), Leader: "etcd-1"}, {At: at(30), Leader: ""}, {At: at(31), Leader: "etcd-2"}},
 	}
 }
 
@@ -80,6 +91,8 @@ func TestPictureInChromium(t *testing.T) {
 	}
 	assert.Regexp(t, `<rect class="fault" data-phase="leader's disk throttled" data-fault="disk throttled" data-target="etcd-1"`, dom)
 	assert.Contains(t, dom, `class="leader-change" data-leader="etcd-2"`)
+	assert.Contains(t, dom, `class="leading" data-member="etcd-2"`, "the member elected leader gets its bar")
+	assert.Contains(t, dom, `class="cause" data-part="io_queue"`)
 
 	shot := filepath.Join(dir, "report.png")
 	require.NoError(t, Screenshot(ctx, page, shot, len(r.Members)))
@@ -105,6 +118,12 @@ func TestPictureInChromium(t *testing.T) {
 	// etcd-2 has no 300 ms syncs: only the shade there.
 	calm := img.At(int(p.x(t0.Add(25*time.Second))), int(y(panelTop(1), 0.3)))
 	assert.True(t, near(calm, blend(FaultColour, faultOpacity), 8), "etcd-2 at 300 ms: shade only, got %v", calm)
+	// Under etcd-1's heatmap, its slow syncs' band is mostly the queue's colour.
+	band := img.At(int(p.x(t0.Add(25*time.Second+500*time.Millisecond))), int(causeTop(0)+causeHeight-4))
+	assert.True(t, near(band, hexRGB(PartColours[tracer.PartIOQueue]), 8), "etcd-1's slow syncs waited in the queue: got %v", band)
+	// etcd-2 leads from the election's end: its red bar.
+	bar := img.At(int(p.x(t0.Add(45*time.Second))), int(panelTop(1)+1))
+	assert.True(t, near(bar, hexRGB(leaderColour), 8), "etcd-2's leading bar: got %v", bar)
 }
 
 func decodePNG(t *testing.T, path string) image.Image {
@@ -121,6 +140,9 @@ func rgb(c interface{ RGBA() (r, g, b, a uint32) }) (uint8, uint8, uint8) {
 	r, g, b, _ := c.RGBA()
 	return uint8(r >> 8), uint8(g >> 8), uint8(b >> 8)
 }
+
+// hexRGB is a #rrggbb colour's components.
+func hexRGB(hex string) [3]uint8 { return blend(hex, 1) }
 
 // blend is colour at opacity over white.
 func blend(hex string, opacity float64) [3]uint8 {
