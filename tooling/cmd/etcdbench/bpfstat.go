@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -114,4 +115,22 @@ func sumPhase(ds []progDelta, prefix string) progDelta {
 		}
 	}
 	return s
+}
+
+// bpfRunTime is the run time of every BPF program pid holds (the receiver's or
+// bpftrace's; none for strace), as kernel.bpf_stats_enabled counts it.
+func bpfRunTime(pid int) time.Duration {
+	held, err := bpfobjects.HeldBy(pid)
+	if err != nil {
+		return 0
+	}
+	progs, err := bpfobjects.Programs(held.Programs)
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, p := range progs {
+		sum += p.RunTime
+	}
+	return sum
 }

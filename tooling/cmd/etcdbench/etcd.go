@@ -29,10 +29,14 @@ const (
 	cfgMetrics   = "F"
 	// F without the disk and scheduler views: the yardstick of what they cost.
 	cfgMetricsBare = "G"
+	// F on another build of the collector (-base-collector): a change's cost beside
+	// the commit before it, in the same rounds.
+	cfgMetricsBase = "H"
 )
 
-// configs are the configurations the etcd phase alternates (-configs picks some).
-var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace, cfgMetrics, cfgMetricsBare}
+// configs are the configurations the etcd phase alternates (-configs picks some;
+// H runs only with -base-collector).
+var configs = []string{cfgBaseline, cfgRecv, cfgRecvPay64, cfgBpftrace, cfgStrace, cfgMetrics, cfgMetricsBare, cfgMetricsBase}
 
 var configNames = map[string]string{
 	cfgBaseline:    "no tracing (baseline)",
@@ -42,11 +46,12 @@ var configNames = map[string]string{
 	cfgStrace:      "strace -f, 7 syscalls, -o /dev/null",
 	cfgMetrics:     "otelcol-etcd, histograms + logs at min_duration: 10ms",
 	cfgMetricsBare: "F with scheduler: false, block: false",
+	cfgMetricsBase: "F on -base-collector",
 }
 
 // isCollector reports whether cfg runs otelcol-etcd.
 func isCollector(cfg string) bool {
-	return cfg == cfgRecv || cfg == cfgRecvPay64 || cfg == cfgMetrics || cfg == cfgMetricsBare
+	return cfg == cfgRecv || cfg == cfgRecvPay64 || cfg == cfgMetrics || cfg == cfgMetricsBare || cfg == cfgMetricsBase
 }
 
 // tracedSyscalls are the receiver's seven syscalls.
@@ -79,7 +84,7 @@ func collectorPipeline(pid int, cfg string) collector.Pipeline {
 	switch cfg {
 	case cfgRecvPay64:
 		p.PayloadBytes = 64
-	case cfgMetrics, cfgMetricsBare:
+	case cfgMetrics, cfgMetricsBare, cfgMetricsBase:
 		p.MinDuration, p.CollectionInterval, p.MetricsToDebug = 10*time.Millisecond, 10*time.Second, true
 		p.SchedulerOff, p.BlockOff = cfg == cfgMetricsBare, cfg == cfgMetricsBare
 	}
@@ -102,6 +107,9 @@ type runSample struct {
 	Exported      int64   // records the debug exporter reported
 	Foreign       int     // syscall tracepoint programs others had loaded at the start
 	Load1         float64 // 1-minute load average at the start
+	// BPFNs is the run time of the tracer's BPF programs over the benchmark (the
+	// receiver's or bpftrace's; kernel.bpf_stats_enabled is on for the phase).
+	BPFNs float64
 }
 
 func loadAvg() float64 {
@@ -135,6 +143,7 @@ func parseFloat(re *regexp.Regexp, s string) float64 {
 
 type etcdEnv struct {
 	etcdBin, benchBin, collector, work string
+	baseCollector                      string // H's binary, "" without -base-collector
 }
 
 // benchmarkPut runs etcd's benchmark put against the server with the flags.
@@ -174,7 +183,11 @@ func (e *etcdEnv) startTracer(cfg string, etcdPID int, dir string) (*tracerProc,
 		return nil, nil
 	}
 	if isCollector(cfg) {
-		col, err := collector.Run(context.Background(), e.collector, collectorPipeline(etcdPID, cfg), dir, nil)
+		bin := e.collector
+		if cfg == cfgMetricsBase {
+			bin = e.baseCollector
+		}
+		col, err := collector.Run(context.Background(), bin, collectorPipeline(etcdPID, cfg), dir, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -244,14 +257,19 @@ func (e *etcdEnv) oneRun(round int, cfg string, total int) (runSample, error) {
 	}
 	etcd0, _ := cpuSeconds(srv.PID())
 	var tr0 float64
+	var bpf0 time.Duration
 	if tr != nil {
 		tr0, _ = cpuSeconds(tr.PID())
+		bpf0 = bpfRunTime(tr.PID())
 	}
 	out, err := e.benchmarkPut(srv, total)
 	if err != nil {
 		return s, err
 	}
 	etcd1, _ := cpuSeconds(srv.PID())
+	if tr != nil {
+		s.BPFNs = float64(bpfRunTime(tr.PID()) - bpf0)
+	}
 	s.EtcdCPU = etcd1 - etcd0
 	if tr != nil {
 		// Let the receiver drain what the last puts queued before reading its CPU.

@@ -88,9 +88,9 @@ func etcdBatch(node string, pid uint32) plog.Logs {
 	for i := range agentBatch {
 		ev := bpf.MonitorEvent{
 			Version: bpf.RecordVersion, Pid: pid, Tid: pid + 10 + uint32(i%8), CgroupId: 1234, Offset: -1,
-			StartNs: start + uint64(i)*45_000, Measured: uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED),
-			BlockedNs: 3_000, RunnableNs: 1_000,
+			StartNs: start + uint64(i)*45_000, Measured: uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED | bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE),
 		}
+		ev.WaitNs[bpf.MonitorWaitKindWAIT_RUNNABLE] = 1_000
 		copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
 		switch k := i % 100; {
 		case k < 69: // a gRPC or peer socket write
@@ -102,8 +102,8 @@ func etcdBatch(node string, pid uint32) plog.Logs {
 			copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
 		case k < 98: // its sync
 			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallFdatasync), uint8(tracer.FDKindFile), 12, 3670031
-			ev.DurationNs, ev.Measured = 600_000, ev.Measured|uint32(bpf.MonitorRecordMeasuredMEASURED_DISK)
-			ev.Disk, ev.DiskRequests, ev.DiskDeviceNs, ev.DiskOwnBytes = 254<<20, 2, 450_000, 8192
+			ev.DurationNs = 600_000
+			ev.WaitNs[bpf.MonitorWaitKindWAIT_WRITEBACK], ev.WaitNs[bpf.MonitorWaitKindWAIT_FLUSH], ev.IoDeviceNs = 150_000, 300_000, 420_000
 			copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
 		case k < 99: // a bbolt page
 			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallPwrite64), uint8(tracer.FDKindFile), 9, 3670020

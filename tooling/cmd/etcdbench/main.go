@@ -50,6 +50,7 @@ type options struct {
 	keep        bool
 	cpuProfile  string
 	collBase    string
+	baseColl    string
 	collCalls   int
 	collRuns    int
 	collExports string
@@ -86,6 +87,7 @@ func main() {
 	flag.StringVar(&o.ceilingRate, "ceiling-rates", "100000,200000,300000,400000,500000,600000", "paced rates (writes/s) for the ceiling phase")
 	flag.Float64Var(&o.ceilingSecs, "ceiling-secs", 3, "seconds per ceiling step")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.StringVar(&o.baseColl, "base-collector", "", "a second otelcol-etcd binary (say, built from the commit before a change): the etcd phase adds configuration H, F on it")
 	flag.StringVar(&o.collBase, "collcpu-base", "", "a second otelcol-etcd binary (say, built from main) that the collcpu phase alternates with -collector")
 	flag.IntVar(&o.collCalls, "collcpu-calls", 1_000_000, "write(2) calls (records) per collcpu run")
 	flag.IntVar(&o.collRuns, "collcpu-runs", 3, "runs per collcpu variant and binary")
@@ -195,7 +197,10 @@ func checkOptions(o *options) error {
 	}
 	var picked []string
 	for _, c := range configs {
-		if c == cfgBaseline || strings.Contains(o.configs, c) {
+		if c == cfgMetricsBase && o.baseColl == "" {
+			continue
+		}
+		if c == cfgBaseline || strings.Contains(o.configs, c) || c == cfgMetricsBase {
 			picked = append(picked, c)
 		}
 	}
@@ -339,6 +344,12 @@ func (h *harness) etcd() error {
 	if !h.has("etcd") {
 		return nil
 	}
+	// The run time of every tracer's programs, in every run: the cost per put measured directly.
+	undoStats, err := bpfStats()
+	if err != nil {
+		return err
+	}
+	defer undoStats()
 	logf("phase etcd: %d rounds of %s, --total=%d", o.rounds, strings.Join(configs, " "), total)
 	for round := 1; round <= o.rounds; round++ {
 		for _, cfg := range configs {
@@ -347,8 +358,8 @@ func (h *harness) etcd() error {
 				return fmt.Errorf("round %d, %s: %w", round, cfg, err)
 			}
 			h.rep.runs = append(h.rep.runs, s)
-			logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  %.1f s", round, cfg, configNames[cfg],
-				s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.Seconds)
+			logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  BPF %4.0f ns/put  %.1f s", round, cfg, configNames[cfg],
+				s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.BPFNs/float64(s.Puts), s.Seconds)
 		}
 		// The calibration run is a fresh etcd's first load and often slower than
 		// the rounds: keep every run at least -duration long.
@@ -403,6 +414,12 @@ func prepareEtcd(o options, work string) (*etcdEnv, error) {
 	env.collector = filepath.Join(work, "otelcol-etcd")
 	if _, err := run("cp", bin, env.collector); err != nil {
 		return nil, err
+	}
+	if o.baseColl != "" {
+		env.baseCollector = filepath.Join(work, "otelcol-etcd-base")
+		if _, err := run("cp", o.baseColl, env.baseCollector); err != nil {
+			return nil, fmt.Errorf("-base-collector: %w", err)
+		}
 	}
 	for _, tool := range []string{"bpftrace", "strace"} {
 		if _, err := exec.LookPath(tool); err != nil {

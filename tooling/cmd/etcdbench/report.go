@@ -204,9 +204,9 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 		"benchmark, from /proc/PID/stat) / puts. B and C: the otelcol-etcd binary, receiver `pids: [etcd]`, `comm: "+comm+"`, "+
 		"decode on, exporting to the **debug exporter with `verbosity: basic`** in the same process (internal telemetry off).\n\n",
 		puts, lo, hi, len(rounds))
-	w("| config | req/s (median) | req/s ratio | p99 ms (median) | p99 ratio | etcd CPU µs/put | tracer CPU µs/put | CPU/put ratio | tracer CPU s/run | tracer RSS idle / peak MiB | kernel drops | records exported/run |\n")
-	w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	type agg struct{ rps, p99, etcdCPU, trCPU, trSecs, idle, hwm, ratio, p99r, cpur, exported []float64 }
+	w("| config | req/s (median) | req/s ratio | p99 ms (median) | p99 ratio | etcd CPU µs/put | tracer CPU µs/put | BPF ns/put | CPU/put ratio | tracer CPU s/run | tracer RSS idle / peak MiB | kernel drops | records exported/run |\n")
+	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	type agg struct{ rps, p99, etcdCPU, trCPU, bpf, trSecs, idle, hwm, ratio, p99r, cpur, exported []float64 }
 	aggs := map[string]*agg{}
 	drops := map[string]uint64{}
 	for _, c := range configs {
@@ -220,6 +220,7 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 			a.p99 = append(a.p99, s.P99*1000)
 			a.etcdCPU = append(a.etcdCPU, s.EtcdCPU/float64(s.Puts)*1e6)
 			a.trCPU = append(a.trCPU, s.TracerCPU/float64(s.Puts)*1e6)
+			a.bpf = append(a.bpf, s.BPFNs/float64(s.Puts))
 			a.trSecs = append(a.trSecs, s.TracerCPU)
 			a.idle = append(a.idle, float64(s.TracerIdleKB)/1024)
 			a.hwm = append(a.hwm, float64(s.TracerHWMKB)/1024)
@@ -247,9 +248,10 @@ func (r *report) writeEtcd(w func(string, ...any), targets *[]string) {
 			drop = strconv.FormatUint(drops[c], 10)
 			exp = fmt.Sprintf("%.0f", median(a.exported))
 		}
-		w("| %s %s | %.0f | %.3f (%.2f–%.2f) | %.1f | %.2f | %.1f | %.1f | %.3f | %.2f | %s | %s | %s |\n",
+		bpfLo, bpfHi := minMax(a.bpf)
+		w("| %s %s | %.0f | %.3f (%.2f–%.2f) | %.1f | %.2f | %.1f | %.1f | %.0f (%.0f–%.0f) | %.3f | %.2f | %s | %s | %s |\n",
 			c, configNames[c], median(a.rps), median(a.ratio), lo, hi, median(a.p99), median(a.p99r),
-			median(a.etcdCPU), median(a.trCPU), median(a.cpur), median(a.trSecs), rss, drop, exp)
+			median(a.etcdCPU), median(a.trCPU), median(a.bpf), bpfLo, bpfHi, median(a.cpur), median(a.trSecs), rss, drop, exp)
 	}
 	w("\nPer-round requests/s (a column per configuration; the last but one counts syscall tracepoint programs that other users of the machine had loaded at the start of the round's runs, max):\n\n| round | %s | foreign BPF programs | load avg (1 min) at A |\n|%s---|---|\n",
 		strings.Join(configs, " | "), strings.Repeat("---|", len(configs)+1))
