@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Limits that the kernel side imposes on the configuration.
@@ -66,8 +68,9 @@ type Config struct {
 	// MinDuration keeps log records of calls at least this slow only (0: every call).
 	// The metrics count every call whatever FDKinds and MinDuration say.
 	MinDuration time.Duration `mapstructure:"min_duration"`
-	// Scheduler adds to each log record how long its call was blocked off the CPU and
-	// how long it waited runnable for one (a program on every context switch).
+	// Scheduler measures where each call's time went: on a CPU, waiting for one, or
+	// blocked on what (a program on every context switch), in each log record and in
+	// etcd.syscall.time.
 	Scheduler bool `mapstructure:"scheduler"`
 	// CollectionInterval is how often a metrics pipeline gets the histograms.
 	CollectionInterval time.Duration `mapstructure:"collection_interval"`
@@ -207,4 +210,51 @@ func unknownNames(field string, names, known []string) []error {
 		}
 	}
 	return errs
+}
+
+// warnUnusedSettings logs, at Start, the settings changed from their defaults
+// that act only in a pipeline the receiver does not serve: Validate cannot
+// tell, since the pipelines are the service's, and silence would leave a user
+// believing that min_duration, say, filters something.
+func warnUnusedSettings(logger *zap.Logger, cfg *Config, logs, metrics bool) {
+	logsOnly, metricsOnly := cfg.unusedSettings(logs, metrics)
+	if len(logsOnly) > 0 {
+		logger.Warn("These settings shape log records only, and no logs pipeline uses this receiver: they have no effect; "+
+			"remove them, or add the receiver to a logs pipeline", zap.Strings("settings", logsOnly))
+	}
+	if len(metricsOnly) > 0 {
+		logger.Warn("These settings act in a metrics pipeline only, and none uses this receiver: they have no effect; "+
+			"remove them, or add the receiver to a metrics pipeline", zap.Strings("settings", metricsOnly))
+	}
+}
+
+// unusedSettings names the settings that differ from their defaults but act
+// only on log records (logsOnly, when there is no logs pipeline) or only on
+// the histograms (metricsOnly, when there is no metrics pipeline).
+func (cfg *Config) unusedSettings(logs, metrics bool) (logsOnly, metricsOnly []string) {
+	def := createDefaultConfig()
+	if !logs {
+		for _, s := range []struct {
+			key     string
+			changed bool
+		}{
+			{"budget", cfg.Budget != def.Budget},
+			{"payload_bytes", cfg.PayloadBytes != def.PayloadBytes},
+			{"ring_buffer_size", cfg.RingBufferSize != def.RingBufferSize},
+			{"decode", cfg.Decode != def.Decode},
+			{"max_batch_size", cfg.MaxBatchSize != def.MaxBatchSize},
+			{"flush_interval", cfg.FlushInterval != def.FlushInterval},
+			{"fd_kinds", len(cfg.FDKinds) > 0},
+			{"min_duration", cfg.MinDuration != def.MinDuration},
+			{"scheduler", cfg.Scheduler != def.Scheduler},
+		} {
+			if s.changed {
+				logsOnly = append(logsOnly, s.key)
+			}
+		}
+	}
+	if !metrics && cfg.CollectionInterval != def.CollectionInterval {
+		metricsOnly = append(metricsOnly, "collection_interval")
+	}
+	return logsOnly, metricsOnly
 }

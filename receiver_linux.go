@@ -70,6 +70,7 @@ func (r *etcdReceiver) Start(_ context.Context, host component.Host) error {
 	if r.starts > 1 {
 		return nil // the other pipeline started it
 	}
+	warnUnusedSettings(r.settings.Logger, r.cfg, r.next != nil, r.metrics != nil)
 	cfg := r.controllerConfig()
 	cfg.ReportStatus = func(ev *componentstatus.Event) { componentstatus.ReportStatus(host, ev) }
 	ctrl, err := controller.New(r.settings, cfg, openTracer)
@@ -114,7 +115,7 @@ func (r *etcdReceiver) controllerConfig() controller.Config {
 			NoRecords:      r.next == nil,
 			MinDuration:    r.cfg.MinDuration,
 			Histograms:     r.metrics != nil,
-			Scheduler:      r.cfg.Scheduler && r.next != nil, // only records carry its split
+			Scheduler:      r.cfg.Scheduler, // the records' parts and etcd.syscall.time alike
 			Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
 			Block:          r.cfg.Block,
 			Disks:          r.cfg.Disks,
