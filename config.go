@@ -246,7 +246,6 @@ func (cfg *Config) unusedSettings(logs, metrics bool) (logsOnly, metricsOnly []s
 			{"flush_interval", cfg.FlushInterval != def.FlushInterval},
 			{"fd_kinds", len(cfg.FDKinds) > 0},
 			{"min_duration", cfg.MinDuration != def.MinDuration},
-			{"scheduler", cfg.Scheduler != def.Scheduler},
 		} {
 			if s.changed {
 				logsOnly = append(logsOnly, s.key)
