@@ -266,6 +266,14 @@ struct {
 	__type(value, __u64);
 } switched_in SEC(".maps");
 
+/* The super block whose disk learn_disk covered last on each CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} learnt_sb SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_MAX);
@@ -774,11 +782,21 @@ static __always_inline void observe(__u32 tgid, const struct inflight *call, con
 		observe_waits(&key, waits, io_device);
 }
 
-/* Covers the disk under a file or directory the process writes or syncs, once. */
+/*
+ * Covers the disk under a file or directory the process writes or syncs, once. The
+ * file system last seen on this CPU is remembered: etcd's calls go to one or two, so
+ * most calls stop at that comparison instead of reading through the super block to
+ * its disk and looking the disk up.
+ */
 static __always_inline void learn_disk(struct fd_desc *d)
 {
 	if (d->kind != FD_KIND_FILE && d->kind != FD_KIND_DIRECTORY)
 		return;
+	__u32 zero = 0;
+	__u64 *seen = bpf_map_lookup_elem(&learnt_sb, &zero);
+	if (!seen || *seen == (__u64)d->sb)
+		return;
+	*seen = (__u64)d->sb;
 	__u32 dev = sb_disk(d->sb);
 	if (!dev || bpf_map_lookup_elem(&covered_disks, &dev))
 		return;

@@ -318,6 +318,7 @@ type MonitorMapSpecs struct {
 	Hists             *ebpf.MapSpec `ebpf:"hists"`
 	Inflight          *ebpf.MapSpec `ebpf:"inflight"`
 	InflightTask      *ebpf.MapSpec `ebpf:"inflight_task"`
+	LearntSb          *ebpf.MapSpec `ebpf:"learnt_sb"`
 	Losses            *ebpf.MapSpec `ebpf:"losses"`
 	SubmitterOverflow *ebpf.MapSpec `ebpf:"submitter_overflow"`
 	Submitters        *ebpf.MapSpec `ebpf:"submitters"`
@@ -394,6 +395,7 @@ type MonitorMaps struct {
 	Hists             *ebpf.Map `ebpf:"hists"`
 	Inflight          *ebpf.Map `ebpf:"inflight"`
 	InflightTask      *ebpf.Map `ebpf:"inflight_task"`
+	LearntSb          *ebpf.Map `ebpf:"learnt_sb"`
 	Losses            *ebpf.Map `ebpf:"losses"`
 	SubmitterOverflow *ebpf.Map `ebpf:"submitter_overflow"`
 	Submitters        *ebpf.Map `ebpf:"submitters"`
@@ -417,6 +419,7 @@ func (m *MonitorMaps) Close() error {
 		m.Hists,
 		m.Inflight,
 		m.InflightTask,
+		m.LearntSb,
 		m.Losses,
 		m.SubmitterOverflow,
 		m.Submitters,
