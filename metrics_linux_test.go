@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/receiver"
@@ -221,4 +222,47 @@ func TestMetricsWALSyncsMatchEtcd(t *testing.T) {
 	dp := lastDurationPoint(t, metrics, srv.PID(), "fdatasync", "file", "wal")
 	assert.GreaterOrEqual(t, dp.Count(), kernelAfter, "the pipeline got the kernel's count")
 	assert.Zero(t, logs.LogRecordCount(), "no call took 10s")
+
+	// The same batch's etcd.syscall.time: the WAL syncs' time by part adds up to
+	// the histogram's sum, and they waited for something.
+	parts := timeParts(t, metrics, dp.Timestamp(), srv.PID(), "fdatasync", "wal")
+	var sum float64
+	for _, v := range parts {
+		sum += v
+	}
+	t.Logf("WAL fdatasync time by part: %v of %.4f s", parts, dp.Sum())
+	assert.InDelta(t, dp.Sum(), sum, 1e-6, "the parts add up to the duration's sum")
+	assert.Greater(t, parts["cpu"], 0.0)
+	assert.Less(t, parts["cpu"], dp.Sum(), "the syncs left the CPU")
+}
+
+// timeParts is pid's etcd.syscall.time of one syscall and file class by part,
+// from the batch collected at ts.
+func timeParts(t *testing.T, sink *consumertest.MetricsSink, ts pcommon.Timestamp, pid int, name, class string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, md := range sink.AllMetrics() {
+		for _, rm := range md.ResourceMetrics().All() {
+			if p, ok := rm.Resource().Attributes().Get(convert.AttrProcessPID); !ok || p.Int() != int64(pid) {
+				continue
+			}
+			for _, sm := range rm.ScopeMetrics().All() {
+				for _, m := range sm.Metrics().All() {
+					if m.Name() != convert.MetricTime {
+						continue
+					}
+					for _, p := range m.Sum().DataPoints().All() {
+						n, _ := p.Attributes().Get(convert.AttrName)
+						c, _ := p.Attributes().Get(convert.AttrFileClass)
+						part, _ := p.Attributes().Get(convert.AttrTimePart)
+						if p.Timestamp() == ts && n.Str() == name && c.Str() == class {
+							out[part.Str()] = p.DoubleValue()
+						}
+					}
+				}
+			}
+		}
+	}
+	require.NotEmpty(t, out, "etcd.syscall.time points of pid %d's %s on %s files", pid, name, class)
+	return out
 }
