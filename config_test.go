@@ -3,6 +3,7 @@ package etcdebpfreceiver
 import (
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 )
@@ -114,6 +117,49 @@ func TestUnmarshalRejectsBadInput(t *testing.T) {
 			err = sub.Unmarshal(createDefaultConfig())
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), want)
+		})
+	}
+}
+
+func TestSettingsWithoutEffectAreWarned(t *testing.T) {
+	changed := createDefaultConfig()
+	changed.MinDuration = 10 * time.Millisecond
+	changed.FDKinds = []string{"file"}
+	changed.Budget.Burst = 1_000
+	changed.CollectionInterval = 30 * time.Second
+	changed.Scheduler = false // acts in both pipelines: never warned of
+	for name, tt := range map[string]struct {
+		cfg           *Config
+		logs, metrics bool
+		want          map[string][]string // a warning's pipeline to the settings it names
+	}{
+		"metrics alone, logs settings changed": {cfg: changed, metrics: true,
+			want: map[string][]string{"logs": {"budget", "fd_kinds", "min_duration"}}},
+		"logs alone, collection_interval changed": {cfg: changed, logs: true,
+			want: map[string][]string{"metrics": {"collection_interval"}}},
+		"both pipelines":          {cfg: changed, logs: true, metrics: true},
+		"metrics alone, defaults": {cfg: createDefaultConfig(), metrics: true},
+		"logs alone, defaults":    {cfg: createDefaultConfig(), logs: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			core, logged := observer.New(zap.InfoLevel)
+			warnUnusedSettings(zap.New(core), tt.cfg, tt.logs, tt.metrics)
+			got := map[string][]string{}
+			for _, entry := range logged.All() {
+				assert.Equal(t, zap.WarnLevel, entry.Level)
+				pipeline := "metrics"
+				if strings.Contains(entry.Message, "no logs pipeline") {
+					pipeline = "logs"
+				}
+				settings, _ := entry.ContextMap()["settings"].([]any)
+				for _, s := range settings {
+					got[pipeline] = append(got[pipeline], s.(string))
+				}
+			}
+			if tt.want == nil {
+				tt.want = map[string][]string{}
+			}
+			assert.Equal(t, tt.want, got)
 		})
 	}
 }
