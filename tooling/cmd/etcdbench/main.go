@@ -18,18 +18,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 )
@@ -316,65 +312,6 @@ func (h *harness) collcpu() error {
 	return err
 }
 
-// etcd runs the phases against a real etcd: BPF stats under the receiver, and
-// the rounds of configurations.
-func (h *harness) etcd() error {
-	o := h.o
-	env, err := prepareEtcd(o, h.work)
-	if err != nil {
-		return err
-	}
-	total := o.total
-	if total == 0 {
-		if total, err = env.calibrate(o.duration); err != nil {
-			return err
-		}
-	}
-	h.rep.total = total
-	if h.has("bpfstats") {
-		for _, cfg := range []string{cfgRecv, cfgRecvPay64} {
-			logf("phase bpfstats: etcd benchmark under %s with BPF run-time stats", configNames[cfg])
-			d, maps, s, err := env.bpfStatsUnderEtcd(cfg, total)
-			if err != nil {
-				return err
-			}
-			h.rep.etcdStats = append(h.rep.etcdStats, etcdStat{cfg: cfg, progs: d, maps: maps, sample: s})
-		}
-	}
-	if !h.has("etcd") {
-		return nil
-	}
-	// The run time of every tracer's programs, in every run: the cost per put measured directly.
-	undoStats, err := bpfStats()
-	if err != nil {
-		return err
-	}
-	defer undoStats()
-	logf("phase etcd: %d rounds of %s, --total=%d", o.rounds, strings.Join(configs, " "), total)
-	for round := 1; round <= o.rounds; round++ {
-		for _, cfg := range configs {
-			s, err := env.oneRun(round, cfg, total)
-			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", round, cfg, err)
-			}
-			h.rep.runs = append(h.rep.runs, s)
-			logf("  round %2d %s %-44s %8.0f req/s  p99 %6.1f ms  etcd %.2f s  tracer %.2f s  BPF %4.0f ns/put  %.1f s", round, cfg, configNames[cfg],
-				s.ReqPerSec, s.P99*1000, s.EtcdCPU, s.TracerCPU, s.BPFNs/float64(s.Puts), s.Seconds)
-		}
-		// The calibration run is a fresh etcd's first load and often slower than
-		// the rounds: keep every run at least -duration long.
-		if a, ok := h.rep.perRound()[strconv.Itoa(round)][cfgBaseline]; ok && o.total == 0 && a.Seconds > 0 && a.Seconds < o.duration.Seconds() {
-			total = int(float64(total)*o.duration.Seconds()/a.Seconds*1.15/1000+1) * 1000
-			logf("  the baseline run lasted %.1f s < %v: --total=%d from round %d", a.Seconds, o.duration, total, round+1)
-		}
-		// A report after every round: an interrupted run still leaves one.
-		if err := h.rep.write(o.out); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func parseRates(s string) ([]float64, error) {
 	var out []float64
 	for _, f := range strings.Split(s, ",") {
@@ -385,46 +322,4 @@ func parseRates(s string) ([]float64, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// prepareEtcd finds or builds etcd, its benchmark tool and the collector.
-func prepareEtcd(o options, work string) (*etcdEnv, error) {
-	env := &etcdEnv{work: work}
-	etcdBin, err := etcdtest.Find(context.Background(), o.etcdBin, os.Stderr)
-	if err != nil {
-		return nil, err
-	}
-	env.etcdBin, env.benchBin = etcdBin, filepath.Join(filepath.Dir(etcdBin), "benchmark")
-	if _, err := os.Stat(env.benchBin); err != nil {
-		return nil, fmt.Errorf("etcd's benchmark tool beside etcd: %w (scripts/install-etcd.sh builds both)", err)
-	}
-	if comm != "etcd" { // the process name is the binary's file name
-		renamed := filepath.Join(work, "bin", comm)
-		_ = os.MkdirAll(filepath.Dir(renamed), 0o755)
-		if _, err := run("cp", env.etcdBin, renamed); err != nil {
-			return nil, err
-		}
-		env.etcdBin = renamed
-	}
-	bin, err := collector.Binary(context.Background(), o.collector, os.Stderr)
-	if err != nil {
-		return nil, err
-	}
-	// A private copy: a rebuild of _build/ during the run must not change the binary under test.
-	env.collector = filepath.Join(work, "otelcol-etcd")
-	if _, err := run("cp", bin, env.collector); err != nil {
-		return nil, err
-	}
-	if o.baseColl != "" {
-		env.baseCollector = filepath.Join(work, "otelcol-etcd-base")
-		if _, err := run("cp", o.baseColl, env.baseCollector); err != nil {
-			return nil, fmt.Errorf("-base-collector: %w", err)
-		}
-	}
-	for _, tool := range []string{"bpftrace", "strace"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("%s is not installed (apt-get install -y %s)", tool, tool)
-		}
-	}
-	return env, nil
 }
