@@ -162,8 +162,9 @@ GUEST_SKIP='^(TestImpostorCannotTakeEtcdsRecords|TestBudgetBoundsAFloodingProces
 # all static, under $WORK/files.
 build_guest_files() {
 	local files=$WORK/files etcd_bin
-	mkdir -p "$files/bin" "$files/opt/etcd" "$files/opt/etcdwriter" "$files/src"
+	mkdir -p "$files/bin" "$files/opt/etcd" "$files/opt/etcdwriter" "$files/src/docs"
 	cp -r testdata metadata.yaml "$files/src/" # the receiver's config tests read them
+	cp docs/configuration.md "$files/src/docs/" # and the reference they check it against
 	log "building the test binaries (static)"
 	CGO_ENABLED=0 "$GO" test -c -o "$files/bin/" . ./internal/tracer
 	(cd tooling && CGO_ENABLED=0 "$GO" test -c -o "$files/bin/" ./e2e)
