@@ -14,8 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
@@ -314,49 +312,6 @@ func (d *demo) summarize(ctx context.Context, w window) error {
 	return nil
 }
 
-// workload puts keys from clients loops until d has passed or ctx ends, and
-// prints progress every second.
-func workload(ctx context.Context, srv *etcdtest.Server, clients int, d time.Duration, out io.Writer, sink *otlpsink.Sink, pr *printer) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	var puts atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
-	value := strings.Repeat("v", 256)
-	for c := range clients {
-		wg.Go(func() {
-			for i := 0; ctx.Err() == nil; i++ {
-				if _, err := srv.Put(fmt.Sprintf("demo/%d/%d", c, i), value); err != nil {
-					if ctx.Err() == nil {
-						errOnce.Do(func() { firstErr = fmt.Errorf("put: %w", err) })
-						cancel()
-					}
-					return
-				}
-				puts.Add(1)
-			}
-		})
-	}
-	start := time.Now()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	for {
-		select {
-		case <-done:
-			if err := context.Cause(ctx); firstErr == nil && err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return puts.Load(), fmt.Errorf("interrupted: %w", err)
-			}
-			return puts.Load(), firstErr
-		case <-tick.C:
-			fmt.Fprintf(out, "-- %s/%s: %d puts, %d records received (%d not shown: at most %d lines a second)\n",
-				time.Since(start).Round(time.Second), d, puts.Load(), sink.RecordCount(), pr.takeSkipped(), pr.perSecond)
-		}
-	}
-}
-
 func stepper(out io.Writer, total int) func(format string, args ...any) {
 	n := 0
 	return func(format string, args ...any) {
@@ -375,33 +330,6 @@ func (i indentWriter) Write(p []byte) (int, error) {
 }
 
 func indent(w io.Writer) io.Writer { return indentWriter{w} }
-
-// checkPrivileges fails early, with the fix, where the collector could not load BPF.
-func checkPrivileges() error {
-	if os.Geteuid() == 0 {
-		return nil
-	}
-	const capPerfmon, capBPF = 38, 39
-	if caps, err := effectiveCaps(); err == nil && caps&(1<<capBPF) != 0 && caps&(1<<capPerfmon) != 0 {
-		return nil
-	}
-	return errors.New("run with sudo; loading BPF needs root or CAP_BPF+CAP_PERFMON (try: sudo make demo)")
-}
-
-func effectiveCaps() (uint64, error) {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CapEff:"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-		}
-	}
-	return 0, errors.New("no CapEff in /proc/self/status")
-}
 
 var debugRecordsRe = regexp.MustCompile(`"log records": (\d+)`)
 
