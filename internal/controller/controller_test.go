@@ -109,7 +109,7 @@ func TestDrainDeliversWhatTheRingHolds(t *testing.T) {
 	metadatatest.AssertEqualEtcdebpfRecordsRead(t, h.tel, points(records), metricdatatest.IgnoreTimestamp())
 }
 
-// Defect 1 of issue 15: the self-telemetry's callbacks read the session, so they
+// The self-telemetry's callbacks read the session, so they
 // must be unregistered before the session is closed; a collection between the two
 // read freed maps.
 func TestCloseUnregistersTelemetryBeforeClosingTheSession(t *testing.T) {
@@ -155,7 +155,7 @@ func maxCount(sink *consumertest.MetricsSink, pid int) uint64 {
 	return n
 }
 
-// Defect 2 of issue 15: calls a process makes between the read of the histograms
+// Calls a process makes between the read of the histograms
 // and its exit are counted. The exit is decided before the read, so a histogram is
 // deleted only when what was read of it is final.
 func TestMetricsCountCallsMadeBetweenTheReadAndTheExit(t *testing.T) {
@@ -180,7 +180,7 @@ func TestMetricsCountCallsMadeBetweenTheReadAndTheExit(t *testing.T) {
 	assert.Empty(t, h.session.hists, "the exited process's histogram is deleted once its final counts were read")
 }
 
-// Defect 2 of issue 15, in the loss log: records a process lost between the read
+// In the loss log: records a process lost between the read
 // of the losses and its exit are in its last line.
 func TestLossesCountedUpToTheExit(t *testing.T) {
 	pid, exit := exitingProcess(t)
@@ -206,7 +206,7 @@ func TestLossesCountedUpToTheExit(t *testing.T) {
 	assert.Empty(t, h.session.losses, "the exited process's entry is freed once its final losses were read")
 }
 
-// Defect 3 of issue 15: the metrics' StartTimestamp is no later than the first
+// The metrics' StartTimestamp is no later than the first
 // call they count, which can come as soon as the programs are attached.
 func TestMetricsStartBeforeTheProgramsAttach(t *testing.T) {
 	key := tracer.HistKey{PID: 1, Syscall: tracer.SyscallFsync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}

@@ -26,7 +26,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/scenario"
 )
 
-// TestLeaderDiskThrottled runs issue 18's failure on a real three-member
+// TestLeaderDiskThrottled runs a slow leader disk, etcd's classic failure, on a real three-member
 // cluster: the leader's writes are throttled to scenario.ThrottleIOPS through
 // a cgroup I/O limit, under a put load. It asserts what the kernel measured:
 // the throttled member's WAL fdatasync p99 from the receiver's histogram lies
