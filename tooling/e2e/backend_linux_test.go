@@ -30,11 +30,18 @@ import (
 // in on a free port, logs out to vlURL, metrics out to vmURL.
 func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector, string) {
 	t.Helper()
-	root, err := checkout.Root()
-	require.NoError(t, err)
 	ports, err := subprocess.FreePorts(1)
 	require.NoError(t, err)
 	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	return startGatewayAt(t, bin, addr, vlURL, vmURL), addr
+}
+
+// startGatewayAt is startGateway on a given address: a gateway started again
+// where its agents send.
+func startGatewayAt(t *testing.T, bin, addr, vlURL, vmURL string) *collector.Collector {
+	t.Helper()
+	root, err := checkout.Root()
+	require.NoError(t, err)
 	dir := t.TempDir()
 	// Several collectors side by side: none serves its own metrics on :8888. A
 	// second --config is merged over the first.
@@ -51,8 +58,8 @@ func startGateway(t *testing.T, bin, vlURL, vmURL string) (*collector.Collector,
 	t.Cleanup(func() { _ = col.Stop(10 * time.Second) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, col.WaitReady(ctx))
-	return col, addr
+	require.NoError(t, col.WaitReady(ctx), "gateway log:\n%s", col.Tail())
+	return col
 }
 
 // The path users take past one node: the agent (this receiver, logs and metrics)

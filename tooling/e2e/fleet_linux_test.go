@@ -23,44 +23,71 @@ import (
 )
 
 // startNodeAgent runs bin with the DaemonSet's config (examples/kubernetes/collector.yaml)
-// as the agent of node: the identity the DaemonSet gives it from the downward API
-// (OTEL_RESOURCE_ATTRIBUTES, read by the env detector), tracing only pid, and
-// sending to the gateway at gatewayAddr, a record of every call. A second --config, merged over the
-// first, narrows it to pid, flushes and collects sooner than a DaemonSet needs,
-// and keeps :8888 free for the other collectors.
+// as the agent of node, tracing only pid and sending to the gateway at
+// gatewayAddr a record of every call (startDaemonSetAgent).
 func startNodeAgent(t *testing.T, bin, node string, pid int, gatewayAddr string) *collector.Collector {
+	t.Helper()
+	return startDaemonSetAgent(t, bin, daemonSetAgent{
+		node: node, gatewayAddr: gatewayAddr, queueDir: t.TempDir(),
+		receiver: fmt.Sprintf("    pids: [%d]\n    flush_interval: 20ms\n    collection_interval: 1s\n", pid),
+	})
+}
+
+// daemonSetAgent is one run of the DaemonSet's agent on this machine.
+type daemonSetAgent struct {
+	node        string // its node's name, as the downward API gives it
+	gatewayAddr string // OTLP_ENDPOINT
+	// receiver is the etcdebpf receiver's settings (lines indented 4 spaces)
+	// merged over the DaemonSet's: which processes, and sooner flushes and
+	// collections than a DaemonSet needs.
+	receiver string
+	// queueDir stands in for the DaemonSet's hostPath: the exporters' queue
+	// (file_storage). Agents of one node in turn share it; two at once cannot.
+	queueDir string
+	// telemetryPort, when positive, serves the agent's own metrics on loopback
+	// (collector.Telemetry reads them); 0 turns them off.
+	telemetryPort int
+	extra         string   // more YAML merged over the DaemonSet's config: sections other than receivers, extensions and service
+	env           []string // more environment (GOMEMLIMIT)
+}
+
+// startDaemonSetAgent runs bin with the DaemonSet's config as a's agent: the
+// identity the DaemonSet gives it from the downward API (OTEL_RESOURCE_ATTRIBUTES,
+// read by the env detector), a record of every call (the DaemonSet's opt-in),
+// and a second --config, merged over the first, with a's settings; it keeps
+// :8888 free for the other collectors. It waits until the agent is ready.
+func startDaemonSetAgent(t *testing.T, bin string, a daemonSetAgent) *collector.Collector {
 	t.Helper()
 	root, err := checkout.Root()
 	require.NoError(t, err)
 	dir := t.TempDir()
-	overlay := filepath.Join(dir, "node.yaml")
-	require.NoError(t, os.WriteFile(overlay, fmt.Appendf(nil, `receivers:
-  etcdebpf:
-    pids: [%d]
-    flush_interval: 20ms
-    collection_interval: 1s
-service:
-  telemetry:
-    metrics:
-      level: none
-`, pid), 0o600))
+	overlay := "receivers:\n  etcdebpf:\n" + a.receiver +
+		fmt.Sprintf("extensions:\n  file_storage:\n    directory: %s\n    compaction:\n      directory: %s\n", a.queueDir, a.queueDir) +
+		a.extra
+	if a.telemetryPort > 0 {
+		overlay += fmt.Sprintf("service:\n  telemetry:\n    metrics:\n      level: normal\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: %d\n", a.telemetryPort)
+	} else {
+		overlay += "service:\n  telemetry:\n    metrics:\n      level: none\n"
+	}
+	overlayPath := filepath.Join(dir, a.node+".yaml")
+	require.NoError(t, os.WriteFile(overlayPath, []byte(overlay), 0o600))
 	col, err := collector.Start(collector.Options{
 		Binary:     bin,
 		ConfigPath: filepath.Join(root, "examples", "kubernetes", "collector.yaml"),
-		LogPath:    filepath.Join(dir, node+".log"),
-		Env: []string{
-			"OTLP_ENDPOINT=" + gatewayAddr,
+		LogPath:    filepath.Join(dir, a.node+".log"),
+		Env: append([]string{
+			"OTLP_ENDPOINT=" + a.gatewayAddr,
 			"ETCD_CGROUP_PATH=",
 			"ETCDEBPF_MIN_DURATION=0s", // the DaemonSet's opt-in: a record of every call
-			"OTEL_RESOURCE_ATTRIBUTES=host.name=" + node + ",k8s.node.name=" + node,
-		},
-		Args: []string{"--config", overlay},
+			"OTEL_RESOURCE_ATTRIBUTES=host.name=" + a.node + ",k8s.node.name=" + a.node,
+		}, a.env...),
+		Args: []string{"--config", overlayPath},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = col.Stop(10 * time.Second) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, col.WaitReady(ctx), "agent %s log:\n%s", node, col.Tail())
+	require.NoError(t, col.WaitReady(ctx), "agent %s log:\n%s\nconfig merged over the DaemonSet's:\n%s", a.node, col.Tail(), overlay)
 	return col
 }
 

@@ -49,10 +49,17 @@ func readShippedPod(t *testing.T) shippedPod {
 	configDir := t.TempDir()
 	require.NoError(t, os.Chmod(configDir, 0o755))
 	require.NoError(t, podman.WriteConfigMap(cm, configDir))
+	// The writable hostPaths (the exporters' queue) in a directory of the test's.
+	hostPaths := map[string]string{}
+	for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
+		if v := ds.Spec.Template.Spec.Volume(m.Name); v != nil && v.HostPath != nil && !m.ReadOnly {
+			hostPaths[v.HostPath.Path] = filepath.Join(t.TempDir(), m.Name)
+		}
+	}
 	return shippedPod{
 		pod:       ds.Spec.Template.Spec,
 		container: ds.Spec.Template.Spec.Containers[0],
-		host:      podman.Host{ConfigMaps: map[string]string{cm.Metadata.Name: configDir}, SeccompDir: filepath.Join(dir, "seccomp")},
+		host:      podman.Host{ConfigMaps: map[string]string{cm.Metadata.Name: configDir}, SeccompDir: filepath.Join(dir, "seccomp"), HostPaths: hostPaths},
 	}
 }
 

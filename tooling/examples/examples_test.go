@@ -1,6 +1,7 @@
 package examples
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/exporter/debugexporter"
 	"go.opentelemetry.io/collector/exporter/otlpexporter"
 	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
+	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/otelcol/otelcoltest"
 	"go.opentelemetry.io/collector/pipeline"
@@ -45,11 +47,12 @@ func TestMain(m *testing.M) {
 func factories(t *testing.T) otelcol.Factories {
 	t.Helper()
 	var f otelcol.Factories
-	var err1, err2, err3 error
+	var err1, err2, err3, err4 error
 	f.Receivers, err1 = otelcol.MakeFactoryMap[receiver.Factory](etcdebpfreceiver.NewFactory(), otlpreceiver.NewFactory())
 	f.Processors, err2 = otelcol.MakeFactoryMap[processor.Factory](batchprocessor.NewFactory(), memorylimiterprocessor.NewFactory(), resourceDetectionFactory)
 	f.Exporters, err3 = otelcol.MakeFactoryMap[exporter.Factory](debugexporter.NewFactory(), otlpexporter.NewFactory(), otlphttpexporter.NewFactory())
-	require.NoError(t, errors.Join(err1, err2, err3))
+	f.Extensions, err4 = otelcol.MakeFactoryMap[extension.Factory](fileStorageFactory)
+	require.NoError(t, errors.Join(err1, err2, err3, err4))
 	f.Telemetry = otelconftelemetry.NewFactory()
 	return f
 }
@@ -66,6 +69,27 @@ var resourceDetectionFactory = processor.NewFactory(resourceDetectionType,
 	func() component.Config { return &resourceDetectionConfig{} })
 
 var resourceDetectionType = component.MustNewType("resource_detection")
+
+// fileStorageFactory loads contrib's file_storage extension config, as
+// resourceDetectionFactory does the processor's, and for the same reason.
+var fileStorageFactory = extension.NewFactory(fileStorageType,
+	func() component.Config { return &fileStorageConfig{} },
+	func(context.Context, extension.Settings, component.Config) (extension.Extension, error) {
+		return nil, errors.New("the file_storage stand-in only loads configs")
+	}, component.StabilityLevelBeta)
+
+var fileStorageType = component.MustNewType("file_storage")
+
+type fileStorageConfig struct {
+	Directory       string `mapstructure:"directory"`
+	CreateDirectory bool   `mapstructure:"create_directory"`
+	MaxSize         int64  `mapstructure:"max_size"`
+	Compaction      struct {
+		Directory string         `mapstructure:"directory"`
+		Other     map[string]any `mapstructure:",remain"`
+	} `mapstructure:"compaction"`
+	Other map[string]any `mapstructure:",remain"`
+}
 
 type resourceDetectionConfig struct {
 	Detectors []string `mapstructure:"detectors"`
@@ -194,7 +218,12 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		v := pod.Volume(m.Name)
 		require.NotNil(t, v, "volume %s", m.Name)
-		assert.True(t, m.ReadOnly, "%s is mounted read-only", m.Name)
+		if m.MountPath == queueDir {
+			require.NotNil(t, v.HostPath, "the queue is on the node's disk")
+			assert.Equal(t, "DirectoryOrCreate", v.HostPath.Type, "the kubelet creates the queue's directory")
+		} else {
+			assert.True(t, m.ReadOnly, "%s is mounted read-only: only the queue's directory is writable", m.Name)
+		}
 		switch {
 		case v.ConfigMap != nil:
 			assert.Equal(t, cm.Metadata.Name, v.ConfigMap.Name, "the config volume references the ConfigMap")
@@ -207,6 +236,7 @@ func TestKubernetesDaemonSet(t *testing.T) {
 		"config":              "/etc/otelcol-etcd",
 		"/sys/kernel/tracing": "/sys/kernel/tracing", // the receiver looks there
 		"/sys/fs/cgroup":      "/host/sys/fs/cgroup", // for ETCD_CGROUP_PATH
+		queueDir:              queueDir,              // the exporters' queue, outliving the pod
 	}, mounts, "the mounts it needs and no others (BTF is in the container's own sysfs)")
 	assert.Contains(t, c.Args, "--config="+filepath.Join(mounts["config"], "collector.yaml"), "the collector reads the mounted ConfigMap")
 
@@ -227,6 +257,47 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	t.Setenv("ETCDEBPF_MIN_DURATION", "0s")
 	_, rc = load(t, "kubernetes/collector.yaml")
 	assert.Zero(t, rc.MinDuration, "ETCDEBPF_MIN_DURATION=0s: a record of every call")
+}
+
+// queueDir is where the DaemonSet's agent keeps its exporters' queue, on the
+// node and in the pod alike.
+const queueDir = "/var/lib/otelcol-etcd/queue"
+
+// The DaemonSet's agent queues what it cannot send on the node's disk, bounded
+// in bytes, and holds nothing it has accepted in memory only: the receiver's
+// records and points go from memory_limiter and resource_detection straight to
+// the exporter, which writes them to file_storage before it batches them.
+func TestKubernetesCollectorQueue(t *testing.T) {
+	t.Setenv("OTLP_ENDPOINT", "otel-gateway.observability.svc:4317")
+	cfg, _ := load(t, "kubernetes/collector.yaml")
+	storageID := component.NewID(fileStorageType)
+	fs, ok := cfg.Extensions[storageID].(*fileStorageConfig)
+	require.True(t, ok, "a file_storage extension")
+	assert.Contains(t, cfg.Service.Extensions, storageID, "file_storage is started")
+	assert.Equal(t, queueDir, fs.Directory, "the queue is in the DaemonSet's hostPath")
+	assert.Equal(t, queueDir, fs.Compaction.Directory, "compaction's temporary file too: the root is read-only")
+	assert.True(t, fs.CreateDirectory, "a node without the directory (outside Kubernetes) gets it")
+	assert.Positive(t, fs.MaxSize, "each file is capped")
+
+	exp, ok := cfg.Exporters[component.MustNewID("otlp_grpc")].(*otlpexporter.Config)
+	require.True(t, ok)
+	require.True(t, exp.QueueConfig.HasValue(), "a sending queue")
+	q := exp.QueueConfig.Get()
+	require.NotNil(t, q.StorageID, "the sending queue is persistent")
+	assert.Equal(t, storageID, *q.StorageID)
+	assert.Equal(t, "bytes", q.Sizer.String(), "bounded in bytes, whatever the records' sizes")
+	assert.LessOrEqual(t, q.QueueSize, fs.MaxSize, "the queue fills before its file is capped: a full queue says so in enqueue_failed")
+	require.True(t, q.Batch.HasValue(), "batches are made after the queue")
+	assert.Equal(t, "items", q.Batch.Get().Sizer.String())
+	assert.Positive(t, q.Batch.Get().MaxSize, "a batch in flight is bounded in memory")
+	assert.LessOrEqual(t, q.NumConsumers, 4, "few batches in flight: each is held in memory while it is retried")
+	assert.Zero(t, exp.RetryConfig.MaxElapsedTime, "a batch waits in the queue for the gateway, however long, instead of being dropped after 5 minutes")
+
+	for id, p := range cfg.Service.Pipelines {
+		assert.Equal(t, component.MustNewID("memory_limiter"), p.Processors[0], "%s: memory_limiter first", id)
+		assert.NotContains(t, p.Processors, component.MustNewID("batch"), "%s: a batch processor would hold accepted records in memory, lost if the agent is killed", id)
+		assert.Equal(t, []component.ID{component.MustNewID("otlp_grpc")}, p.Exporters, "%s", id)
+	}
 }
 
 // The gateway relays the agents' OTLP to VictoriaLogs and VictoriaMetrics: each

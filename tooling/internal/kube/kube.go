@@ -52,6 +52,7 @@ type ConfigMapSource struct {
 
 type HostPathSource struct {
 	Path string `yaml:"path"`
+	Type string `yaml:"type"` // "" (no check) or DirectoryOrCreate, ...
 }
 
 type Container struct {

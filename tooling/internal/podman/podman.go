@@ -78,6 +78,9 @@ func BuildImage(ctx context.Context, root, bin, tag string) error {
 type Host struct {
 	ConfigMaps map[string]string // ConfigMap name -> a directory holding its data as files
 	SeccompDir string            // where Localhost seccomp profiles are (kubelet's /var/lib/kubelet/seccomp)
+	// HostPaths stand in for the pod's writable hostPath volumes (host path ->
+	// a directory here), so that a test does not write into the machine's own.
+	HostPaths map[string]string
 }
 
 // RunFlags are `podman run`'s flags for container c of pod: host PID
@@ -135,6 +138,18 @@ func RunFlags(pod kube.PodSpec, c kube.Container, host Host) ([]string, error) {
 			return nil, fmt.Errorf("volumeMount %s: no such volume", m.Name)
 		case v.HostPath != nil:
 			source = v.HostPath.Path
+			if dir, ok := host.HostPaths[source]; ok {
+				source = dir
+			}
+			switch v.HostPath.Type {
+			case "":
+			case "DirectoryOrCreate": // what the kubelet does before it mounts
+				if err := os.MkdirAll(source, 0o755); err != nil {
+					return nil, fmt.Errorf("volume %s: %w", m.Name, err)
+				}
+			default:
+				return nil, fmt.Errorf("volume %s: hostPath type %q", m.Name, v.HostPath.Type)
+			}
 		case v.ConfigMap != nil:
 			dir, ok := host.ConfigMaps[v.ConfigMap.Name]
 			if !ok {
