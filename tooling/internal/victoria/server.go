@@ -30,21 +30,22 @@ type Server struct {
 
 // Start runs the backend at bin with its data and log in dataDir, on a free
 // loopback port, and waits until it answers its health check.
-func Start(ctx context.Context, p Product, bin, dataDir string) (*Server, error) {
+// extra are more flags, after p.Args.
+func Start(ctx context.Context, p Product, bin, dataDir string, extra ...string) (*Server, error) {
 	ports, err := subprocess.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
 	args := []string{
-		"-httpListenAddr=" + addr,
-		"-storageDataPath=" + filepath.Join(dataDir, "data"),
-		"-loggerLevel=WARN",
+		p.ListenFlag + "=" + addr,
+		p.DataFlag + "=" + filepath.Join(dataDir, "data"),
 	}
+	args = append(append(args, p.Args...), extra...)
 	proc, err := subprocess.Start(subprocess.Options{
 		Name:    p.Name,
 		Path:    bin,
-		Args:    append(args, p.Args...),
+		Args:    args,
 		LogPath: filepath.Join(dataDir, p.Name+".log"),
 	})
 	if err != nil {
@@ -62,7 +63,7 @@ func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
-		err := s.get(ctx, "/health", nil, io.Discard)
+		err := s.get(ctx, s.Product.HealthPath, nil, io.Discard)
 		if err == nil {
 			return nil
 		}
@@ -70,7 +71,7 @@ func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
 		case <-s.proc.Exited():
 			return fmt.Errorf("%s exited during start-up; its last lines:\n%s", s.Product.Name, s.proc.Tail())
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not answer %s/health within %s (%w); its last lines:\n%s", s.Product.Name, s.URL, within, err, s.proc.Tail())
+			return fmt.Errorf("%s did not answer %s%s within %s (%w); its last lines:\n%s", s.Product.Name, s.URL, s.Product.HealthPath, within, err, s.proc.Tail())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -145,12 +146,22 @@ func (s *Server) LogsQL(ctx context.Context, query string) ([]map[string]string,
 
 // OTLPMetricsEndpoint is the URL the collector's otlp_http exporter sends
 // metrics to (its metrics_endpoint).
-func (s *Server) OTLPMetricsEndpoint() string { return s.URL + "/opentelemetry/v1/metrics" }
+func (s *Server) OTLPMetricsEndpoint() string { return s.URL + s.Product.OTLPMetricsPath }
 
-// Sample is one series of a PromQL instant query's result.
+// Sample is one series of a PromQL instant query's result. A native
+// histogram's Value is its count.
 type Sample struct {
-	Labels map[string]string
-	Value  float64
+	Labels    map[string]string
+	Value     float64
+	Histogram *Histogram // the native histogram, when the result is one
+}
+
+// Histogram is a native histogram as Prometheus's query API returns it.
+type Histogram struct {
+	Count, Sum float64
+	// Buckets are [boundary rule, lower, upper, count]: boundary rule 0 is
+	// (lower, upper], 1 [lower, upper), 2 (lower, upper), 3 [lower, upper].
+	Buckets [][4]float64
 }
 
 // PromQL runs an instant PromQL (MetricsQL) query at time at.
@@ -168,6 +179,8 @@ func (s *Server) PromQL(ctx context.Context, query string, at time.Time) ([]Samp
 			Result     []struct {
 				Metric map[string]string `json:"metric"`
 				Value  [2]any            `json:"value"`
+				// A native histogram comes as [time, {count, sum, buckets}].
+				Histogram *[2]json.RawMessage `json:"histogram"`
 			} `json:"result"`
 		} `json:"data"`
 	}
@@ -179,6 +192,14 @@ func (s *Server) PromQL(ctx context.Context, query string, at time.Time) ([]Samp
 	}
 	samples := make([]Sample, 0, len(resp.Data.Result))
 	for _, r := range resp.Data.Result {
+		if r.Histogram != nil {
+			h, err := parseHistogram(r.Histogram[1])
+			if err != nil {
+				return nil, fmt.Errorf("PromQL %q: %w", query, err)
+			}
+			samples = append(samples, Sample{Labels: r.Metric, Value: h.Count, Histogram: h})
+			continue
+		}
 		str, ok := r.Value[1].(string)
 		if !ok {
 			return nil, fmt.Errorf("PromQL %q: value %v is not a string", query, r.Value[1])
@@ -190,4 +211,46 @@ func (s *Server) PromQL(ctx context.Context, query string, at time.Time) ([]Samp
 		samples = append(samples, Sample{Labels: r.Metric, Value: v})
 	}
 	return samples, nil
+}
+
+// parseHistogram reads the query API's native histogram, whose numbers are strings.
+func parseHistogram(raw json.RawMessage) (*Histogram, error) {
+	var h struct {
+		Count   string  `json:"count"`
+		Sum     string  `json:"sum"`
+		Buckets [][]any `json:"buckets"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, fmt.Errorf("a native histogram: %w", err)
+	}
+	num := func(v any) (float64, error) {
+		switch v := v.(type) {
+		case float64:
+			return v, nil
+		case string:
+			return strconv.ParseFloat(v, 64)
+		}
+		return 0, fmt.Errorf("%v is neither a number nor a string", v)
+	}
+	var out Histogram
+	var err error
+	if out.Count, err = num(h.Count); err != nil {
+		return nil, err
+	}
+	if out.Sum, err = num(h.Sum); err != nil {
+		return nil, err
+	}
+	for _, b := range h.Buckets {
+		if len(b) != 4 {
+			return nil, fmt.Errorf("a native histogram bucket of %d fields: %v", len(b), b)
+		}
+		var bucket [4]float64
+		for i, v := range b {
+			if bucket[i], err = num(v); err != nil {
+				return nil, err
+			}
+		}
+		out.Buckets = append(out.Buckets, bucket)
+	}
+	return &out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"time"
 
@@ -22,7 +23,14 @@ type Product struct {
 	Version string // the module version, pinned here
 	// BuildTime is what a cold build takes on a 2-vCPU machine, for the progress line.
 	BuildTime string
-	// Args are flags Start passes besides the listen address, data path and log level.
+	// Tools are more main packages of the same module, built beside it (ToolPath).
+	Tools []string
+	// ListenFlag and DataFlag are the flags that take the loopback address and
+	// the data directory; HealthPath answers 200 once the backend is ready.
+	ListenFlag, DataFlag, HealthPath string
+	// OTLPMetricsPath is where it takes OTLP/HTTP metrics; "" for none.
+	OTLPMetricsPath string
+	// Args are flags Start passes besides the listen address and data path.
 	Args []string
 }
 
@@ -30,23 +38,44 @@ type Product struct {
 var (
 	// Logs is VictoriaLogs (Apache-2.0), single node.
 	Logs = Product{
-		Name:      "victoria-logs",
-		Package:   "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs",
-		Version:   "v1.52.1",
-		BuildTime: "about a minute",
+		Name:       "victoria-logs",
+		Package:    "github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs",
+		Version:    "v1.52.1",
+		BuildTime:  "about a minute",
+		ListenFlag: "-httpListenAddr", DataFlag: "-storageDataPath", HealthPath: "/health",
+		Args: []string{"-loggerLevel=WARN"},
 	}
 	// Metrics is VictoriaMetrics (Apache-2.0), single node.
 	Metrics = Product{
-		Name:      "victoria-metrics",
-		Package:   "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics",
-		Version:   "v1.151.0",
-		BuildTime: "about 2 minutes",
+		Name:       "victoria-metrics",
+		Package:    "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics",
+		Version:    "v1.151.0",
+		BuildTime:  "about 2 minutes",
+		ListenFlag: "-httpListenAddr", DataFlag: "-storageDataPath", HealthPath: "/health",
+		OTLPMetricsPath: "/opentelemetry/v1/metrics",
 		Args: []string{
+			"-loggerLevel=WARN",
 			// OTLP names as Prometheus spells them: etcd.syscall.duration in seconds
 			// becomes etcd_syscall_duration_seconds_bucket/_count/_sum.
 			"-opentelemetry.usePrometheusNaming",
 			// Answer queries about the last seconds too (the default hides the last 30 s).
 			"-search.latencyOffset=0s",
+		},
+	}
+	// Prometheus (Apache-2.0) with its OTLP receiver, which stores OTLP
+	// exponential histograms as native histograms; promtool checks and unit-tests
+	// rule files. Its configuration file is the caller's (StartPrometheus).
+	Prometheus = Product{
+		Name:       "prometheus",
+		Package:    "github.com/prometheus/prometheus/cmd/prometheus",
+		Version:    "v0.316.0",
+		Tools:      []string{"github.com/prometheus/prometheus/cmd/promtool"},
+		BuildTime:  "about 5 minutes",
+		ListenFlag: "--web.listen-address", DataFlag: "--storage.tsdb.path", HealthPath: "/-/ready",
+		OTLPMetricsPath: "/api/v1/otlp/v1/metrics",
+		Args: []string{
+			"--web.enable-otlp-receiver",
+			"--log.level=warn",
 		},
 	}
 )
@@ -72,7 +101,7 @@ func (p Product) binaryPath() string {
 // progress; ctx bounds the build. Concurrent callers take turns on a lock file.
 func Install(ctx context.Context, p Product, progress io.Writer) (string, error) {
 	bin := p.binaryPath()
-	if isExecutable(bin) {
+	if p.installed(bin) {
 		return bin, nil
 	}
 	installDir := filepath.Dir(filepath.Dir(bin))
@@ -86,7 +115,7 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 		return "", err
 	}
 	defer unlock()
-	if isExecutable(bin) {
+	if p.installed(bin) {
 		return bin, nil
 	}
 
@@ -99,7 +128,11 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 	defer os.RemoveAll(work)
 	fmt.Fprintf(progress, "==> building %s %s from the Go module proxy into %s (%s, once)\n", p.Name, p.Version, installDir, p.BuildTime)
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, checkout.GoTool(), "install", "-trimpath", p.Package+"@"+p.Version)
+	args := []string{"install", "-trimpath", p.Package + "@" + p.Version}
+	for _, tool := range p.Tools {
+		args = append(args, tool+"@"+p.Version)
+	}
+	cmd := exec.CommandContext(ctx, checkout.GoTool(), args...)
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "GOBIN="+filepath.Join(work, "bin"), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false", "GOWORK=off")
 	if err := subprocess.RunLong(ctx, cmd, progress, p.Name+" "); err != nil {
@@ -116,6 +149,23 @@ func Install(ctx context.Context, p Product, progress io.Writer) (string, error)
 	}
 	fmt.Fprintf(progress, "==> built %s in %s\n", p.Name, time.Since(start).Round(time.Second))
 	return bin, nil
+}
+
+// ToolPath is the path of the tool named name (the last element of one of
+// p.Tools) beside bin, the path Install returned.
+func ToolPath(bin, name string) string { return filepath.Join(filepath.Dir(bin), name) }
+
+// installed reports whether bin and every tool beside it are there.
+func (p Product) installed(bin string) bool {
+	if !isExecutable(bin) {
+		return false
+	}
+	for _, tool := range p.Tools {
+		if !isExecutable(ToolPath(bin, path.Base(tool))) {
+			return false
+		}
+	}
+	return true
 }
 
 func isExecutable(path string) bool {
