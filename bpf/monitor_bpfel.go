@@ -220,7 +220,7 @@ const (
 	MonitorWaitLayoutWAIT_PAGE_SHIFT      MonitorWaitLayout = 12
 	MonitorWaitLayoutWAIT_RANGES_PER_PAGE MonitorWaitLayout = 8
 	MonitorWaitLayoutWAIT_PAGES_MAX       MonitorWaitLayout = 512
-	MonitorWaitLayoutWAIT_FRAMES          MonitorWaitLayout = 24
+	MonitorWaitLayoutWAIT_FRAMES          MonitorWaitLayout = 16
 	MonitorWaitLayoutWAIT_SEARCH_FRAMES   MonitorWaitLayout = 12
 )
 
@@ -237,7 +237,7 @@ type MonitorWaitPage struct {
 
 type MonitorWaitStack struct {
 	_   structs.HostLayout
-	Ips [24]uint64
+	Ips [16]uint64
 }
 
 type MonitorWaitTimes struct {

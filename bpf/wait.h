@@ -32,7 +32,7 @@ enum wait_layout {
 	WAIT_PAGE_SHIFT = 12,    /* the table is keyed by the address's 4 KiB page */
 	WAIT_RANGES_PER_PAGE = 8,
 	WAIT_PAGES_MAX = 512,
-	WAIT_FRAMES = 24,        /* stack frames read at a switch out */
+	WAIT_FRAMES = 16,        /* stack frames read at a switch out: the unwinder walks as many, whatever the wait */
 	WAIT_SEARCH_FRAMES = 12, /* frames searched past the scheduler's for a known wait */
 };
 

@@ -379,7 +379,7 @@ func (h *harness) etcd() error {
 	}
 	h.rep.total = total
 	if h.has("bpfstats") {
-		for _, cfg := range []string{cfgRecv, cfgRecvPay64} {
+		for _, cfg := range []string{cfgRecv, cfgRecvPay64, cfgMetrics} {
 			logf("phase bpfstats: etcd benchmark under %s with BPF run-time stats", configNames[cfg])
 			d, maps, s, err := env.bpfStatsUnderEtcd(cfg, total)
 			if err != nil {
