@@ -133,7 +133,9 @@ func TestQueueRidesOutGatewayOutageAndAgentKill(t *testing.T) {
 	const total = before + during + restarted
 	count := `* | stats by (process.pid) count() records, count_uniq(etcd.syscall.raw) calls`
 	var stored map[string][2]int // pid -> records, distinct calls
-	deadline := time.Now().Add(60 * time.Second)
+	// The exporter retries at least every 10 s, but gRPC reconnects on its own
+	// back-off, which 20 s of refused connections have grown to ~30 s.
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		require.NoError(t, vl.Flush(ctx))
 		rows, err := vl.LogsQL(ctx, count)
