@@ -1,0 +1,325 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
+)
+
+// prometheusConfig is the OTLP part of the configuration docs/backends.md
+// gives, with the shipped rules (their for: shortened) evaluated every second.
+const prometheusConfig = `global:
+  evaluation_interval: 1s
+otlp:
+  promote_resource_attributes: [host.name, process.pid, process.command_args, container.id]
+rule_files: [%q]
+`
+
+// The built collector's otlp_http exporter into a real Prometheus: the
+// receiver's exponential histogram arrives as a native histogram that counts
+// exactly the fdatasyncs a process made, histogram_quantile agrees with the
+// receiver's own histogram within its bucket, the Resource attributes that tell
+// members apart are labels, the shipped recording rules evaluate over them, and
+// every panel of the shipped dashboard returns series.
+func TestCollectorIntoPrometheus(t *testing.T) {
+	bpftest.RequireBPF(t)
+	bin := collectorBinary(t)
+	writerBin := bpftest.BuildWriter(t)
+	root, err := checkout.Root()
+	require.NoError(t, err)
+
+	shipped, err := os.ReadFile(filepath.Join(root, "examples", "prometheus", "etcdebpf-rules.yaml"))
+	require.NoError(t, err)
+	rules, err := victoria.ShortenFor(shipped, time.Second)
+	require.NoError(t, err)
+	rulesPath := filepath.Join(t.TempDir(), "etcdebpf-rules.yaml")
+	require.NoError(t, os.WriteFile(rulesPath, rules, 0o600))
+	prom := victoria.StartPrometheusForTest(t, fmt.Sprintf(prometheusConfig, rulesPath))
+
+	sink, err := otlpsink.Start("127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(sink.Stop)
+
+	// A WAL-like file on a disk, so that the syncs take a disk's time and the
+	// disks' view sees the writer's bytes.
+	const syncs, dbSyncs = 600, 100
+	w := bpftest.StartWriterWith(t, writerBin, etcdwriter.Options{
+		Calls:     syncs,
+		Size:      4096,
+		Path:      filepath.Join(diskDir(t), "0000000000000000-0000000000000000.wal"),
+		Fdatasync: true,
+		// Alive past the receiver's first collection, which reads its command line.
+		Rate: 200,
+	})
+	pid := w.PID()
+	commandArgs, err := json.Marshal(procCmdline(t, pid))
+	require.NoError(t, err)
+	// And a bbolt-like one, for the dashboard's backend panel.
+	db := bpftest.StartWriterWith(t, writerBin, etcdwriter.Options{
+		Calls:     dbSyncs,
+		Size:      4096,
+		Path:      filepath.Join(diskDir(t), "db"),
+		Fdatasync: true,
+		// Over several collections: a rate needs two points of a series.
+		Rate: 20,
+	})
+	col := startCollector(t, bin, collector.Pipeline{
+		PIDs:               []int{pid, db.PID()},
+		OTLPEndpoint:       sink.Endpoint(),
+		FlushInterval:      20 * time.Millisecond,
+		CollectionInterval: time.Second,
+		MetricsOverGRPC:    true,
+		OTLPHTTPMetrics:    prom.OTLPMetricsEndpoint(),
+		DetectHost:         true,
+		// Every call a record, so that the records give the exact p99.
+		Budget: &collector.Budget{},
+	})
+	db.Release(t, time.Minute)
+	w.Release(t, time.Minute)
+	ctx := context.Background()
+
+	// The kernel's count of the calls: the native histogram's count in Prometheus.
+	waitCount := func(pid int, class string, want int) string {
+		selector := fmt.Sprintf(`{process_pid="%d", etcd_syscall_name="fdatasync", etcd_syscall_file_class=%q}`, pid, class)
+		countQuery := `histogram_count(etcd_syscall_duration_seconds` + selector + `)`
+		var count []victoria.Sample
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			count, err = prom.PromQL(ctx, countQuery, time.Now())
+			require.NoError(t, err)
+			if len(count) == 1 && count[0].Value >= float64(want) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		require.Len(t, count, 1, "%s; collector log:\n%s", countQuery, col.Tail())
+		assert.Equal(t, float64(want), count[0].Value, "%s: the writer made exactly %d fdatasyncs", countQuery, want)
+		t.Logf("PromQL %s -> %.0f (the writer made %d)", countQuery, count[0].Value, want)
+		return selector
+	}
+	selector := waitCount(pid, "wal", syncs)
+	waitCount(db.PID(), "db", dbSyncs)
+
+	// A native histogram, labelled with the promoted Resource attributes.
+	raw, err := prom.PromQL(ctx, `etcd_syscall_duration_seconds`+selector, time.Now())
+	require.NoError(t, err)
+	require.Len(t, raw, 1)
+	require.NotNil(t, raw[0].Histogram, "etcd.syscall.duration is stored as a native histogram")
+	labels := raw[0].Labels
+	t.Logf("labels of the WAL fdatasync series: %v", labels)
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	assert.Equal(t, host, labels["host_name"], "host.name, promoted")
+	assert.Equal(t, string(commandArgs), labels["process_command_args"], "process.command_args, promoted as its JSON array")
+	assert.Equal(t, "file", labels["etcd_syscall_fd_kind"])
+	assert.NotContains(t, labels, "container_id", "the writer runs in no container")
+	assert.NotContains(t, labels, "process_executable_name", "a Resource attribute that is not promoted is no label")
+
+	// The receiver's own quantile: the bucket of its last cumulative point that
+	// holds the 99th percentile. Prometheus interpolates inside that bucket.
+	latest := latestPoint(sink.Metrics(), pid)
+	require.NotNil(t, latest, "the receiver's WAL fdatasync histogram in the OTLP sink")
+	require.Equal(t, uint64(syncs), latest.Count(), "the receiver's count")
+	lower, upper := quantileBucket(latest, 0.99)
+	quantileQuery := `histogram_quantile(0.99, etcd_syscall_duration_seconds` + selector + `)`
+	p99, err := prom.PromQL(ctx, quantileQuery, time.Now())
+	require.NoError(t, err)
+	require.Len(t, p99, 1, "%s", quantileQuery)
+	exact := exactQuantile(t, sink, pid, 0.99)
+	t.Logf("p99 of %d WAL fdatasyncs: PromQL %s -> %.1f us; the receiver's bucket (%.1f, %.1f] us; the records' exact p99 %.1f us (PromQL/exact %.3f)",
+		syncs, quantileQuery, p99[0].Value*1e6, lower*1e6, upper*1e6, exact*1e6, p99[0].Value/exact)
+	assert.GreaterOrEqual(t, p99[0].Value, lower*(1-1e-9), "Prometheus's p99 vs the receiver's bucket")
+	assert.LessOrEqual(t, p99[0].Value, upper*(1+1e-9), "Prometheus's p99 vs the receiver's bucket")
+	assert.InDelta(t, 0, math.Log2(p99[0].Value/exact), 1.0/8, "Prometheus's p99 within one bucket (2^(1/8)) of the records' exact p99")
+
+	// The disks' view, as Prometheus names it.
+	bytesQuery := fmt.Sprintf(`etcdebpf_disk_submitted_bytes_total{process_pid="%d"}`, pid)
+	submitted, err := prom.PromQL(ctx, bytesQuery, time.Now())
+	require.NoError(t, err)
+	require.NotEmpty(t, submitted, "%s", bytesQuery)
+	t.Logf("PromQL %s -> %v", bytesQuery, submitted)
+	assert.GreaterOrEqual(t, submitted[0].Value, float64(syncs*4096), "the writer's bytes reached its disk")
+
+	// The shipped recording rules evaluate over what arrived.
+	recorded := fmt.Sprintf(`etcdebpf:wal_fdatasync_seconds:p99_5m{process_pid="%d"}`, pid)
+	var p99Rule []victoria.Sample
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		p99Rule, err = prom.PromQL(ctx, recorded, time.Now())
+		require.NoError(t, err)
+		if len(p99Rule) == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	require.Len(t, p99Rule, 1, "%s", recorded)
+	t.Logf("PromQL %s -> %v", recorded, p99Rule)
+
+	names, err := prom.PromQL(ctx, `count by (__name__) ({__name__=~"etcd.*"})`, time.Now())
+	require.NoError(t, err)
+	for _, n := range names {
+		t.Logf("stored: %s (%.0f series)", n.Labels["__name__"], n.Value)
+	}
+	causes, err := prom.PromQL(ctx, fmt.Sprintf(`etcdebpf:sync_time_part:dominant_5m{process_pid="%d"}`, pid), time.Now())
+	require.NoError(t, err)
+	t.Logf("the dominant part of the WAL syncs' time: %v", causes)
+
+	t.Run("dashboard panels", func(t *testing.T) {
+		checkDashboardPanels(t, prom, root)
+	})
+}
+
+// latestPoint is the receiver's last cumulative point of pid's WAL fdatasyncs.
+func latestPoint(batches []pmetric.Metrics, pid int) *pmetric.ExponentialHistogramDataPoint {
+	var latest *pmetric.ExponentialHistogramDataPoint
+	for _, md := range batches {
+		for _, rm := range md.ResourceMetrics().All() {
+			if v, ok := rm.Resource().Attributes().Get("process.pid"); !ok || v.Int() != int64(pid) {
+				continue
+			}
+			for _, sm := range rm.ScopeMetrics().All() {
+				for _, m := range sm.Metrics().All() {
+					if m.Name() != "etcd.syscall.duration" {
+						continue
+					}
+					for _, dp := range m.ExponentialHistogram().DataPoints().All() {
+						name, _ := dp.Attributes().Get("etcd.syscall.name")
+						class, _ := dp.Attributes().Get("etcd.syscall.file_class")
+						if name.Str() == "fdatasync" && class.Str() == "wal" && (latest == nil || dp.Count() >= latest.Count()) {
+							latest = &dp
+						}
+					}
+				}
+			}
+		}
+	}
+	return latest
+}
+
+// quantileBucket is the bounds of the positive bucket of dp that holds the
+// quantile q: the receiver's own answer, to one bucket.
+func quantileBucket(dp *pmetric.ExponentialHistogramDataPoint, q float64) (lower, upper float64) {
+	rank := q * float64(dp.Count())
+	seen := float64(dp.ZeroCount())
+	base := math.Exp2(math.Exp2(-float64(dp.Scale())))
+	for i, n := range dp.Positive().BucketCounts().All() {
+		seen += float64(n)
+		if seen >= rank {
+			index := float64(dp.Positive().Offset()) + float64(i)
+			return math.Pow(base, index), math.Pow(base, index+1)
+		}
+	}
+	return math.NaN(), math.NaN()
+}
+
+// exactQuantile is the quantile q of pid's WAL fdatasync durations in the
+// records, in seconds: the nearest rank.
+func exactQuantile(t *testing.T, sink *otlpsink.Sink, pid int, q float64) float64 {
+	t.Helper()
+	var durations []float64
+	for _, r := range sink.Records() {
+		p, _ := r.Attr("process.pid")
+		name, _ := r.Attr("etcd.syscall.name")
+		d, ok := r.Attr("etcd.syscall.duration_ns")
+		if p.Int() == int64(pid) && name.Str() == "fdatasync" && ok {
+			durations = append(durations, float64(d.Int())/1e9)
+		}
+	}
+	require.NotEmpty(t, durations, "fdatasync records of pid %d", pid)
+	slices.Sort(durations)
+	return durations[int(math.Ceil(q*float64(len(durations))))-1]
+}
+
+// dashboardVariables are the dashboard's template variables as the panel
+// test sets them: every host and member, and a rate window that the test's
+// seconds of data fill.
+var dashboardVariables = strings.NewReplacer(
+	"$__rate_interval", "1m",
+	"${host}", ".*", "$host", ".*",
+	"${pid}", ".*", "$pid", ".*",
+)
+
+// checkDashboardPanels runs every target of every panel of the shipped
+// dashboard, as the JSON has it, and requires series from each.
+func checkDashboardPanels(t *testing.T, prom *victoria.Server, root string) {
+	data, err := os.ReadFile(filepath.Join(root, "examples", "grafana", "etcdebpf-dashboard.json"))
+	require.NoError(t, err)
+	type panel struct {
+		Title   string `json:"title"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+		Panels []json.RawMessage `json:"panels"`
+	}
+	var dashboard struct {
+		Panels []panel `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(data, &dashboard))
+	var all []panel
+	for _, p := range dashboard.Panels {
+		all = append(all, p)
+		for _, rawChild := range p.Panels {
+			var child panel
+			require.NoError(t, json.Unmarshal(rawChild, &child))
+			all = append(all, child)
+		}
+	}
+	ctx := context.Background()
+	// The metrics this test's setup cannot have: no etcd is scraped here, and
+	// the receiver in this build may not send etcd.syscall.time yet.
+	absentReason := map[string]string{
+		"etcd_server_leader_changes_seen_total": "etcd's own metrics: this test traces a writer, not an etcd that Prometheus scrapes",
+		"etcd_syscall_time_seconds_total":       "etcd.syscall.time: the receiver built from this checkout does not send it",
+	}
+	metricName := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	targets := 0
+	for _, p := range all {
+		for i, target := range p.Targets {
+			if target.Expr == "" {
+				continue
+			}
+			targets++
+			t.Run(fmt.Sprintf("%s/%d", p.Title, i), func(t *testing.T) {
+				for _, name := range metricName.FindAllString(target.Expr, -1) {
+					reason, ok := absentReason[name]
+					if !ok {
+						continue
+					}
+					present, err := prom.PromQL(ctx, "count("+name+")", time.Now())
+					require.NoError(t, err)
+					if len(present) == 0 {
+						t.Skipf("%s is absent from this Prometheus: %s", name, reason)
+					}
+				}
+				query := dashboardVariables.Replace(target.Expr)
+				require.NotContains(t, query, "$", "a dashboard variable the test does not set")
+				samples, err := prom.PromQL(ctx, query, time.Now())
+				require.NoError(t, err)
+				t.Logf("%s -> %d series", query, len(samples))
+				assert.NotEmpty(t, samples, "panel %q: %s", p.Title, query)
+			})
+		}
+	}
+	assert.GreaterOrEqual(t, targets, 5, "the dashboard's queries")
+}
