@@ -176,15 +176,45 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 	require.Len(t, p99Rule, 1, "%s", recorded)
 	t.Logf("PromQL %s -> %v", recorded, p99Rule)
 
+	causes, err := prom.PromQL(ctx, fmt.Sprintf(`etcdebpf:sync_time_part:dominant_5m{process_pid="%d", etcd_syscall_file_class="wal"}`, pid), time.Now())
+	require.NoError(t, err)
+	t.Logf("the dominant part of the WAL syncs' time: %v", causes)
+
+	// The WAL alert as shipped (its for: a second): this disk, shared with the
+	// other tests and engineers, is sometimes above etcd's 10 ms and sometimes
+	// not, so the alert must agree with the recorded p99 either way, and name
+	// the cause the receiver measured.
+	alerts := fmt.Sprintf(`ALERTS{alertname="EtcdWALSyncSlow", alertstate="firing", process_pid="%d"}`, pid)
+	slow := p99Rule[0].Value > 0.010
+	var firing []victoria.Sample
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		firing, err = prom.PromQL(ctx, alerts, time.Now())
+		require.NoError(t, err)
+		if slow == (len(firing) > 0) && slow || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("recorded WAL p99 %.2f ms; %s -> %v", p99Rule[0].Value*1e3, alerts, firing)
+	if !slow {
+		assert.Empty(t, firing, "no alert below 10 ms")
+	} else {
+		require.Len(t, firing, 1, "the alert above 10 ms")
+		want := "unmeasured"
+		if len(causes) == 1 {
+			want = causes[0].Labels["cause"]
+		}
+		assert.Equal(t, want, firing[0].Labels["cause"], "the alert's cause")
+		assert.Equal(t, labels["host_name"], firing[0].Labels["host_name"])
+		assert.Equal(t, string(commandArgs), firing[0].Labels["process_command_args"])
+	}
+
 	names, err := prom.PromQL(ctx, `count by (__name__) ({__name__=~"etcd.*"})`, time.Now())
 	require.NoError(t, err)
 	for _, n := range names {
 		t.Logf("stored: %s (%.0f series)", n.Labels["__name__"], n.Value)
 	}
-	causes, err := prom.PromQL(ctx, fmt.Sprintf(`etcdebpf:sync_time_part:dominant_5m{process_pid="%d"}`, pid), time.Now())
-	require.NoError(t, err)
-	t.Logf("the dominant part of the WAL syncs' time: %v", causes)
-
 	t.Run("dashboard panels", func(t *testing.T) {
 		checkDashboardPanels(t, prom, root)
 	})
