@@ -40,8 +40,9 @@ rule_files: [%q]
 // receiver's exponential histogram arrives as a native histogram that counts
 // exactly the fdatasyncs a process made, histogram_quantile agrees with the
 // receiver's own histogram within its bucket, the Resource attributes that tell
-// members apart are labels, the shipped recording rules evaluate over them, and
-// every panel of the shipped dashboard returns series.
+// members apart are labels, the shipped rules evaluate over them (the WAL alert
+// firing exactly when the recorded p99 is above 10 ms), and every panel of the
+// shipped dashboard returns series.
 func TestCollectorIntoPrometheus(t *testing.T) {
 	bpftest.RequireBPF(t)
 	bin := collectorBinary(t)
