@@ -238,6 +238,37 @@ func TestWaitsOfSyncsOnAQuietDisk(t *testing.T) {
 	assert.Greater(t, sum[PartIODevice], sum[PartIOQueue], "an idle disk serves a sync's I/O at once: on the device, not queued")
 }
 
+// Syncs on a device that is itself slow (make kernels' guests: a drive QEMU
+// serves at 25 requests a second) wait for their own I/O on the device: their
+// time is mostly io_device, within what /sys/block says the disk spent.
+func TestWaitsNameASlowDevice(t *testing.T) {
+	d := disktest.Slow(t)
+	requireSchedInfo(t)
+	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"fdatasync"},
+		Block: true, Disks: []string{d.Name}, Scheduler: true})
+	require.NoError(t, err)
+	defer tr.Close()
+
+	const n = 15
+	path := filepath.Join(d.Dir, "wal")
+	runtime.LockOSThread()
+	require.NoError(t, walLikeSyncs(path, 1, false)) // the file's blocks, before the window
+	before := readDiskTimes(t, d.Name)
+	require.NoError(t, walLikeSyncs(path, n, false))
+	after := readDiskTimes(t, d.Name)
+	runtime.UnlockOSThread()
+
+	sum, syncs, causes := syncParts(t, drainAll(t, tr), os.Getpid())
+	logParts(t, "on a slow device", sum, syncs, causes)
+	require.GreaterOrEqual(t, syncs, n)
+	diskMs := after.sub(before)
+	t.Logf("own I/O on the device %v; /sys/block/%s: writing %d ms, flushing %d ms", time.Duration(sum[PartIODevice]), d.Name, diskMs.writing, diskMs.flushing)
+	assert.Greater(t, share(sum, PartIODevice), 0.5, "the syncs waited for the device")
+	assert.Greater(t, sum[PartIODevice], 4*sum[PartIOQueue], "not in the kernel before it")
+	assert.LessOrEqual(t, sum[PartIODevice], uint64(time.Duration(diskMs.writing+diskMs.flushing+uint64(2*syncs))*time.Millisecond),
+		"the device time is at most the disk's")
+}
+
 // diskTimes are the milliseconds a disk spent writing and flushing (/sys/block/<disk>/stat fields 8 and 17).
 type diskTimes struct{ writing, flushing uint64 }
 

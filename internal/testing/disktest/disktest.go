@@ -26,6 +26,10 @@ import (
 // as /dev/vdb; scripts/kernels.sh gives its guests one.
 const Env = "ETCDEBPF_TEST_DISK"
 
+// SlowEnv names a block device that serves its requests slowly, holding an empty
+// ext4 file system; scripts/kernels.sh gives its guests one (QEMU's throttled drive).
+const SlowEnv = "ETCDEBPF_TEST_SLOW_DISK"
+
 // Disk is a mounted quiet disk.
 type Disk struct {
 	Name string // in /sys/block, such as loop3 or vdb
@@ -41,6 +45,26 @@ func Quiet(t testing.TB) Disk {
 	if device == "" {
 		device = loopDevice(t)
 	}
+	return mount(t, device)
+}
+
+// Slow mounts the slow disk SlowEnv names, as Quiet does; without one the test is
+// skipped: a device slow in its own hardware cannot be made on the host (a
+// throttle in the kernel would sit before the device), and make kernels' guests,
+// which CI runs, have one.
+func Slow(t testing.TB) Disk {
+	t.Helper()
+	bpftest.RequireBPF(t)
+	device := os.Getenv(SlowEnv)
+	if device == "" {
+		t.Skipf("no slow device (%s): make kernels' guests have one, a drive QEMU throttles", SlowEnv)
+	}
+	return mount(t, device)
+}
+
+// mount mounts device's ext4 file system for the test and unmounts it at cleanup.
+func mount(t testing.TB, device string) Disk {
+	t.Helper()
 	dir := t.TempDir()
 	if err := unix.Mount(device, dir, "ext4", unix.MS_NOATIME, ""); err != nil {
 		t.Fatalf("mounting %s on %s: %v", device, dir, err)
