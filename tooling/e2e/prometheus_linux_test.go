@@ -176,6 +176,12 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 	}
 	require.Len(t, p99Rule, 1, "%s", recorded)
 	t.Logf("PromQL %s -> %v", recorded, p99Rule)
+	// What the rule's window holds: a rate leaves out the calls before the
+	// series' first point.
+	window, err := prom.PromQL(ctx, `histogram_count(increase(etcd_syscall_duration_seconds`+selector+`[5m]))`, time.Now())
+	require.NoError(t, err)
+	require.Len(t, window, 1)
+	t.Logf("recorded WAL p99 %.2f ms over %.0f calls (extrapolated) of the %d", p99Rule[0].Value*1e3, window[0].Value, syncs)
 
 	causes, err := prom.PromQL(ctx, fmt.Sprintf(`etcdebpf:sync_time_part:dominant_5m{process_pid="%d", etcd_syscall_file_class="wal"}`, pid), time.Now())
 	require.NoError(t, err)
