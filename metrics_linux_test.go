@@ -233,6 +233,10 @@ func TestMetricsWALSyncsMatchEtcd(t *testing.T) {
 	t.Logf("WAL fdatasync time by part: %v of %.4f s", parts, dp.Sum())
 	assert.InDelta(t, dp.Sum(), sum, 1e-6, "the parts add up to the duration's sum")
 	assert.Greater(t, parts["cpu"], 0.0)
+	if bpftest.InMemory(t, srv.DataDir) {
+		t.Logf("etcd's data directory %s is in memory: its syncs wait for no disk", srv.DataDir)
+		return
+	}
 	assert.Less(t, parts["cpu"], dp.Sum(), "the syncs left the CPU")
 }
 

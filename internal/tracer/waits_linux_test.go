@@ -434,3 +434,49 @@ func (w *offCPUWatcher) stop(t *testing.T) map[string]uint64 {
 	}
 	return stacks
 }
+
+// Where /proc/kallsyms shows no addresses (no CAP_SYSLOG), Start still succeeds,
+// says what is missing and how to get it, and a call's blocked time is all "other",
+// with no function named: nothing is attributed to a wait it was not.
+func TestWaitsWithoutKernelAddresses(t *testing.T) {
+	bpftest.RequireBPF(t)
+	requireSchedInfo(t)
+	zeros := filepath.Join(t.TempDir(), "kallsyms")
+	var b strings.Builder
+	for name := range waitFunctions {
+		fmt.Fprintf(&b, "0000000000000000 T %s\n", name)
+	}
+	require.NoError(t, os.WriteFile(zeros, []byte(b.String()), 0o600))
+	replace(t, &kallsymsPath, zeros)
+	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"write"}, Scheduler: true})
+	require.NoError(t, err)
+	defer tr.Close()
+	require.Len(t, tr.Warnings(), 1)
+	assert.Contains(t, tr.Warnings()[0].Error(), "CAP_SYSLOG")
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var pipe [2]int
+	require.NoError(t, unix.Pipe2(pipe[:], unix.O_CLOEXEC))
+	defer unix.Close(pipe[0])
+	defer unix.Close(pipe[1])
+	size, err := unix.FcntlInt(uintptr(pipe[1]), unix.F_GETPIPE_SZ, 0)
+	require.NoError(t, err)
+	_, err = unix.Write(pipe[1], make([]byte, size))
+	require.NoError(t, err)
+	go func() { // drains the full pipe after a pause, so that the next write blocks
+		time.Sleep(50 * time.Millisecond)
+		_, _ = unix.Read(pipe[0], make([]byte, size+1))
+	}()
+	_, err = unix.Write(pipe[1], []byte{1})
+	require.NoError(t, err)
+	records := drainRecords(t, tr, unix.Gettid(), 2, pipe[1])
+	ev := records[1]
+	assert.Greater(t, ev.WaitNs[WaitOther], uint64(20*time.Millisecond), "the blocked write's wait is other: %+v", ev)
+	assert.Zero(t, ev.OtherWaitIp, "no function is named")
+	for w, ns := range ev.WaitNs {
+		if Wait(w) != WaitOther && Wait(w) != WaitRunnable {
+			assert.Zero(t, ns, "no named wait: %+v", ev)
+		}
+	}
+}

@@ -209,7 +209,7 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	assert.False(t, *sc.AllowPrivilegeEscalation)
 	assert.True(t, sc.ReadOnlyRootFilesystem)
 	assert.Equal(t, []string{"ALL"}, sc.Capabilities.Drop)
-	assert.ElementsMatch(t, []string{"BPF", "PERFMON"}, sc.Capabilities.Add)
+	assert.ElementsMatch(t, []string{"BPF", "PERFMON", "SYSLOG"}, sc.Capabilities.Add)
 	require.NotNil(t, sc.SeccompProfile)
 	assert.Equal(t, "Localhost", sc.SeccompProfile.Type)
 	assert.FileExists(t, filepath.Join("kubernetes", "seccomp", sc.SeccompProfile.LocalhostProfile), "the profile ships beside the manifest")
