@@ -214,7 +214,7 @@ ip link set lo up
 echo "ETCDEBPF-KERNEL \$(uname -r) perf_event_paranoid=\$(cat /proc/sys/kernel/perf_event_paranoid)"
 echo 'ETCDEBPF-SKIP $GUEST_SKIP: their floods need a host-speed CPU (TCG is ~10x slower); the host line runs them'
 export ETCDEBPF_REQUIRE_ALL=1 ETCD_BIN=/opt/etcd ETCDEBPF_ETCDWRITER=/opt/etcdwriter/etcd ETCDEBPF_COLLECTOR=/opt/otelcol-etcd
-export ETCDEBPF_TEST_DISK=/dev/vda
+export ETCDEBPF_TEST_DISK=/dev/vda ETCDEBPF_TEST_SLOW_DISK=/dev/vdb
 verdict=PASS
 run() {
 	echo "ETCDEBPF-RUN \$1"
@@ -234,17 +234,20 @@ INIT
 	(cd "$root" && find . | cpio -o -H newc --quiet) >"$WORK/initramfs.cpio"
 }
 
-# boot runs the guest once; its serial console goes to the log. The guest's one
-# virtio drive (/dev/vda there) is a fresh, fully initialised ext4 image: the
-# quiet disk of the disk tests (internal/testing/disktest), whose /sys/block stat
-# only their own I/O moves.
+# boot runs the guest once; its serial console goes to the log. The guest's
+# virtio drives are fresh, fully initialised ext4 images: /dev/vda, the quiet
+# disk of the disk tests (internal/testing/disktest), whose /sys/block stat only
+# their own I/O moves, and /dev/vdb, a slow device: QEMU serves it at 25 requests
+# a second, so that its requests wait on the device, not in the guest's kernel.
 boot() {
-	local version=$1 log=$2 disk=$WORK/disk.$1.img
-	rm -f "$disk"
+	local version=$1 log=$2 disk=$WORK/disk.$1.img slow=$WORK/slow.$1.img
+	rm -f "$disk" "$slow"
 	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$disk" 64M
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$slow" 64M
 	timeout "$KERNELS_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "$KERNELS_MEM" \
 		-kernel "$KERNELS_CACHE/$version/vmlinuz" -initrd "$WORK/initramfs.cpio" \
 		-drive "file=$disk,format=raw,if=virtio" \
+		-drive "file=$slow,format=raw,if=virtio,throttling.iops-total=25" \
 		-append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot \
 		</dev/null >"$log" 2>&1 || true
 	tr -d '\r' <"$log" >"$log.tmp" && mv "$log.tmp" "$log"
