@@ -195,6 +195,24 @@ type textSymbol struct {
 	name string
 }
 
+// parseTextSymbol reads one line of /proc/kallsyms ("ffffffff818965c0 T
+// jbd2_log_wait_commit\t[module]"); ok is false for a symbol that is no function.
+func parseTextSymbol(line string) (sym textSymbol, ok bool, err error) {
+	addrText, rest, found := strings.Cut(line, " ")
+	if !found || len(rest) < 3 || (rest[0] != 't' && rest[0] != 'T') {
+		return textSymbol{}, false, nil
+	}
+	name := rest[2:]
+	if i := strings.IndexAny(name, "\t "); i >= 0 {
+		name = name[:i]
+	}
+	addr, err := strconv.ParseUint(addrText, 16, 64)
+	if err != nil {
+		return textSymbol{}, false, fmt.Errorf("%q: %w", line, err)
+	}
+	return textSymbol{addr: addr, name: name}, true, nil
+}
+
 // readTextSymbols reads the kernel's functions, sorted by address, keeping the
 // names keep accepts and, for every other symbol, its address alone: where the
 // previous function ends.
@@ -204,23 +222,14 @@ func readTextSymbols(r io.Reader, keep func(name string) bool) ([]textSymbol, er
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	nonZero := false
 	for sc.Scan() {
-		// "ffffffff818965c0 T jbd2_log_wait_commit\t[module]"
-		line := sc.Text()
-		addrText, rest, ok := strings.Cut(line, " ")
-		if !ok || len(rest) < 3 {
-			continue
-		}
-		typ, name := rest[0], rest[2:]
-		if typ != 't' && typ != 'T' {
-			continue
-		}
-		if i := strings.IndexAny(name, "\t "); i >= 0 {
-			name = name[:i]
-		}
-		addr, err := strconv.ParseUint(addrText, 16, 64)
+		sym, ok, err := parseTextSymbol(sc.Text())
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %q: %w", kallsymsPath, line, err)
+			return nil, fmt.Errorf("reading %s: %w", kallsymsPath, err)
 		}
+		if !ok {
+			continue
+		}
+		addr, name := sym.addr, sym.name
 		nonZero = nonZero || addr != 0
 		if base, _, _ := strings.Cut(name, "."); !keep(base) {
 			name = ""
@@ -332,19 +341,9 @@ func KernelFunction(ip uint64) string {
 		var best textSymbol
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
-			addrText, rest, ok := strings.Cut(sc.Text(), " ")
-			if !ok || len(rest) < 3 || (rest[0] != 't' && rest[0] != 'T') {
-				continue
+			if sym, ok, err := parseTextSymbol(sc.Text()); ok && err == nil && sym.addr <= ip && sym.addr >= best.addr {
+				best = sym
 			}
-			addr, err := strconv.ParseUint(addrText, 16, 64)
-			if err != nil || addr > ip || addr < best.addr {
-				continue
-			}
-			sym := rest[2:]
-			if i := strings.IndexAny(sym, "\t "); i >= 0 {
-				sym = sym[:i]
-			}
-			best = textSymbol{addr: addr, name: sym}
 		}
 		f.Close()
 		name = best.name

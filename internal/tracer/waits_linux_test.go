@@ -139,6 +139,19 @@ func childCommand(t *testing.T, kind, arg string) *exec.Cmd {
 	return cmd
 }
 
+// traceSyncsOn traces pid's fdatasyncs with the scheduler part and the disks'
+// view of d, until the test ends.
+func traceSyncsOn(t *testing.T, d disktest.Disk, pid int) *Tracer {
+	t.Helper()
+	requireSchedInfo(t)
+	tr, err := Start(Options{PIDs: []int{pid}, RingBufferSize: 1 << 20, Syscalls: []string{"fdatasync"},
+		Block: true, Disks: []string{d.Name}, Scheduler: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { tr.Close() })
+	require.Empty(t, tr.Warnings())
+	return tr
+}
+
 // syncParts sums the parts of pid's fdatasync records.
 func syncParts(t *testing.T, records []bpf.MonitorEvent, pid int) (sum Parts, syncs int, causes map[Part]int) {
 	t.Helper()
@@ -205,12 +218,7 @@ func sumOff(p Parts) uint64 {
 // flushing over the window, the kernel's own account, and most of it.
 func TestWaitsOfSyncsOnAQuietDisk(t *testing.T) {
 	d := disktest.Quiet(t)
-	requireSchedInfo(t)
-	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"fdatasync"},
-		Block: true, Disks: []string{d.Name}, Scheduler: true})
-	require.NoError(t, err)
-	defer tr.Close()
-	require.Empty(t, tr.Warnings())
+	tr := traceSyncsOn(t, d, os.Getpid())
 
 	n := 200
 	if testing.Short() {
@@ -243,11 +251,7 @@ func TestWaitsOfSyncsOnAQuietDisk(t *testing.T) {
 // time is mostly io_device, within what /sys/block says the disk spent.
 func TestWaitsNameASlowDevice(t *testing.T) {
 	d := disktest.Slow(t)
-	requireSchedInfo(t)
-	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"fdatasync"},
-		Block: true, Disks: []string{d.Name}, Scheduler: true})
-	require.NoError(t, err)
-	defer tr.Close()
+	tr := traceSyncsOn(t, d, os.Getpid())
 
 	const n = 15
 	path := filepath.Join(d.Dir, "wal")
@@ -297,7 +301,6 @@ func (a diskTimes) sub(b diskTimes) diskTimes {
 // what they spent on the device is a small part of it.
 func TestWaitsNameTheThrottle(t *testing.T) {
 	d := disktest.Quiet(t)
-	requireSchedInfo(t)
 	join := disktest.Throttle(t, d.Dev, 20)
 	n := 30
 	if testing.Short() {
@@ -308,10 +311,7 @@ func TestWaitsNameTheThrottle(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, child.Start())
 	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	tr, err := Start(Options{PIDs: []int{child.Process.Pid}, RingBufferSize: 1 << 20, Syscalls: []string{"fdatasync"},
-		Block: true, Disks: []string{d.Name}, Scheduler: true})
-	require.NoError(t, err)
-	defer tr.Close()
+	tr := traceSyncsOn(t, d, child.Process.Pid)
 	join(child.Process.Pid)
 	_, err = stdin.Write([]byte("go\n"))
 	require.NoError(t, err)
@@ -333,11 +333,7 @@ func TestWaitsNameTheThrottle(t *testing.T) {
 // kernel stack: the receiver's journal time is within 20% of it.
 func TestWaitsNameTheJournal(t *testing.T) {
 	d := disktest.Quiet(t)
-	requireSchedInfo(t)
-	tr, err := Start(Options{PIDs: []int{os.Getpid()}, RingBufferSize: 1 << 20, Syscalls: []string{"fdatasync"},
-		Block: true, Disks: []string{d.Name}, Scheduler: true})
-	require.NoError(t, err)
-	defer tr.Close()
+	tr := traceSyncsOn(t, d, os.Getpid())
 
 	n := 100
 	if testing.Short() {

@@ -63,7 +63,7 @@ type collLosses struct {
 	Pipeline                              int64 // refused or failed between the receiver and the exporter's destination
 }
 
-// lossesFrom reads the losses from the collector's counters (scrapeCounters'
+// lossesFrom reads the losses from the collector's counters (collector.Telemetry's
 // names). A failed export in a pipeline without a queue (the debug exporter's)
 // is counted by the exporter and by the receiver that got the error: the larger
 // side is the records lost.
@@ -280,7 +280,7 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget
 			}
 			return n
 		},
-		counters: func() (map[string]float64, error) { return scrapeCounters(p.TelemetryURL()) },
+		counters: func() (map[string]float64, error) { return collector.Telemetry(p.TelemetryURL()) },
 		cpu:      func() (float64, error) { return cpuSeconds(col.PID()) },
 	})
 	s.WireBytes = sink.WireBytes()

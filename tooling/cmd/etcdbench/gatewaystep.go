@@ -13,6 +13,7 @@ import (
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
@@ -102,13 +103,13 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	cpu0, err1 := cpuSeconds(pid)
 	backend0, err2 := cpuSeconds(backend.PID())
 	own0 := ownCPU()
-	c0, err3 := scrapeCounters(telemetry)
+	c0, err3 := collector.Telemetry(telemetry)
 	step.load1 = loadAvg()
 	windowEnd := time.Now().Add(window)
 	for time.Now().Before(windowEnd) && !exited() {
 		time.Sleep(time.Second)
 		step.rssKB = append(step.rssKB, statusKB(pid, "VmRSS"))
-		if c, err := scrapeCounters(telemetry); err == nil {
+		if c, err := collector.Telemetry(telemetry); err == nil {
 			step.gw = c // the last the gateway said, should it die
 			step.heapMax = max(step.heapMax, c["otelcol_process_runtime_heap_alloc_bytes"])
 			step.queueMax = max(step.queueMax, c["otelcol_exporter_queue_size"])
@@ -117,7 +118,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	cpu1, err4 := cpuSeconds(pid)
 	backend1, err5 := cpuSeconds(backend.PID())
 	own1 := ownCPU()
-	c1, err6 := scrapeCounters(telemetry)
+	c1, err6 := collector.Telemetry(telemetry)
 	step.hwmKB = statusKB(pid, "VmHWM")
 	stopOffering()
 	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil && !exited() {
@@ -143,7 +144,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 	}
 	for !exited() {
 		m, err1 := agentCounters(ctx, reader, sig)
-		c, err2 := scrapeCounters(telemetry)
+		c, err2 := collector.Telemetry(telemetry)
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
@@ -176,7 +177,7 @@ func gatewayRun(ctx context.Context, env gatewayEnv, nAgents int, rate float64, 
 		return nil, err
 	}
 	step.agents, step.sent = m.total, m.sentByNode
-	if c, err := scrapeCounters(telemetry); err == nil {
+	if c, err := collector.Telemetry(telemetry); err == nil {
 		step.gw = c
 	}
 	// A gateway that did not drain sends what it still holds as it stops:
