@@ -193,9 +193,18 @@ func writePhaseTables(out io.Writer, results []scenario.PhaseResult, obs scenari
 // largest.
 func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Observed) {
 	fmt.Fprintf(out, "\nWhy the WAL syncs of %s or more were slow (from their records: the share of their time by part, docs/why-slow.md):\n", scenario.SlowCall)
+	// io is own I/O unsplit, only where the disks' view is off: its column only then.
+	parts := []tracer.Part{}
+	for p := range tracer.PartCount {
+		if p != tracer.PartIO || slices.ContainsFunc(results, func(r scenario.PhaseResult) bool {
+			return slices.ContainsFunc(r.Figures(obs), func(f scenario.MemberFigures) bool { return f.Slow.Parts[tracer.PartIO] > 0 })
+		}) {
+			parts = append(parts, p)
+		}
+	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "  \tphase\tmember\tslow syncs\ttheir time\t")
-	for p := range tracer.PartCount {
+	for _, p := range parts {
 		fmt.Fprintf(tw, "%s\t", p)
 	}
 	fmt.Fprintln(tw, "cause\t")
@@ -210,7 +219,7 @@ func writeCauses(out io.Writer, results []scenario.PhaseResult, obs scenario.Obs
 				name += " *"
 			}
 			fmt.Fprintf(tw, "  \t%s\t%s\t%d\t%s\t", r.Name, name, c.Syncs, fmtDur(time.Duration(c.DurationNs)))
-			for p := range tracer.PartCount {
+			for _, p := range parts {
 				if c.Parts[p] == 0 {
 					fmt.Fprint(tw, "-\t")
 				} else {
