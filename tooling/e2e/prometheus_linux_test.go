@@ -74,7 +74,11 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 		Rate: 200,
 	})
 	pid := w.PID()
-	commandArgs, err := json.Marshal(procCmdline(t, pid))
+	// Read once the writer runs its own program: just after the fork, before its
+	// execve, /proc/<pid>/cmdline is empty.
+	var args []string
+	require.Eventually(t, func() bool { args = procCmdline(t, pid); return args[0] != "" }, 5*time.Second, 10*time.Millisecond)
+	commandArgs, err := json.Marshal(args)
 	require.NoError(t, err)
 	// And a bbolt-like one, for the dashboard's backend panel.
 	db := bpftest.StartWriterWith(t, writerBin, etcdwriter.Options{
