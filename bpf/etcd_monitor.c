@@ -323,6 +323,7 @@ enum record_measured unused_record_measured __attribute__((unused));
 enum wait_kind unused_wait_kind __attribute__((unused));
 enum wait_layout unused_wait_layout __attribute__((unused));
 struct wait_page *unused_wait_page __attribute__((unused));
+struct wait_text *unused_wait_text __attribute__((unused));
 
 static __always_inline void count(enum counter c)
 {

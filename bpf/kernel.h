@@ -105,6 +105,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct bpf_local_storage *bpf_storage; /* 5.11+, with CONFIG_BPF_SYSCALL */
 	struct sched_info sched_info;
+	void *stack; /* the lowest address of the task's kernel stack */
 };
 
 /* Before 5.14 a task's state was a long named state. */

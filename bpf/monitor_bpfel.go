@@ -220,8 +220,9 @@ const (
 	MonitorWaitLayoutWAIT_PAGE_SHIFT      MonitorWaitLayout = 12
 	MonitorWaitLayoutWAIT_RANGES_PER_PAGE MonitorWaitLayout = 8
 	MonitorWaitLayoutWAIT_PAGES_MAX       MonitorWaitLayout = 512
-	MonitorWaitLayoutWAIT_FRAMES          MonitorWaitLayout = 16
-	MonitorWaitLayoutWAIT_SEARCH_FRAMES   MonitorWaitLayout = 12
+	MonitorWaitLayoutWAIT_SCAN_WORDS      MonitorWaitLayout = 160
+	MonitorWaitLayoutWAIT_FILTER_WORDS    MonitorWaitLayout = 64
+	MonitorWaitLayoutWAIT_STACK_SIZE      MonitorWaitLayout = 16384
 )
 
 type MonitorWaitPage struct {
@@ -236,8 +237,18 @@ type MonitorWaitPage struct {
 }
 
 type MonitorWaitStack struct {
-	_   structs.HostLayout
-	Ips [16]uint64
+	_     structs.HostLayout
+	From  uint64
+	Words [160]uint64
+}
+
+type MonitorWaitText struct {
+	_            structs.HostLayout
+	PageBits     [64]uint64
+	CoreStart    uint64
+	CoreEnd      uint64
+	ModulesStart uint64
+	ModulesEnd   uint64
 }
 
 type MonitorWaitTimes struct {
@@ -328,6 +339,7 @@ type MonitorMapSpecs struct {
 	ThreadIos         *ebpf.MapSpec `ebpf:"thread_ios"`
 	WaitPages         *ebpf.MapSpec `ebpf:"wait_pages"`
 	WaitStacks        *ebpf.MapSpec `ebpf:"wait_stacks"`
+	WaitTexts         *ebpf.MapSpec `ebpf:"wait_texts"`
 	Waits             *ebpf.MapSpec `ebpf:"waits"`
 }
 
@@ -363,6 +375,7 @@ type MonitorVariableSpecs struct {
 	UnusedWaitKind       *ebpf.VariableSpec `ebpf:"unused_wait_kind"`
 	UnusedWaitLayout     *ebpf.VariableSpec `ebpf:"unused_wait_layout"`
 	UnusedWaitPage       *ebpf.VariableSpec `ebpf:"unused_wait_page"`
+	UnusedWaitText       *ebpf.VariableSpec `ebpf:"unused_wait_text"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -405,6 +418,7 @@ type MonitorMaps struct {
 	ThreadIos         *ebpf.Map `ebpf:"thread_ios"`
 	WaitPages         *ebpf.Map `ebpf:"wait_pages"`
 	WaitStacks        *ebpf.Map `ebpf:"wait_stacks"`
+	WaitTexts         *ebpf.Map `ebpf:"wait_texts"`
 	Waits             *ebpf.Map `ebpf:"waits"`
 }
 
@@ -429,6 +443,7 @@ func (m *MonitorMaps) Close() error {
 		m.ThreadIos,
 		m.WaitPages,
 		m.WaitStacks,
+		m.WaitTexts,
 		m.Waits,
 	)
 }
@@ -465,6 +480,7 @@ type MonitorVariables struct {
 	UnusedWaitKind       *ebpf.Variable `ebpf:"unused_wait_kind"`
 	UnusedWaitLayout     *ebpf.Variable `ebpf:"unused_wait_layout"`
 	UnusedWaitPage       *ebpf.Variable `ebpf:"unused_wait_page"`
+	UnusedWaitText       *ebpf.Variable `ebpf:"unused_wait_text"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

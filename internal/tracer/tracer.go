@@ -153,7 +153,7 @@ func Start(opts Options) (_ *Tracer, err error) {
 		}
 	}
 	if opts.Scheduler {
-		if _, err := loadWaitFunctions(t.objs.WaitPages); err != nil {
+		if _, err := loadWaitFunctions(t.objs.WaitPages, t.objs.WaitTexts); err != nil {
 			t.warnings = append(t.warnings, fmt.Errorf("scheduler: blocked waits are not told apart: %w", err))
 		}
 	}

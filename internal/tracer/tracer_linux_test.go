@@ -197,7 +197,7 @@ func TestStartDefaults(t *testing.T) {
 	})
 	require.NotNil(t, tr.reader)
 	assert.Len(t, objs.Programs, 15, "an enter and an exit per syscall, and sched_switch's")
-	assert.Len(t, objs.Maps, 20)         // 15 of its own, the 5 it shares with the disks' view (bpf/disk.h)
+	assert.Len(t, objs.Maps, 21)         // 16 of its own, the 5 it shares with the disks' view (bpf/disk.h)
 	bpftest.RequireLinks(t, objs, 14, 0) // scheduler off: sched_switch's program is loaded, not attached
 	_, err = tr.Counters()
 	require.NoError(t, err)

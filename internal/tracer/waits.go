@@ -191,8 +191,9 @@ var errNoSymbolAddresses = errors.New("/proc/kallsyms shows no kernel addresses 
 
 // textSymbol is a function of the kernel's text (or a module's) and where it starts.
 type textSymbol struct {
-	addr uint64
-	name string
+	addr   uint64
+	name   string
+	module bool // in a loaded module's text, not the kernel image's
 }
 
 // parseTextSymbol reads one line of /proc/kallsyms ("ffffffff818965c0 T
@@ -210,7 +211,7 @@ func parseTextSymbol(line string) (sym textSymbol, ok bool, err error) {
 	if err != nil {
 		return textSymbol{}, false, fmt.Errorf("%q: %w", line, err)
 	}
-	return textSymbol{addr: addr, name: name}, true, nil
+	return textSymbol{addr: addr, name: name, module: strings.Contains(rest, "\t[")}, true, nil
 }
 
 // readTextSymbols reads the kernel's functions, sorted by address, keeping the
@@ -234,7 +235,7 @@ func readTextSymbols(r io.Reader, keep func(name string) bool) ([]textSymbol, er
 		if base, _, _ := strings.Cut(name, "."); !keep(base) {
 			name = ""
 		}
-		syms = append(syms, textSymbol{addr: addr, name: name})
+		syms = append(syms, textSymbol{addr: addr, name: name, module: sym.module})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", kallsymsPath, err)
@@ -264,7 +265,10 @@ func waitPages(syms []textSymbol) (map[uint64]*bpf.MonitorWaitPage, int) {
 		if s.name == "" {
 			continue
 		}
-		kind := waitFunctions[strings.SplitN(s.name, ".", 2)[0]]
+		kind, ok := waitFunctions[strings.SplitN(s.name, ".", 2)[0]]
+		if !ok {
+			continue // a landmark (_stext, _etext), not a wait
+		}
 		end := uint64(0)
 		for _, next := range syms[i+1:] {
 			if next.addr > s.addr {
@@ -294,15 +298,42 @@ func waitPages(syms []textSymbol) (map[uint64]*bpf.MonitorWaitPage, int) {
 	return pages, resolved
 }
 
-// loadWaitFunctions fills the kernel's table of wait functions from the running
-// kernel's symbols. It reports how many it found.
-func loadWaitFunctions(m *ebpf.Map) (int, error) {
+// waitText is what the stack scan checks a word against before the table: the filter
+// of the table's pages and the spans of the kernel's code.
+func waitText(syms []textSymbol, pages map[uint64]*bpf.MonitorWaitPage) *bpf.MonitorWaitText {
+	var t bpf.MonitorWaitText
+	bits := uint64(len(t.PageBits) * 64)
+	for page := range pages {
+		t.PageBits[(page%bits)/64] |= 1 << (page % 64)
+	}
+	for _, s := range syms {
+		switch {
+		case s.module:
+			if t.ModulesStart == 0 || s.addr < t.ModulesStart {
+				t.ModulesStart = s.addr
+			}
+			t.ModulesEnd = max(t.ModulesEnd, s.addr)
+		case s.name == "_stext":
+			t.CoreStart = s.addr
+		case s.name == "_etext":
+			t.CoreEnd = s.addr
+		}
+	}
+	return &t
+}
+
+// loadWaitFunctions fills the kernel's table of wait functions, and the scan's filter
+// in front of it, from the running kernel's symbols. It reports how many it found.
+func loadWaitFunctions(m, text *ebpf.Map) (int, error) {
 	f, err := os.Open(kallsymsPath)
 	if err != nil {
 		return 0, fmt.Errorf("reading the kernel's functions to tell waits apart: %w", err)
 	}
 	defer f.Close()
-	syms, err := readTextSymbols(f, func(name string) bool { _, ok := waitFunctions[name]; return ok })
+	syms, err := readTextSymbols(f, func(name string) bool {
+		_, ok := waitFunctions[name]
+		return ok || name == "_stext" || name == "_etext"
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -314,6 +345,9 @@ func loadWaitFunctions(m *ebpf.Map) (int, error) {
 		if err := m.Put(page, p); err != nil {
 			return 0, fmt.Errorf("filling the table of wait functions: %w", err)
 		}
+	}
+	if err := text.Put(uint32(0), waitText(syms, pages)); err != nil {
+		return 0, fmt.Errorf("filling the filter of wait functions: %w", err)
 	}
 	return resolved, nil
 }
