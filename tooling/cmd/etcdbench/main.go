@@ -55,6 +55,8 @@ type options struct {
 	pingpong    int
 	blockRuns   int
 	blockWrites int
+	syncRuns    int
+	syncCalls   int
 	gwAgents    int
 	gwRate      string
 	gwNodes     string
@@ -73,7 +75,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 10, "etcd rounds; each runs every configuration of -configs once")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "target length of an untraced benchmark run (sets --total)")
 	flag.IntVar(&o.total, "total", 0, "benchmark --total per run (0: calibrate from -duration)")
-	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run; gateway and gateway-metrics (the gateway under load, make bench-gateway) run only when named")
+	flag.StringVar(&o.phases, "phases", "micro,loop,switch,block,sync,ceiling,collcpu,bpfstats,etcd", "comma-separated phases to run; gateway and gateway-metrics (the gateway under load, make bench-gateway) run only when named")
 	flag.StringVar(&o.configs, "configs", strings.Join(configs, ""), "configurations of the etcd phase, in the order they alternate (A, the baseline, is always run first)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "Markdown report to write")
 	flag.StringVar(&o.collector, "collector", "", "otelcol-etcd binary (default: _build/otelcol-etcd/otelcol-etcd, rebuilt with `make collector` if older than the sources)")
@@ -95,6 +97,8 @@ func main() {
 	flag.IntVar(&o.switchTurns, "switch-rounds", 200_000, "hand-overs (two context switches each) per context-switch run")
 	flag.IntVar(&o.blockRuns, "block-runs", 5, "runs per block-phase variant (untraced, the receiver, bpftrace)")
 	flag.IntVar(&o.blockWrites, "block-writes", 20_000, "O_DIRECT writes of 4 KiB per disks'-view run")
+	flag.IntVar(&o.syncRuns, "sync-runs", 5, "runs per sync-phase variant (untraced, the receiver twice, bpftrace)")
+	flag.IntVar(&o.syncCalls, "sync-calls", 2_000, "writes of 4 KiB, each followed by fdatasync, per sync-phase run")
 	flag.IntVar(&o.gwAgents, "gateway-agents", 16, "simulated agents of the gateway phase")
 	flag.StringVar(&o.gwRate, "gateway-rate", "2000,4000,6000,8000,22000", "gateway phase: records/s each simulated agent offers, one step (a fresh gateway and backend) per comma-separated rate; 22000 is etcd's every-call rate under benchmark put")
 	flag.StringVar(&o.gwNodes, "gateway-nodes", "64,256", "gateway-metrics phase: nodes each simulated agent carries (one collection a node every 10 s), one step per comma-separated count")
@@ -165,6 +169,7 @@ func runAll(o options) error {
 		{h.loops, h.has("loop")},
 		{h.switches, h.has("switch")},
 		{h.blocks, h.has("block")},
+		{h.syncs, h.has("sync")},
 		{h.ceiling, h.has("ceiling")},
 		{h.collcpu, h.has("collcpu")},
 		{h.etcd, h.has("bpfstats") || h.has("etcd")},
@@ -275,6 +280,14 @@ func (h *harness) blocks() error {
 	logf("phase block: %d runs x %d variants of %d O_DIRECT writes", o.blockRuns, len(blockVariants), o.blockWrites)
 	var err error
 	h.rep.blocks, err = h.runBlock(o.blockRuns, o.blockWrites)
+	return err
+}
+
+func (h *harness) syncs() error {
+	o := h.o
+	logf("phase sync: %d runs x %d variants of %d writes and fdatasyncs", o.syncRuns, len(syncVariants), o.syncCalls)
+	var err error
+	h.rep.syncs, err = h.runSyncs(o.syncRuns, o.syncCalls)
 	return err
 }
 

@@ -37,6 +37,7 @@ type report struct {
 	switches    []switchSample
 	switchStats []switchStat
 	blocks      []blockSample
+	syncs       []syncSample
 	ceiling     []ceilingSample
 	etcdStats   []etcdStat
 	runs        []runSample
@@ -149,6 +150,7 @@ func (r *report) write(path string) error {
 	r.writeLoops(w, &targets)
 	r.writeSwitches(w, &targets)
 	r.writeBlock(w, &targets)
+	r.writeSyncs(w, &targets)
 	r.writeCeiling(w, &targets)
 	r.writeCollectorCPU(w)
 	r.writeMicro(w, &targets)
