@@ -166,10 +166,36 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 	t.Logf("PromQL %s -> %v", bytesQuery, submitted)
 	assert.GreaterOrEqual(t, submitted[0].Value, float64(syncs*4096), "the writer's bytes reached its disk")
 
+	// A process whose bytes all reach the disk between two collections: its
+	// submitted series has one point, which already holds them all. rate() and
+	// increase() need a second point, or the zero Prometheus stores at the
+	// point's start timestamp (created-timestamp-zero-ingestion): without it a
+	// short-lived neighbour has no rate, and the neighbour alert cannot name it.
+	const burstWrites, burstSize = 32, 64 << 10
+	burst := bpftest.StartWriterWith(t, writerBin, etcdwriter.Options{
+		Calls: burstWrites, Size: burstSize, Direct: true,
+		Path: filepath.Join(diskDir(t), "burst.data"),
+	})
+	burst.Release(t, time.Minute)
+	burstQuery := fmt.Sprintf(`increase(etcdebpf_disk_submitted_bytes_total{process_pid="%d"}[5m])`, burst.PID())
+	var burstIncrease []victoria.Sample
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		burstIncrease, err = prom.PromQL(ctx, burstQuery, time.Now())
+		require.NoError(t, err)
+		if len(burstIncrease) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("PromQL %s -> %v (it wrote %d bytes)", burstQuery, burstIncrease, burstWrites*burstSize)
+	require.Len(t, burstIncrease, 1, "a process that wrote between two collections has a rate")
+	assert.GreaterOrEqual(t, burstIncrease[0].Value, float64(burstWrites*burstSize), "its increase holds every byte it wrote")
+
 	// The shipped recording rules evaluate over what arrived.
 	recorded := fmt.Sprintf(`etcdebpf:wal_fdatasync_seconds:p99_5m{process_pid="%d"}`, pid)
 	var p99Rule []victoria.Sample
-	deadline := time.Now().Add(15 * time.Second)
+	deadline = time.Now().Add(15 * time.Second)
 	for {
 		p99Rule, err = prom.PromQL(ctx, recorded, time.Now())
 		require.NoError(t, err)
