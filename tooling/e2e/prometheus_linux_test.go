@@ -28,27 +28,15 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
-// prometheusConfig is the OTLP part of the configuration docs/backends.md
-// gives, with the shipped rules (their for: shortened) evaluated every second.
-const prometheusConfig = `global:
-  evaluation_interval: 1s
-otlp:
-  promote_resource_attributes: [host.name, process.pid, process.command_args, container.id]
-rule_files: [%q]
-`
-
-// startPrometheusWithRules runs Prometheus with prometheusConfig and a copy
-// of the shipped rules whose for: is a second, the one override the live
-// tests make; more is appended to the configuration (scrape_configs).
+// startPrometheusWithRules runs Prometheus with the OTLP settings
+// docs/backends.md gives and a copy of the shipped rules whose for: is a
+// second, the one override the live tests make, evaluated every second;
+// more is appended to the configuration (scrape_configs).
 func startPrometheusWithRules(t *testing.T, root, more string) *victoria.Server {
 	t.Helper()
-	shipped, err := os.ReadFile(filepath.Join(root, "examples", "prometheus", "etcdebpf-rules.yaml"))
+	rules, err := victoria.WriteShortRules(root, t.TempDir(), time.Second)
 	require.NoError(t, err)
-	rules, err := victoria.ShortenFor(shipped, time.Second)
-	require.NoError(t, err)
-	rulesPath := filepath.Join(t.TempDir(), "etcdebpf-rules.yaml")
-	require.NoError(t, os.WriteFile(rulesPath, rules, 0o600))
-	return victoria.StartPrometheusForTest(t, fmt.Sprintf(prometheusConfig, rulesPath)+more)
+	return victoria.StartPrometheusForTest(t, victoria.PrometheusConfig(rules, more))
 }
 
 // The built collector's otlp_http exporter into a real Prometheus: the
