@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,14 +28,16 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
 
-// prometheusConfig is the OTLP part of the configuration docs/backends.md
-// gives, with the shipped rules (their for: shortened) evaluated every second.
-const prometheusConfig = `global:
-  evaluation_interval: 1s
-otlp:
-  promote_resource_attributes: [host.name, process.pid, process.command_args, container.id]
-rule_files: [%q]
-`
+// startPrometheusWithRules runs Prometheus with the OTLP settings
+// docs/backends.md gives and a copy of the shipped rules whose for: is a
+// second, the one override the live tests make, evaluated every second;
+// more is appended to the configuration (scrape_configs).
+func startPrometheusWithRules(t *testing.T, root, more string) *victoria.Server {
+	t.Helper()
+	rules, err := victoria.WriteShortRules(root, t.TempDir(), time.Second)
+	require.NoError(t, err)
+	return victoria.StartPrometheusForTest(t, victoria.PrometheusConfig(rules, more))
+}
 
 // The built collector's otlp_http exporter into a real Prometheus: the
 // receiver's exponential histogram arrives as a native histogram that counts
@@ -50,13 +53,7 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 	root, err := checkout.Root()
 	require.NoError(t, err)
 
-	shipped, err := os.ReadFile(filepath.Join(root, "examples", "prometheus", "etcdebpf-rules.yaml"))
-	require.NoError(t, err)
-	rules, err := victoria.ShortenFor(shipped, time.Second)
-	require.NoError(t, err)
-	rulesPath := filepath.Join(t.TempDir(), "etcdebpf-rules.yaml")
-	require.NoError(t, os.WriteFile(rulesPath, rules, 0o600))
-	prom := victoria.StartPrometheusForTest(t, fmt.Sprintf(prometheusConfig, rulesPath))
+	prom := startPrometheusWithRules(t, root, "")
 
 	sink, err := otlpsink.Start("127.0.0.1:0")
 	require.NoError(t, err)
@@ -166,10 +163,36 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 	t.Logf("PromQL %s -> %v", bytesQuery, submitted)
 	assert.GreaterOrEqual(t, submitted[0].Value, float64(syncs*4096), "the writer's bytes reached its disk")
 
+	// A process whose bytes all reach the disk between two collections: its
+	// submitted series has one point, which already holds them all. rate() and
+	// increase() need a second point, or the zero Prometheus stores at the
+	// point's start timestamp (created-timestamp-zero-ingestion): without it a
+	// short-lived neighbour has no rate, and the neighbour alert cannot name it.
+	const burstWrites, burstSize = 32, 64 << 10
+	burst := bpftest.StartWriterWith(t, writerBin, etcdwriter.Options{
+		Calls: burstWrites, Size: burstSize, Direct: true,
+		Path: filepath.Join(diskDir(t), "burst.data"),
+	})
+	burst.Release(t, time.Minute)
+	burstQuery := fmt.Sprintf(`increase(etcdebpf_disk_submitted_bytes_total{process_pid="%d"}[5m])`, burst.PID())
+	var burstIncrease []victoria.Sample
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		burstIncrease, err = prom.PromQL(ctx, burstQuery, time.Now())
+		require.NoError(t, err)
+		if len(burstIncrease) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("PromQL %s -> %v (it wrote %d bytes)", burstQuery, burstIncrease, burstWrites*burstSize)
+	require.Len(t, burstIncrease, 1, "a process that wrote between two collections has a rate")
+	assert.GreaterOrEqual(t, burstIncrease[0].Value, float64(burstWrites*burstSize), "its increase holds every byte it wrote")
+
 	// The shipped recording rules evaluate over what arrived.
 	recorded := fmt.Sprintf(`etcdebpf:wal_fdatasync_seconds:p99_5m{process_pid="%d"}`, pid)
 	var p99Rule []victoria.Sample
-	deadline := time.Now().Add(15 * time.Second)
+	deadline = time.Now().Add(15 * time.Second)
 	for {
 		p99Rule, err = prom.PromQL(ctx, recorded, time.Now())
 		require.NoError(t, err)
@@ -229,7 +252,7 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 		t.Logf("stored: %s (%.0f series)", n.Labels["__name__"], n.Value)
 	}
 	t.Run("dashboard panels", func(t *testing.T) {
-		checkDashboardPanels(t, prom, root)
+		checkDashboardPanels(t, prom, root, time.Now(), nil)
 	})
 }
 
@@ -294,29 +317,55 @@ func exactQuantile(t *testing.T, sink *otlpsink.Sink, pid int, q float64) float6
 	return durations[int(math.Ceil(q*float64(len(durations))))-1]
 }
 
-// dashboardVariables are the dashboard's template variables as the panel
-// test sets them: every host and member, and a rate window that the test's
-// seconds of data fill.
-var dashboardVariables = strings.NewReplacer(
-	"$__rate_interval", "1m",
-	"${host}", ".*", "$host", ".*",
-	"${pid}", ".*", "$pid", ".*",
-)
+// dashboardVariables sets the dashboard's template variables as the panel
+// test does: every host, the members given (a regular expression, as
+// Grafana's "All" or a repeated panel's one value), and a rate window that
+// the test's seconds of data fill.
+func dashboardVariables(pids string) *strings.Replacer {
+	return strings.NewReplacer(
+		"$__rate_interval", "1m",
+		"${host}", ".*", "$host", ".*",
+		"${pid}", pids, "$pid", pids,
+	)
+}
+
+// panelMember is how a member shows in a panel's series: its process_pid
+// (the receiver's series), or its instance (etcd's own, scraped).
+type panelMember struct {
+	Name     string
+	PID      int
+	Instance string
+}
 
 // checkDashboardPanels runs every target of every panel of the shipped
-// dashboard, as the JSON has it, and requires series from each.
-func checkDashboardPanels(t *testing.T, prom *victoria.Server, root string) {
+// dashboard, and its alert annotation, as the JSON has them, at time at, and
+// requires series from each. Without members, a target over a metric the
+// test's setup cannot have is skipped, saying why. With members, every
+// metric must be there and every target must return series for each member:
+// a target that takes $pid is run once per member with $pid its pid (as
+// Grafana repeats a panel per member), any other once, and then its series
+// must name each member by process_pid or instance.
+func checkDashboardPanels(t *testing.T, prom *victoria.Server, root string, at time.Time, members []panelMember) {
 	data, err := os.ReadFile(filepath.Join(root, "examples", "grafana", "etcdebpf-dashboard.json"))
 	require.NoError(t, err)
+	type target struct {
+		Expr string `json:"expr"`
+	}
 	type panel struct {
-		Title   string `json:"title"`
-		Targets []struct {
-			Expr string `json:"expr"`
-		} `json:"targets"`
-		Panels []json.RawMessage `json:"panels"`
+		Title   string            `json:"title"`
+		Targets []target          `json:"targets"`
+		Panels  []json.RawMessage `json:"panels"`
+		// An annotation's query marks what happened: it need not name every member.
+		annotation bool
 	}
 	var dashboard struct {
-		Panels []panel `json:"panels"`
+		Panels      []panel `json:"panels"`
+		Annotations struct {
+			List []struct {
+				Name string `json:"name"`
+				Expr string `json:"expr"`
+			} `json:"list"`
+		} `json:"annotations"`
 	}
 	require.NoError(t, json.Unmarshal(data, &dashboard))
 	var all []panel
@@ -328,14 +377,35 @@ func checkDashboardPanels(t *testing.T, prom *victoria.Server, root string) {
 			all = append(all, child)
 		}
 	}
+	for _, a := range dashboard.Annotations.List {
+		all = append(all, panel{Title: "annotation " + a.Name, Targets: []target{{Expr: a.Expr}}, annotation: true})
+	}
 	ctx := context.Background()
-	// The metrics this test's setup cannot have: no etcd is scraped here, and
-	// the receiver in this build may not send etcd.syscall.time yet.
+	// The metrics the single-writer test's setup cannot have: no etcd is
+	// scraped there, and a receiver may run without its scheduler part.
 	absentReason := map[string]string{
 		"etcd_server_leader_changes_seen_total": "etcd's own metrics: this test traces a writer, not an etcd that Prometheus scrapes",
 		"etcd_syscall_time_seconds_total":       "etcd.syscall.time: the receiver built from this checkout does not send it",
+		"ALERTS":                                "no alert fired in this test's run",
 	}
 	metricName := regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	everyPID := ".*"
+	if members != nil {
+		var pids []string
+		for _, m := range members {
+			pids = append(pids, strconv.Itoa(m.PID))
+		}
+		everyPID = strings.Join(pids, "|")
+	}
+	run := func(t *testing.T, expr, pids string) []victoria.Sample {
+		query := dashboardVariables(pids).Replace(expr)
+		require.NotContains(t, query, "$", "a dashboard variable the test does not set")
+		samples, err := prom.PromQL(ctx, query, at)
+		require.NoError(t, err)
+		t.Logf("%s -> %d series", query, len(samples))
+		assert.NotEmpty(t, samples, "%s", query)
+		return samples
+	}
 	targets := 0
 	for _, p := range all {
 		for i, target := range p.Targets {
@@ -344,23 +414,35 @@ func checkDashboardPanels(t *testing.T, prom *victoria.Server, root string) {
 			}
 			targets++
 			t.Run(fmt.Sprintf("%s/%d", p.Title, i), func(t *testing.T) {
-				for _, name := range metricName.FindAllString(target.Expr, -1) {
-					reason, ok := absentReason[name]
-					if !ok {
-						continue
-					}
-					present, err := prom.PromQL(ctx, "count("+name+")", time.Now())
-					require.NoError(t, err)
-					if len(present) == 0 {
-						t.Skipf("%s is absent from this Prometheus: %s", name, reason)
+				if members == nil {
+					for _, name := range metricName.FindAllString(target.Expr, -1) {
+						reason, ok := absentReason[name]
+						if !ok {
+							continue
+						}
+						present, err := prom.PromQL(ctx, "count("+name+")", at)
+						require.NoError(t, err)
+						if len(present) == 0 {
+							t.Skipf("%s is absent from this Prometheus: %s", name, reason)
+						}
 					}
 				}
-				query := dashboardVariables.Replace(target.Expr)
-				require.NotContains(t, query, "$", "a dashboard variable the test does not set")
-				samples, err := prom.PromQL(ctx, query, time.Now())
-				require.NoError(t, err)
-				t.Logf("%s -> %d series", query, len(samples))
-				assert.NotEmpty(t, samples, "panel %q: %s", p.Title, query)
+				if members == nil || p.annotation {
+					run(t, target.Expr, everyPID)
+					return
+				}
+				if strings.Contains(target.Expr, "$pid") || strings.Contains(target.Expr, "${pid}") {
+					for _, m := range members {
+						run(t, target.Expr, strconv.Itoa(m.PID))
+					}
+					return
+				}
+				samples := run(t, target.Expr, everyPID)
+				for _, m := range members {
+					assert.True(t, slices.ContainsFunc(samples, func(s victoria.Sample) bool {
+						return s.Labels["process_pid"] == strconv.Itoa(m.PID) || m.Instance != "" && s.Labels["instance"] == m.Instance
+					}), "panel %q names member %s (pid %d, instance %s) in one of its series: %v", p.Title, m.Name, m.PID, m.Instance, samples)
+				}
 			})
 		}
 	}

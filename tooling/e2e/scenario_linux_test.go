@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/scenario"
 )
@@ -33,17 +34,31 @@ import (
 // in or above the bucket the throttle implies, the other members' below etcd's
 // 10 ms guidance, and over the whole run, which begins and ends quiet, the
 // receiver counted exactly the WAL syncs each member's own etcd counter did.
+// The same run goes to a real Prometheus evaluating the shipped rules: which
+// alert fires in which phase, the p99s against the receiver's, and every
+// dashboard panel for the three members (checkScenarioInPrometheus).
 func TestLeaderDiskThrottled(t *testing.T) {
 	bpftest.RequireBPF(t)
 	etcdBin := bpftest.RequireEtcd(t)
 	bin := collectorBinary(t)
 	dir := diskDir(t)
 
+	root, err := checkout.Root()
+	require.NoError(t, err)
+	// The real Prometheus evaluating the shipped rules over what the collector sends.
+	prom, targets := scenarioPrometheus(t, root)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := scenario.Start(ctx, scenario.Options{EtcdBin: etcdBin, Collector: bin, Dir: dir, Progress: bpftest.Log(t)})
+	s, err := scenario.Start(ctx, scenario.Options{EtcdBin: etcdBin, Collector: bin, Dir: dir, Progress: bpftest.Log(t),
+		OTLPHTTPMetrics: prom.OTLPMetricsEndpoint(),
+		// A lighter put load than the demo's: with 16 clients on two CPUs the members
+		// wait to run long enough that a healthy member's WAL p99 is at or above
+		// etcd's 10 ms guidance (cause runnable), and the healthy phase is not.
+		Conns: 2, Clients: 4})
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, s.Stop()) })
+	scrapeMembers(t, targets, s)
 
 	// A collection while the cluster is quiet, before the window opens.
 	time.Sleep(2*scenario.CollectionInterval + 500*time.Millisecond)
@@ -54,7 +69,10 @@ func TestLeaderDiskThrottled(t *testing.T) {
 		{Name: "healthy", Duration: 8 * time.Second},
 		{Name: "leader's disk throttled", Fault: scenario.DiskThrottle, Target: scenario.TheLeader, Duration: 25 * time.Second},
 		{Name: "recovered", Duration: 6 * time.Second},
-		{Name: "noisy neighbour", Fault: scenario.Neighbour, Duration: 6 * time.Second},
+		// Long enough for the neighbour to submit most of the bytes the disk got
+		// over the run, members' and others' (the machine's other work), as the
+		// neighbour alert's share over 5 minutes asks.
+		{Name: "noisy neighbour", Fault: scenario.Neighbour, Duration: 35 * time.Second},
 	}, nil)
 	require.NoError(t, err)
 	s.StopLoad()
@@ -129,6 +147,10 @@ func TestLeaderDiskThrottled(t *testing.T) {
 	// Its name at its first bio: dd, or the test binary when that bio came between its fork and its exec.
 	assert.Contains(t, []string{"dd", "e2e.test"}, subs[idx].Comm)
 	assert.Greater(t, subs[idx].Bytes, float64(1<<20), "it wrote megabytes")
+
+	t.Run("Prometheus", func(t *testing.T) {
+		checkScenarioInPrometheus(t, prom, root, s, results, obs)
+	})
 }
 
 // commandArgsOf is process.command_args of pid's Resource in the sink's

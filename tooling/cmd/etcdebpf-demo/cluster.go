@@ -51,10 +51,20 @@ func (d *demo) actTwo(ctx context.Context) error {
 			os.RemoveAll(dir)
 		}
 	}()
+	var prom *victoria.Server
+	promEndpoint := ""
+	if d.Prometheus {
+		if prom, err = startPrometheus(ctx, out, dir); err != nil {
+			return err
+		}
+		defer prom.Stop()
+		promEndpoint = prom.OTLPMetricsEndpoint()
+	}
 	s, err := scenario.Start(ctx, scenario.Options{
 		EtcdBin: d.etcdBin, Collector: d.collectorBin, Dir: dir,
 		OTLPHTTPLogs: d.vl.OTLPLogsEndpoint(), OTLPHTTPMetrics: d.vm.OTLPMetricsEndpoint(),
-		Progress: indent(out),
+		OTLPHTTPMetricsAlso: promEndpoint,
+		Progress:            indent(out),
 	})
 	if err != nil {
 		return err
@@ -97,6 +107,11 @@ func (d *demo) actTwo(ctx context.Context) error {
 	}
 	if err := writeClusterQueries(ctx, out, d.vl, d.vm, s, throttledPhase(results)); err != nil {
 		return err
+	}
+	if prom != nil {
+		if err := writeAlerts(ctx, out, prom, results); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(out, "\nAct 2 took %s (-cluster=false skips it).\n", time.Since(start).Round(time.Second))
 	return nil
@@ -332,4 +347,74 @@ func memberList(s *scenario.Scenario) string {
 		parts = append(parts, fmt.Sprintf("%s pid %d", m.Name, m.PID()))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// startPrometheus runs Prometheus on loopback with its data in dir, taking
+// OTLP metrics and evaluating the shipped alert rules with their for:
+// shortened to a second: an act of a minute and a half cannot wait the 5
+// minutes they wait in production.
+func startPrometheus(ctx context.Context, out io.Writer, dir string) (*victoria.Server, error) {
+	root, err := checkout.Root()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := victoria.Install(ctx, victoria.Prometheus, indent(out))
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "prometheus")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, err
+	}
+	rules, err := victoria.WriteShortRules(root, data, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	config := filepath.Join(data, "prometheus.yml")
+	if err := os.WriteFile(config, []byte(victoria.PrometheusConfig(rules, "")), 0o600); err != nil {
+		return nil, err
+	}
+	srv, err := victoria.Start(ctx, victoria.Prometheus, bin, data, "--config.file="+config)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "   Prometheus %s on %s: OTLP in, the rules of examples/prometheus/etcdebpf-rules.yaml (for: 1s) evaluated every second\n", victoria.Prometheus.Version, srv.URL)
+	return srv, nil
+}
+
+// writeAlerts prints, per phase, the alerts of the shipped rules that fired
+// at some evaluation during it, with the labels that name the member and the
+// cause, or the neighbour.
+func writeAlerts(ctx context.Context, out io.Writer, prom *victoria.Server, results []scenario.PhaseResult) error {
+	fmt.Fprintln(out, "\nPrometheus: the shipped alerts that fired in each phase (examples/prometheus; their for: shortened to 1s; the rules' 5-minute windows hold the act so far):")
+	for _, r := range results {
+		query := fmt.Sprintf(`max_over_time(ALERTS{alertstate="firing"}[%dms])`, r.End.Sub(r.Start).Milliseconds())
+		samples, err := prom.PromQL(ctx, query, r.End)
+		if err != nil {
+			return err
+		}
+		// One line an alert and member; its cause may have changed within the
+		// phase (a new alert series each time): every cause it named.
+		causes := map[string][]string{}
+		for _, a := range samples {
+			l := a.Labels
+			who := fmt.Sprintf("%s member=%s (pid %s) cause=", l["alertname"], l["member"], l["process_pid"])
+			what := l["cause"]
+			if l["neighbour"] != "" {
+				who, what = fmt.Sprintf("%s on %s: neighbour=", l["alertname"], l["system_device"]), fmt.Sprintf("%s (pid %s)", l["neighbour"], l["neighbour_pid"])
+			}
+			causes[who] = append(causes[who], what)
+		}
+		var lines []string
+		for who, what := range causes {
+			slices.Sort(what)
+			lines = append(lines, who+strings.Join(what, ","))
+		}
+		slices.Sort(lines)
+		if len(lines) == 0 {
+			lines = []string{"none"}
+		}
+		fmt.Fprintf(out, "  %-24s %s\n", r.Name+":", strings.Join(lines, "; "))
+	}
+	return nil
 }

@@ -35,7 +35,10 @@ type Options struct {
 	Serve     bool          // after the summary, keep the backends running until ctx ends
 	Cluster   bool          // act 2: the three-member cluster and its faults
 	Report    string        // where act 2 writes its picture (HTML)
-	Out       io.Writer
+	// Prometheus: act 2's metrics also go to a Prometheus evaluating the
+	// shipped alert rules, and the demo prints which alerts fired in which phase.
+	Prometheus bool
+	Out        io.Writer
 }
 
 const walFsyncMetric = "etcd_disk_wal_fsync_duration_seconds"

@@ -11,17 +11,18 @@ import (
 
 // Options of Run.
 type Options struct {
-	Duration  time.Duration
-	Clients   int
-	EtcdBin   string
-	Collector string
-	Verbose   bool
-	Lines     int
-	Keep      bool
-	Serve     bool
-	Cluster   bool
-	Report    string
-	Out       io.Writer
+	Duration   time.Duration
+	Clients    int
+	EtcdBin    string
+	Collector  string
+	Verbose    bool
+	Lines      int
+	Keep       bool
+	Serve      bool
+	Cluster    bool
+	Report     string
+	Prometheus bool
+	Out        io.Writer
 }
 
 // Run fails: the receiver traces Linux syscalls.

@@ -27,6 +27,7 @@ func main() {
 	flag.BoolVar(&o.Keep, "keep", false, "keep the temporary directory with etcd's data and the collector's config and log")
 	flag.BoolVar(&o.Serve, "serve", false, "after the summary, keep VictoriaLogs and VictoriaMetrics running (with the data) until Ctrl-C, to try queries")
 	flag.BoolVar(&o.Cluster, "cluster", true, "act 2: a three-member cluster whose leader's disk is throttled, then a noisy neighbour, then CPU contention (about 90 s)")
+	flag.BoolVar(&o.Prometheus, "prometheus", true, "act 2's metrics also go to Prometheus (built from the Go module proxy once, about 5 minutes) evaluating the shipped alert rules (examples/prometheus, their for: shortened to a second); the demo prints which alert fired in which phase")
 	flag.StringVar(&o.Report, "report", "", "where act 2 writes its picture, an HTML page: per member WAL fdatasync latency over time, fault windows shaded, leader changes marked (default: _build/demo-cluster.html in the checkout)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "Usage: sudo %s [flags]\n\n", os.Args[0])

@@ -52,6 +52,9 @@ type Pipeline struct {
 	MetricsOverGRPC    bool   // the metrics pipeline exports to OTLPEndpoint too
 	MetricsToDebug     bool   // and to the debug exporter
 	OTLPHTTPMetrics    string // URL of an OTLP/HTTP metrics endpoint (metrics_endpoint); "" for none
+	// OTLPHTTPMetricsAlso is a second backend's OTLP/HTTP metrics endpoint
+	// (the demo's Prometheus beside its VictoriaMetrics); "" for none.
+	OTLPHTTPMetricsAlso string
 }
 
 // Budget is the receiver's budget: records_per_second (0: none) and burst.
@@ -150,6 +153,10 @@ func (p Pipeline) YAML() string {
 			metrics = append(metrics, "otlp_http")
 		}
 		b.WriteString("    retry_on_failure:\n      max_elapsed_time: 30s\n")
+	}
+	if p.OTLPHTTPMetricsAlso != "" {
+		fmt.Fprintf(&b, "  otlp_http/also:\n    metrics_endpoint: %q\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPHTTPMetricsAlso)
+		metrics = append(metrics, "otlp_http/also")
 	}
 	if p.TelemetryPort > 0 {
 		fmt.Fprintf(&b, "service:\n  telemetry:\n    metrics:\n      level: normal\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: %d\n", p.TelemetryPort)

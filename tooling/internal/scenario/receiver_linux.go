@@ -38,6 +38,12 @@ const (
 // WALSeriesByPID reads the receiver's WAL fdatasync histograms out of the
 // metrics batches, one series per traced process.
 func WALSeriesByPID(batches []pmetric.Metrics) map[int]WALSeries {
+	return SyncSeriesByPID(batches, "wal")
+}
+
+// SyncSeriesByPID reads the receiver's fdatasync histograms of one file
+// class ("wal", "db") out of the metrics batches, one series per traced process.
+func SyncSeriesByPID(batches []pmetric.Metrics, fileClass string) map[int]WALSeries {
 	out := map[int]WALSeries{}
 	eachMetric(batches, func(res pcommon.Map, m pmetric.Metric) {
 		pidValue, ok := res.Get(attrPID)
@@ -49,7 +55,7 @@ func WALSeriesByPID(batches []pmetric.Metrics) map[int]WALSeries {
 			dp := dps.At(l)
 			name, _ := dp.Attributes().Get(attrName)
 			class, _ := dp.Attributes().Get(attrFileClass)
-			if name.Str() == "fdatasync" && class.Str() == "wal" {
+			if name.Str() == "fdatasync" && class.Str() == fileClass {
 				out[int(pidValue.Int())] = append(out[int(pidValue.Int())], walPoint(dp))
 			}
 		}

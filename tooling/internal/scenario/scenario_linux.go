@@ -33,6 +33,8 @@ type Options struct {
 	// OTLPHTTPLogs and OTLPHTTPMetrics are more backends for the collector
 	// (the demo's VictoriaLogs and VictoriaMetrics), beside the in-process sink.
 	OTLPHTTPLogs, OTLPHTTPMetrics string
+	// OTLPHTTPMetricsAlso is one more metrics backend (the demo's Prometheus).
+	OTLPHTTPMetricsAlso string
 	// MinDuration: log records only for calls this long (default SlowCall);
 	// the histograms count every call.
 	MinDuration time.Duration
@@ -103,15 +105,16 @@ func Start(ctx context.Context, o Options) (_ *Scenario, err error) {
 		return nil, err
 	}
 	pipeline := collector.Pipeline{
-		PIDs:               s.Cluster.PIDs(),
-		OTLPEndpoint:       s.Sink.Endpoint(),
-		MetricsOverGRPC:    true,
-		CollectionInterval: CollectionInterval,
-		MinDuration:        o.MinDuration,
-		FlushInterval:      100 * time.Millisecond,
-		OTLPHTTPLogs:       o.OTLPHTTPLogs,
-		OTLPHTTPMetrics:    o.OTLPHTTPMetrics,
-		DetectHost:         true, // host.name, which the demo's queries group by
+		PIDs:                s.Cluster.PIDs(),
+		OTLPEndpoint:        s.Sink.Endpoint(),
+		MetricsOverGRPC:     true,
+		CollectionInterval:  CollectionInterval,
+		MinDuration:         o.MinDuration,
+		FlushInterval:       100 * time.Millisecond,
+		OTLPHTTPLogs:        o.OTLPHTTPLogs,
+		OTLPHTTPMetrics:     o.OTLPHTTPMetrics,
+		OTLPHTTPMetricsAlso: o.OTLPHTTPMetricsAlso,
+		DetectHost:          true, // host.name, which the demo's queries group by
 	}
 	colDir := filepath.Join(o.Dir, "collector")
 	if err := os.MkdirAll(colDir, 0o755); err != nil {

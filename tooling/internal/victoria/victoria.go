@@ -75,6 +75,12 @@ var (
 		OTLPMetricsPath: "/api/v1/otlp/v1/metrics",
 		Args: []string{
 			"--web.enable-otlp-receiver",
+			// A series' first OTLP point holds what it counted since its start
+			// timestamp (a disk submitter's series starts when the process joins
+			// the top). Without a zero stored at that start, rate() and increase()
+			// skip that first point: a process whose bytes all fall in one
+			// collection has one point and no rate at all (docs/backends.md).
+			"--enable-feature=created-timestamp-zero-ingestion",
 			"--log.level=warn",
 		},
 	}
