@@ -227,7 +227,7 @@ func (p *pinned) pinLink(name string, l link.Link) error {
 	if err != nil {
 		return err
 	}
-	if err := l.Pin(filepath.Join(dir, name)); err != nil {
+	if err := pinLinkAt(l, filepath.Join(dir, name)); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, link.ErrNotSupported) {
 			p.unsupported = fmt.Errorf("pin_path: this kernel (Linux %s) cannot pin the link of %s (%w): tracepoints attach "+
 				"through BPF links from Linux 5.15; the programs detach when the agent stops and the next one starts "+
@@ -238,6 +238,10 @@ func (p *pinned) pinLink(name string, l link.Link) error {
 	}
 	return nil
 }
+
+// pinLinkAt pins l at path, a variable so that tests can stand in for a kernel
+// whose tracepoint links cannot be pinned.
+var pinLinkAt = func(l link.Link, path string) error { return l.Pin(path) }
 
 // loadLink is the link pinned under name.
 func (p *pinned) loadLink(name string) (link.Link, error) {

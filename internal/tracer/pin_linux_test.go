@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -37,6 +38,16 @@ func testPinDir(t *testing.T) string {
 // without the scheduler part) goes with its agent.
 func pinnedOf(objs bpfobjects.Held) bpfobjects.Held {
 	return bpfobjects.Held{Maps: objs.Maps, Links: objs.Links}
+}
+
+// requirePinnableLinks skips a test of pinned sessions on a kernel whose
+// tracepoint links cannot be pinned: TestPinnedSessionWhereLinksCannotBePinned
+// covers those.
+func requirePinnableLinks(t *testing.T) {
+	t.Helper()
+	if !bpftest.KernelAtLeast(t, 5, 15) {
+		t.Skip("tracepoints attach through BPF links, which pins keep, from Linux 5.15")
+	}
 }
 
 // monotonicNow is bpf_ktime_get_ns's clock: the records' StartNs.
@@ -90,6 +101,7 @@ func callsCounted(t *testing.T, tr *Tracer, pid int, syscall Syscall) uint64 {
 // second leaves nothing pinned nor loaded.
 func TestPinnedSessionCountsOnAcrossAgents(t *testing.T) {
 	bpftest.RequireBPF(t)
+	requirePinnableLinks(t)
 	dir := testPinDir(t)
 	const calls = 3000 // a write and an fdatasync each, 1000 a second
 	w := bpftest.StartWriterWith(t, bpftest.BuildWriter(t), etcdwriter.Options{
@@ -174,6 +186,7 @@ func TestPinnedSessionCountsOnAcrossAgents(t *testing.T) {
 // its own under a new StartTime, and says why; the old programs are gone.
 func TestPinnedSessionReplacedWhenConfigurationDiffers(t *testing.T) {
 	bpftest.RequireBPF(t)
+	requirePinnableLinks(t)
 	dir := testPinDir(t)
 	var first *Tracer
 	var err error
@@ -205,6 +218,7 @@ func TestPinnedSessionReplacedWhenConfigurationDiffers(t *testing.T) {
 // Two agents never share one pinned state: the second is refused, naming the fix.
 func TestPinnedSessionRefusesASecondAgent(t *testing.T) {
 	bpftest.RequireBPF(t)
+	requirePinnableLinks(t)
 	replace(t, &pinLockWait, 0)
 	dir := testPinDir(t)
 	opts := Options{Comm: "etcd", RingBufferSize: 64 << 10, Pin: Pin{Path: dir, Release: true}}
@@ -218,6 +232,40 @@ func TestPinnedSessionRefusesASecondAgent(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "another agent holds the kernel state pinned at "+dir)
 	assert.Contains(t, err.Error(), "stop the other agent")
+}
+
+// Where the kernel cannot pin a tracepoint's link (perf-event attachments before
+// 5.15; stood in for on newer kernels), Start says so and runs as unpinned: the
+// session's objects go with it, and nothing stays pinned.
+func TestPinnedSessionWhereLinksCannotBePinned(t *testing.T) {
+	bpftest.RequireBPF(t)
+	if bpftest.KernelAtLeast(t, 5, 15) {
+		replace(t, &pinLinkAt, func(l link.Link, path string) error {
+			if strings.HasPrefix(filepath.Base(path), "sys_") {
+				return fmt.Errorf("perf event ioctl pin: %w", link.ErrNotSupported)
+			}
+			return l.Pin(path)
+		})
+	}
+	dir := testPinDir(t)
+	var tr *Tracer
+	var err error
+	objs := bpftest.Started(t, func() {
+		tr, err = Start(Options{Comm: "etcd", RingBufferSize: 64 << 10, Histograms: true, Scheduler: true, Pin: Pin{Path: dir}})
+	})
+	require.NoError(t, err)
+	defer tr.Close()
+	_, pinned := tr.Pinned()
+	assert.False(t, pinned)
+	require.Len(t, tr.Warnings(), 1, "%v", tr.Warnings())
+	assert.Contains(t, tr.Warnings()[0].Error(), "cannot pin the link of sys_exit_write")
+	assert.Contains(t, tr.Warnings()[0].Error(), "as without pin_path")
+	_, err = os.Stat(dir)
+	assert.ErrorIs(t, err, os.ErrNotExist, "nothing pinned")
+	_, err = tr.Counters()
+	require.NoError(t, err, "the session runs")
+	require.NoError(t, tr.Close())
+	bpftest.RequireGone(t, objs)
 }
 
 // A pin path off the BPF file system is refused with the fix; Start mounts none there.
