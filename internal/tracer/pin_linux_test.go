@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -128,7 +129,20 @@ func TestPinnedSessionCountsOnAcrossAgents(t *testing.T) {
 	require.NoError(t, first.Close())
 	gapStart := monotonicNow(t)
 	bpftest.RequireAlive(t, pinnedOf(firstObjs)) // the programs stay attached, the maps stay
+	// The gap lasts a second, and until the ring is full: read through its pin,
+	// the kernel's counters say when a record first found no room.
+	counters, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinMonitorDir, "counters"), nil)
+	require.NoError(t, err)
 	time.Sleep(time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c, err := bpf.ReadCounters(counters)
+		require.NoError(t, err)
+		if c.RingbufFull > 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the writer filled no ring in 30 s: %+v", c)
+	}
+	require.NoError(t, counters.Close())
 
 	var second *Tracer
 	secondObjs := bpftest.Started(t, func() {
@@ -251,7 +265,7 @@ func TestPinnedSessionWhereLinksCannotBePinned(t *testing.T) {
 	var tr *Tracer
 	var err error
 	objs := bpftest.Started(t, func() {
-		tr, err = Start(Options{Comm: "etcd", RingBufferSize: 64 << 10, Histograms: true, Scheduler: true, Pin: Pin{Path: dir}})
+		tr, err = Start(Options{Comm: "etcd", RingBufferSize: 64 << 10, Histograms: true, Pin: Pin{Path: dir}})
 	})
 	require.NoError(t, err)
 	defer tr.Close()
