@@ -84,6 +84,16 @@ type Config struct {
 	// disks under the files the traced processes write to, learnt as they write.
 	Disks []string `mapstructure:"disks"`
 
+	// PinPath keeps the kernel side in this directory of a BPF file system, so
+	// that it outlives the agent: the programs stay attached and the histograms,
+	// the disks' view and the ring buffer keep counting while no agent runs, and
+	// the next agent takes them over (docs/operating.md, "What survives what").
+	// Empty (the default): the kernel side lives as long as the receiver.
+	PinPath string `mapstructure:"pin_path"`
+	// UnpinOnShutdown removes what is pinned at PinPath when the receiver shuts
+	// down: set it to stop for good, an uninstall.
+	UnpinOnShutdown bool `mapstructure:"unpin_on_shutdown"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -188,6 +198,12 @@ func (cfg *Config) Validate() error {
 	}
 	if len(cfg.Disks) > 0 && !cfg.Block {
 		errs = append(errs, errors.New("disks: set while block is false, which turns the disks' view off; remove disks, or set block: true"))
+	}
+	if cfg.PinPath != "" && !filepath.IsAbs(cfg.PinPath) {
+		errs = append(errs, fmt.Errorf("pin_path: %q is relative; give a directory on a BPF file system, such as /sys/fs/bpf/etcdebpf", cfg.PinPath))
+	}
+	if cfg.UnpinOnShutdown && cfg.PinPath == "" {
+		errs = append(errs, errors.New("unpin_on_shutdown: set without pin_path, so nothing is pinned to remove; set pin_path to the directory to clean up, or remove unpin_on_shutdown"))
 	}
 	for _, disk := range cfg.Disks {
 		if !diskNameValid(disk) {

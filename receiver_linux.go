@@ -119,6 +119,7 @@ func (r *etcdReceiver) controllerConfig() controller.Config {
 			Budget:         tracer.Budget{RecordsPerSecond: r.cfg.Budget.RecordsPerSecond, Burst: r.cfg.Budget.Burst},
 			Block:          r.cfg.Block,
 			Disks:          r.cfg.Disks,
+			Pin:            tracer.Pin{Path: r.cfg.PinPath, Release: r.cfg.UnpinOnShutdown},
 		},
 		Executable:         r.cfg.Executable,
 		Logs:               r.next,
@@ -169,5 +170,10 @@ func (r *etcdReceiver) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, r.ctrl.Close())
 	r.ctrl = nil
+	if r.cfg.PinPath != "" && !r.cfg.UnpinOnShutdown {
+		r.settings.Logger.Info("The programs stay attached and counting, pinned for the next agent to take over; "+
+			"to stop for good, shut down with unpin_on_shutdown: true, or remove the pin_path (rm -rf)",
+			zap.String("pin_path", r.cfg.PinPath))
+	}
 	return errors.Join(errs...)
 }

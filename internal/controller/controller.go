@@ -136,6 +136,10 @@ func (c *Controller) Start() error {
 		tb.Shutdown()
 		return err
 	}
+	// A session that took over pinned programs counts since their start.
+	if st, ok := s.(interface{ StartTime() time.Time }); ok {
+		start = pcommon.NewTimestampFromTime(st.StartTime())
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.session, c.telemetry, c.cancel = s, tb, cancel
@@ -183,11 +187,40 @@ func (c *Controller) openSession(tb *metadata.TelemetryBuilder) (Session, *hostw
 			c.settings.Logger.Warn("The receiver runs without part of what it was asked for", zap.Error(err))
 		}
 	}
+	if p, ok := s.(pinnedSession); ok {
+		logPinned(c.settings.Logger, p)
+	}
 	if c.counters, err = registerKernelCounters(metadata.Meter(c.settings.TelemetrySettings), tb, s); err != nil {
 		s.Close()
 		return nil, nil, err
 	}
 	return s, exe, nil
+}
+
+// pinnedSession is a session that may keep its kernel side pinned (tracer.Options.Pin).
+type pinnedSession interface {
+	Pinned() (tracer.PinReport, bool)
+	StartTime() time.Time
+}
+
+// logPinned says what the session found pinned and did with it.
+func logPinned(logger *zap.Logger, s pinnedSession) {
+	r, ok := s.Pinned()
+	if !ok {
+		return
+	}
+	fields := []zap.Field{zap.String("pin_path", r.Path), zap.Time("counting_since", s.StartTime()), zap.Uint64("map_bytes", r.MapBytes)}
+	switch {
+	case r.TookOver:
+		logger.Info("Took over the programs pinned by the agent before: their histograms and counters continue, "+
+			"and the records the ring buffer held are read", fields...)
+	case r.Replaced != "":
+		logger.Warn("Replaced the programs pinned before, which counted apart from this agent's: their counts start "+
+			"again from zero under a new StartTimestamp", append(fields, zap.String("reason", r.Replaced))...)
+	default:
+		logger.Info("Pinned the programs and maps: they keep counting across agent restarts until removed "+
+			"(unpin_on_shutdown, or rm -rf the pin_path)", fields...)
+	}
 }
 
 // registerKernelCounters reports the kernel's counters through one callback:

@@ -240,3 +240,43 @@ func TestReaderFailureReportedThroughStatusAndCounter(t *testing.T) {
 	metadatatest.AssertEqualEtcdebpfRecordReaderFailures(t, h.tel, points(1), metricdatatest.IgnoreTimestamp())
 	assert.Equal(t, 1, h.logs.LogRecordCount(), "what was read before the failure is delivered")
 }
+
+// takenOverSession is a session that took pinned programs over: they have
+// counted since start, before this controller's Start.
+type takenOverSession struct {
+	*fakeSession
+	start time.Time
+}
+
+func (s takenOverSession) StartTime() time.Time { return s.start }
+
+func (s takenOverSession) Pinned() (tracer.PinReport, bool) {
+	return tracer.PinReport{Path: "/sys/fs/bpf/etcdebpf", TookOver: true, MapBytes: 1 << 20}, true
+}
+
+// A session that took pinned programs over is counting since their start: the
+// metrics continue under that StartTimestamp, not the controller's Start, and
+// the log says the agent took over.
+func TestMetricsOfATakenOverSessionKeepItsStart(t *testing.T) {
+	set, _, logged := settings(t)
+	session := newFakeSession(t)
+	// pid 1 started at boot, before the session: its series start with the session.
+	key := tracer.HistKey{PID: 1, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
+	session.count(key, 3)
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	metrics := new(consumertest.MetricsSink)
+	ctrl, err := New(set, Config{Metrics: metrics, CollectionInterval: time.Hour}, func(tracer.Options) (Session, error) {
+		return takenOverSession{session, start}, nil
+	})
+	require.NoError(t, err)
+	require.NoError(t, ctrl.Start())
+	require.NoError(t, ctrl.Drain(context.Background()))
+	require.NoError(t, ctrl.Close())
+	require.NotEmpty(t, metrics.AllMetrics())
+	dp := metrics.AllMetrics()[0].ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
+	assert.Equal(t, start, dp.StartTimestamp().AsTime().Local(), "the pinned programs' start")
+	assert.EqualValues(t, 3, dp.Count())
+	took := logged.FilterMessageSnippet("Took over the programs pinned").All()
+	require.Len(t, took, 1)
+	assert.Equal(t, "/sys/fs/bpf/etcdebpf", took[0].ContextMap()["pin_path"])
+}

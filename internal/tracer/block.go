@@ -67,8 +67,9 @@ type blockObjects struct {
 	links []link.Link
 }
 
-// loadBlock loads block.c; the syscall object then shares its maps (sharedBlockMaps).
-func loadBlock(opts Options) (*blockObjects, error) {
+// loadBlock loads block.c, its maps pinned at p or, taking over, only the maps
+// pinned there; the syscall object then shares its maps (sharedBlockMaps).
+func loadBlock(opts Options, p *pinned) (*blockObjects, error) {
 	spec, err := bpf.LoadBlock()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded block BPF object: %w", err)
@@ -87,7 +88,19 @@ func loadBlock(opts Options) (*blockObjects, error) {
 	}
 	fitAtomicsToKernel(spec)
 	b := &blockObjects{}
-	if err := spec.LoadAndAssign(&b.objs, nil); err != nil {
+	var loadOpts *ebpf.CollectionOptions
+	var objs any = &b.objs
+	if p != nil {
+		pinMaps(spec)
+		loadOpts = &ebpf.CollectionOptions{}
+		if loadOpts.Maps.PinPath, err = p.mapDir(pinBlockDir); err != nil {
+			return nil, err
+		}
+		if p.takeover {
+			objs = &b.objs.BlockMaps
+		}
+	}
+	if err := spec.LoadAndAssign(objs, loadOpts); err != nil {
 		return nil, explainLoadError(err)
 	}
 	for _, name := range opts.Disks {
@@ -198,22 +211,27 @@ func (b *blockObjects) sharedMaps() map[string]*ebpf.Map {
 
 // attach attaches completion and requeue before issue, and issue before the
 // bio queue: a request issued under the programs always meets its completion.
-func (b *blockObjects) attach() error {
-	p := &b.objs.BlockPrograms
+// Taking over p, it opens the pinned links instead.
+func (b *blockObjects) attach(p *pinned) error {
+	progs := &b.objs.BlockPrograms
 	for _, a := range []struct {
 		name string
 		prog *ebpf.Program
 	}{
-		{"block_rq_complete", p.BlockRqComplete},
-		{"block_rq_requeue", p.BlockRqRequeue},
-		{"block_rq_issue", p.BlockRqIssue},
-		{"block_bio_queue", p.BlockBioQueue},
+		{"block_rq_complete", progs.BlockRqComplete},
+		{"block_rq_requeue", progs.BlockRqRequeue},
+		{"block_rq_issue", progs.BlockRqIssue},
+		{"block_bio_queue", progs.BlockBioQueue},
 	} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.name, Program: a.prog})
-		if err != nil {
-			return fmt.Errorf("attaching to raw tracepoint %s (the disk view; set block: false to run without it): %w", a.name, err)
+		if err := hold(p, a.name, func() (link.Link, error) {
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.name, Program: a.prog})
+			if err != nil {
+				return nil, fmt.Errorf("attaching to raw tracepoint %s (the disk view; set block: false to run without it): %w", a.name, err)
+			}
+			return l, nil
+		}, &b.links); err != nil {
+			return err
 		}
-		b.links = append(b.links, l)
 	}
 	return nil
 }

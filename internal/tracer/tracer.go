@@ -55,6 +55,9 @@ type Options struct {
 	// files the traced calls write to, as it sees them.
 	Block bool
 	Disks []string
+
+	// Pin keeps the kernel side in a BPF file system across agents.
+	Pin Pin
 }
 
 // Budget is how many records one process may queue: RecordsPerSecond on average,
@@ -91,6 +94,10 @@ type Tracer struct {
 	block  *blockObjects // nil without Options.Block
 	// warnings are what Start could not provide but did not refuse to start for.
 	warnings []error
+	// start is when the kernel side began counting: this Start, or the Start of
+	// the agent that pinned what this one took over.
+	start time.Time
+	pin   *pinned // nil without Options.Pin.Path, or where links cannot be pinned
 }
 
 // Host probes, variables so that tests can stand in for a host that lacks them.
@@ -111,12 +118,42 @@ const wakeupRecords = 256
 // ringbufHeader is the kernel's header in front of each ring buffer record.
 const ringbufHeader = 8
 
-// Start checks the host, loads the programs and attaches them. On error nothing
-// is left in the kernel.
+// Start checks the host, loads the programs and attaches them. With
+// Options.Pin.Path it takes over what an agent of the same build and
+// configuration pinned there, or replaces what another pinned, and pins what it
+// loads. On error nothing is left in the kernel, nor pinned.
 func Start(opts Options) (_ *Tracer, err error) {
 	if err := checkHost(); err != nil {
 		return nil, err
 	}
+	if opts.Pin.Path == "" {
+		return start(opts, nil)
+	}
+	p, err := openPin(opts.Pin.Path, pinDigest(opts))
+	if err != nil {
+		return nil, err
+	}
+	if p.takeover {
+		t, err := start(opts, p)
+		if err == nil {
+			return t, nil
+		}
+		p.takeover, p.state = false, nil
+		p.report.Replaced = fmt.Sprintf("the pinned programs could not be taken over (%v)", err)
+	}
+	if err := p.clear(); err != nil {
+		return nil, errors.Join(err, p.close())
+	}
+	t, err := start(opts, p)
+	if err != nil {
+		return nil, errors.Join(err, p.remove())
+	}
+	return t, nil
+}
+
+// start loads and attaches the programs, or takes over the ones pinned at p
+// (p.takeover). On error it frees what it loaded and leaves p to the caller.
+func start(opts Options, p *pinned) (_ *Tracer, err error) {
 	spec, err := bpf.LoadMonitor()
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
@@ -126,31 +163,43 @@ func Start(opts Options) (_ *Tracer, err error) {
 	}
 	fitAtomicsToKernel(spec)
 
-	t := &Tracer{opts: opts, recordSpace: recordSpace(opts.PayloadBytes)}
+	// The start comes before the programs are attached, so that no call they
+	// count is older.
+	t := &Tracer{opts: opts, recordSpace: recordSpace(opts.PayloadBytes), start: time.Now(), pin: p}
 	defer func() {
 		if err != nil {
+			t.pin = nil // the caller's: what is pinned stays for it to decide
 			t.Close()
 		}
 	}()
-	var loadOpts *ebpf.CollectionOptions
-	if opts.Block {
-		if t.block, err = loadBlock(opts); err != nil {
+	takeover := p != nil && p.takeover
+	if takeover {
+		t.start = time.Unix(0, p.state.StartUnixNano)
+	}
+	loadOpts := &ebpf.CollectionOptions{}
+	if p != nil {
+		pinMaps(spec)
+		if loadOpts.Maps.PinPath, err = p.mapDir(pinMonitorDir); err != nil {
 			return nil, err
 		}
-		loadOpts = &ebpf.CollectionOptions{MapReplacements: t.block.sharedMaps()}
 	}
-	if err := spec.LoadAndAssign(&t.objs, loadOpts); err != nil {
+	if opts.Block {
+		if t.block, err = loadBlock(opts, p); err != nil {
+			return nil, err
+		}
+		loadOpts.MapReplacements = t.block.sharedMaps()
+	}
+	// Taking over, the programs are the pinned links' own: only the maps are
+	// opened, and no program is loaded.
+	var objs any = &t.objs
+	if takeover {
+		objs = &t.objs.MonitorMaps
+	}
+	if err := spec.LoadAndAssign(objs, loadOpts); err != nil {
 		return nil, explainLoadError(err)
 	}
-	for _, exe := range opts.Executables {
-		if err := t.AllowExecutable(exe); err != nil {
-			return nil, err
-		}
-	}
-	for _, pid := range opts.PIDs {
-		if err := t.objs.TargetPids.Put(uint32(pid), uint8(1)); err != nil {
-			return nil, fmt.Errorf("adding pid %d to the target_pids map: %w", pid, err)
-		}
+	if err := t.setFilters(); err != nil {
+		return nil, err
 	}
 	if opts.Scheduler {
 		if _, err := loadWaitFunctions(t.objs.WaitPages, t.objs.WaitTexts); err != nil {
@@ -158,17 +207,99 @@ func Start(opts Options) (_ *Tracer, err error) {
 		}
 	}
 	if t.block != nil {
-		if err := t.block.attach(); err != nil {
+		if err := t.block.attach(p); err != nil {
 			return nil, err
 		}
 	}
 	if err := t.attach(); err != nil {
 		return nil, err
 	}
+	if p != nil && !takeover {
+		if p.unsupported != nil {
+			// Behave as without pinning: the state goes with this agent.
+			t.warnings = append(t.warnings, p.unsupported)
+			t.pin = nil
+			if err := p.remove(); err != nil {
+				return nil, err
+			}
+		} else if err := p.writeState(t.start); err != nil {
+			return nil, err
+		}
+	}
+	if t.pin != nil {
+		t.pin.report.TookOver = takeover
+		if t.block != nil {
+			t.pin.report.MapBytes = mapsMemlock(&t.objs.MonitorMaps, &t.block.objs.BlockMaps)
+		} else {
+			t.pin.report.MapBytes = mapsMemlock(&t.objs.MonitorMaps)
+		}
+	}
 	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
 	}
 	return t, nil
+}
+
+// setFilters makes the pid and executable filters Options' own: a taking-over
+// agent finds the ones of the agent before it.
+func (t *Tracer) setFilters() error {
+	if err := resetKeys(t.objs.TargetExes, func(k bpf.MonitorExeId) bool {
+		return slices.Contains(t.opts.Executables, FileID{Dev: k.Dev, Ino: k.Ino})
+	}); err != nil {
+		return fmt.Errorf("resetting the target_exes map: %w", err)
+	}
+	for _, exe := range t.opts.Executables {
+		if err := t.AllowExecutable(exe); err != nil {
+			return err
+		}
+	}
+	if err := resetKeys(t.objs.TargetPids, func(pid uint32) bool { return slices.Contains(t.opts.PIDs, int(pid)) }); err != nil {
+		return fmt.Errorf("resetting the target_pids map: %w", err)
+	}
+	for _, pid := range t.opts.PIDs {
+		if err := t.objs.TargetPids.Put(uint32(pid), uint8(1)); err != nil {
+			return fmt.Errorf("adding pid %d to the target_pids map: %w", pid, err)
+		}
+	}
+	return nil
+}
+
+// resetKeys deletes the keys of m that keep does not keep.
+func resetKeys[K comparable](m *ebpf.Map, keep func(K) bool) error {
+	var (
+		key   K
+		value uint8
+		gone  []K
+	)
+	iter := m.Iterate()
+	for iter.Next(&key, &value) {
+		if !keep(key) {
+			gone = append(gone, key)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	for _, k := range gone {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartTime is when the kernel side began counting: the histograms' and the
+// counters' StartTimestamp. A tracer that took pinned programs over has theirs.
+func (t *Tracer) StartTime() time.Time { return t.start }
+
+// Pinned reports what Start found and did at Options.Pin.Path; false when the
+// session is not pinned (no path, or a kernel that cannot pin its links: see
+// Warnings).
+func (t *Tracer) Pinned() (PinReport, bool) {
+	if t.pin == nil {
+		return PinReport{}, false
+	}
+	return t.pin.report, true
 }
 
 // Warnings are what the session could not provide though it started: each
@@ -481,6 +612,7 @@ func (t *Tracer) tracepoints() []tracepoint {
 
 // attach attaches every exit program before any enter program, so that a call
 // parked by an enter always meets its exit and no inflight entry is left behind.
+// Taking over, it opens the pinned links instead.
 func (t *Tracer) attach() error {
 	selected, err := selectedSyscalls(t.opts.Syscalls)
 	if err != nil {
@@ -488,23 +620,46 @@ func (t *Tracer) attach() error {
 	}
 	tps := slices.DeleteFunc(t.tracepoints(), func(tp tracepoint) bool { return len(selected) > 0 && !selected[tp.name] })
 	for _, tp := range tps {
-		if err := attachTo("sys_exit_"+tp.name, tp.exit, &t.exits); err != nil {
+		if err := attachTo(t.pin, "sys_exit_"+tp.name, tp.exit, &t.exits); err != nil {
 			return err
 		}
 	}
 	if t.opts.Scheduler {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: t.objs.OnSwitch})
-		if err != nil {
-			return explainAttachError("sched:sched_switch (raw)", err)
+		if err := hold(t.pin, "sched_switch", func() (link.Link, error) {
+			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: t.objs.OnSwitch})
+			if err != nil {
+				return nil, explainAttachError("sched:sched_switch (raw)", err)
+			}
+			return l, nil
+		}, &t.sched); err != nil {
+			return err
 		}
-		t.sched = append(t.sched, l)
 	}
 	for _, tp := range tps {
-		if err := attachTo("sys_enter_"+tp.name, tp.enter, &t.enters); err != nil {
+		if err := attachTo(t.pin, "sys_enter_"+tp.name, tp.enter, &t.enters); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// hold appends to links the link of the attachment point name: attach's, pinned
+// at p when there is one, or the one pinned there when p is taken over.
+func hold(p *pinned, name string, attach func() (link.Link, error), links *[]link.Link) error {
+	if p != nil && p.takeover {
+		l, err := p.loadLink(name)
+		if err != nil {
+			return err
+		}
+		*links = append(*links, l)
+		return nil
+	}
+	l, err := attach()
+	if err != nil {
+		return err
+	}
+	*links = append(*links, l)
+	return p.pinLink(name, l)
 }
 
 // haveSchedInfo checks that the kernel keeps each thread's run delay
@@ -528,22 +683,29 @@ var haveSchedInfo = func() error {
 		"set scheduler: false, or use a kernel built with CONFIG_SCHEDSTATS=y")
 }
 
-func attachTo(tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
-	l, err := link.Tracepoint("syscalls", tracepoint, prog, nil)
-	if err != nil {
-		return explainAttachError("syscalls:"+tracepoint, err)
-	}
-	*links = append(*links, l)
-	return nil
+func attachTo(p *pinned, tracepoint string, prog *ebpf.Program, links *[]link.Link) error {
+	return hold(p, tracepoint, func() (link.Link, error) {
+		l, err := link.Tracepoint("syscalls", tracepoint, prog, nil)
+		if err != nil {
+			return nil, explainAttachError("syscalls:"+tracepoint, err)
+		}
+		return l, nil
+	}, links)
 }
 
 // Detach stops new records: all enter programs go first, then the exits, so a
 // parked call still meets its exit. Records already in the ring stay readable.
+// A pinned session is only let go of: the programs count on for the next agent,
+// unless Options.Pin.Release, which removes the pins first.
 //
 // Links within a phase are closed concurrently: each close waits for an RCU grace
 // period (tracepoint unregistration), and concurrent waits share one.
 func (t *Tracer) Detach() error {
-	err := errors.Join(closeAll(t.enters), closeAll(t.sched), closeAll(t.exits))
+	var err error
+	if t.pin != nil && t.opts.Pin.Release {
+		err = t.pin.clear()
+	}
+	err = errors.Join(err, closeAll(t.enters), closeAll(t.sched), closeAll(t.exits))
 	t.enters, t.sched, t.exits = nil, nil, nil
 	if t.block != nil {
 		err = errors.Join(err, t.block.detach())
@@ -561,8 +723,9 @@ func closeAll(links []link.Link) error {
 	return errors.Join(errs...)
 }
 
-// Close detaches and frees everything the tracer holds. It is safe on a
-// partly started tracer and more than once.
+// Close detaches and frees everything the tracer holds, but what is pinned
+// (Options.Pin) unless Options.Pin.Release. It is safe on a partly started
+// tracer and more than once.
 func (t *Tracer) Close() error {
 	errs := []error{t.Detach()}
 	if t.reader != nil && !t.closed {
@@ -574,6 +737,14 @@ func (t *Tracer) Close() error {
 	if t.block != nil {
 		errs = append(errs, t.block.close())
 		t.block = nil
+	}
+	if t.pin != nil {
+		if t.opts.Pin.Release {
+			errs = append(errs, t.pin.remove())
+		} else {
+			errs = append(errs, t.pin.close())
+		}
+		t.pin = nil
 	}
 	return errors.Join(errs...)
 }

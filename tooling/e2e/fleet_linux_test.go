@@ -49,6 +49,10 @@ type daemonSetAgent struct {
 	telemetryPort int
 	extra         string   // more YAML merged over the DaemonSet's config: sections other than receivers, extensions and service
 	env           []string // more environment (GOMEMLIMIT)
+	// pinPath stands in for the DaemonSet's pin_path, a directory of the test's
+	// under /sys/fs/bpf; empty, nothing is pinned: agents of one machine's tests
+	// would otherwise share, and contend for, the shipped one.
+	pinPath string
 }
 
 // startDaemonSetAgent runs bin with the DaemonSet's config as a's agent: the
@@ -61,7 +65,7 @@ func startDaemonSetAgent(t *testing.T, bin string, a daemonSetAgent) *collector.
 	root, err := checkout.Root()
 	require.NoError(t, err)
 	dir := t.TempDir()
-	overlay := "receivers:\n  etcdebpf:\n" + a.receiver +
+	overlay := "receivers:\n  etcdebpf:\n" + fmt.Sprintf("    pin_path: %q\n", a.pinPath) + a.receiver +
 		fmt.Sprintf("extensions:\n  file_storage:\n    directory: %s\n    compaction:\n      directory: %s\n", a.queueDir, a.queueDir) +
 		a.extra
 	if a.telemetryPort > 0 {

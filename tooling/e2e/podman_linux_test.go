@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"golang.org/x/sys/unix"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
@@ -49,10 +50,15 @@ func readShippedPod(t *testing.T) shippedPod {
 	configDir := t.TempDir()
 	require.NoError(t, os.Chmod(configDir, 0o755))
 	require.NoError(t, podman.WriteConfigMap(cm, configDir))
-	// The writable hostPaths (the exporters' queue) in a directory of the test's.
+	// The writable hostPaths (the exporters' queue) in a directory of the test's;
+	// the BPF file system's (pin_path's) in a directory of the test's on the host's.
 	hostPaths := map[string]string{}
 	for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
 		if v := ds.Spec.Template.Spec.Volume(m.Name); v != nil && v.HostPath != nil && !m.ReadOnly {
+			if v.HostPath.Path == bpffsRoot {
+				hostPaths[v.HostPath.Path] = testBPFFSDir(t)
+				continue
+			}
 			hostPaths[v.HostPath.Path] = filepath.Join(t.TempDir(), m.Name)
 		}
 	}
@@ -61,6 +67,25 @@ func readShippedPod(t *testing.T) shippedPod {
 		container: ds.Spec.Template.Spec.Containers[0],
 		host:      podman.Host{ConfigMaps: map[string]string{cm.Metadata.Name: configDir}, SeccompDir: filepath.Join(dir, "seccomp"), HostPaths: hostPaths},
 	}
+}
+
+// bpffsRoot is where the host's BPF file system is mounted.
+const bpffsRoot = "/sys/fs/bpf"
+
+// testBPFFSDir is a directory of the test's in the host's BPF file system,
+// mounted first where it is not (as systemd does at boot), removed with what is
+// pinned in it when the test ends.
+func testBPFFSDir(t *testing.T) string {
+	t.Helper()
+	var fs unix.Statfs_t
+	require.NoError(t, unix.Statfs(bpffsRoot, &fs))
+	if fs.Type != unix.BPF_FS_MAGIC {
+		require.NoError(t, unix.Mount("bpf", bpffsRoot, "bpf", 0, "mode=0700"), "mounting the host's BPF file system")
+	}
+	dir := filepath.Join(bpffsRoot, containerName(t))
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
 
 // setEnv sets the container's variable name to value.

@@ -218,11 +218,15 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		v := pod.Volume(m.Name)
 		require.NotNil(t, v, "volume %s", m.Name)
-		if m.MountPath == queueDir {
+		switch m.MountPath {
+		case queueDir:
 			require.NotNil(t, v.HostPath, "the queue is on the node's disk")
 			assert.Equal(t, "DirectoryOrCreate", v.HostPath.Type, "the kubelet creates the queue's directory")
-		} else {
-			assert.True(t, m.ReadOnly, "%s is mounted read-only: only the queue's directory is writable", m.Name)
+		case bpffs:
+			require.NotNil(t, v.HostPath, "the pins are in the node's BPF file system, outliving the pod")
+			assert.Equal(t, "Directory", v.HostPath.Type, "the node's mount point, not one the kubelet creates")
+		default:
+			assert.True(t, m.ReadOnly, "%s is mounted read-only: only the queue's directory and the pins' are writable", m.Name)
 		}
 		switch {
 		case v.ConfigMap != nil:
@@ -237,6 +241,7 @@ func TestKubernetesDaemonSet(t *testing.T) {
 		"/sys/kernel/tracing": "/sys/kernel/tracing", // the receiver looks there
 		"/sys/fs/cgroup":      "/host/sys/fs/cgroup", // for ETCD_CGROUP_PATH
 		queueDir:              queueDir,              // the exporters' queue, outliving the pod
+		bpffs:                 bpffs,                 // pin_path's file system: the kernel side outliving the pod
 	}, mounts, "the mounts it needs and no others (BTF is in the container's own sysfs)")
 	assert.Contains(t, c.Args, "--config="+filepath.Join(mounts["config"], "collector.yaml"), "the collector reads the mounted ConfigMap")
 
@@ -257,11 +262,17 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	t.Setenv("ETCDEBPF_MIN_DURATION", "0s")
 	_, rc = load(t, "kubernetes/collector.yaml")
 	assert.Zero(t, rc.MinDuration, "ETCDEBPF_MIN_DURATION=0s: a record of every call")
+	assert.True(t, strings.HasPrefix(rc.PinPath, bpffs+"/"), "pin_path %q lies in the mounted BPF file system", rc.PinPath)
+	assert.False(t, rc.UnpinOnShutdown, "a rolling update leaves the kernel side to the next agent")
 }
 
 // queueDir is where the DaemonSet's agent keeps its exporters' queue, on the
 // node and in the pod alike.
 const queueDir = "/var/lib/otelcol-etcd/queue"
+
+// bpffs is the BPF file system the DaemonSet's pin_path lies in, on the node and
+// in the pod alike.
+const bpffs = "/sys/fs/bpf"
 
 // The DaemonSet's agent queues what it cannot send on the node's disk, bounded
 // in bytes, and holds nothing it has accepted in memory only: the receiver's

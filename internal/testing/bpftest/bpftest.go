@@ -251,9 +251,21 @@ func (w *Writer) PID() int { return w.Cmd.Process.Pid }
 // Release lets the writer start and waits, at most timeout, for it to finish.
 func (w *Writer) Release(t testing.TB, timeout time.Duration) {
 	t.Helper()
+	w.Begin(t)
+	w.Wait(t, timeout)
+}
+
+// Begin lets the writer start, and returns at once.
+func (w *Writer) Begin(t testing.TB) {
+	t.Helper()
 	if _, err := w.start.Write([]byte{1}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Wait waits, at most timeout, for the writer Begin let start to finish.
+func (w *Writer) Wait(t testing.TB, timeout time.Duration) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- w.Cmd.Wait() }()
 	select {

@@ -147,6 +147,10 @@ func RunFlags(pod kube.PodSpec, c kube.Container, host Host) ([]string, error) {
 				if err := os.MkdirAll(source, 0o755); err != nil {
 					return nil, fmt.Errorf("volume %s: %w", m.Name, err)
 				}
+			case "Directory": // the kubelet refuses to start the pod without it
+				if info, err := os.Stat(source); err != nil || !info.IsDir() {
+					return nil, fmt.Errorf("volume %s: hostPath %s is not a directory (%v)", m.Name, source, err)
+				}
 			default:
 				return nil, fmt.Errorf("volume %s: hostPath type %q", m.Name, v.HostPath.Type)
 			}
