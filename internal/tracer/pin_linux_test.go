@@ -170,10 +170,16 @@ func TestPinnedSessionCountsOnAcrossAgents(t *testing.T) {
 	w.Wait(t, time.Minute)
 	require.NoError(t, second.FlushRecords())
 	starts = append(starts, recordsOf(t, second, w.PID(), time.Now().Add(10*time.Second))...)
-	inGap := 0
+	// held: made before the takeover, left in the ring for the next agent. Made in the
+	// gap only where the first agent had kept up before its kill: on a slow guest the
+	// ring is already full of its unread records when the gap begins.
+	held, inGap := 0, 0
 	for _, ns := range starts {
-		if ns > gapStart && ns < gapEnd {
-			inGap++
+		if ns < gapEnd {
+			held++
+			if ns > gapStart {
+				inGap++
+			}
 		}
 	}
 	losses, err := second.Losses()
@@ -181,11 +187,11 @@ func TestPinnedSessionCountsOnAcrossAgents(t *testing.T) {
 	lost := losses[w.PID()].RingbufFull
 	writes, syncs := callsCounted(t, second, w.PID(), SyscallWrite), callsCounted(t, second, w.PID(), SyscallFdatasync)
 	t.Logf("made %d writes and %d fdatasyncs; counted %d and %d (%d syncs by the first agent, %d more by the takeover); "+
-		"records: %d read by the first agent, %d by the second (%d of them made in the gap), %d lost to the full ring",
-		calls, calls, writes, syncs, syncsAtKill, syncsAtTakeover-syncsAtKill, recordsFirst, len(starts), inGap, lost)
+		"records: %d read by the first agent, %d by the second (%d of them held by the ring at the takeover, %d made in the gap), %d lost to the full ring",
+		calls, calls, writes, syncs, syncsAtKill, syncsAtTakeover-syncsAtKill, recordsFirst, len(starts), held, inGap, lost)
 	assert.EqualValues(t, calls, writes, "every write, across the gap")
 	assert.EqualValues(t, calls, syncs, "every fdatasync, across the gap")
-	assert.Positive(t, inGap, "the records the ring held over the gap are read")
+	assert.Positive(t, held, "the records the ring held over the gap are read")
 	assert.Positive(t, lost, "the gap overflows the ring: what it could not hold is counted")
 	assert.EqualValues(t, 2*calls, uint64(recordsFirst+len(starts))+lost, "each call is a record read or a loss counted")
 
