@@ -162,7 +162,7 @@ func TestCollectorCPUAccountsForEveryRecord(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			s, err := collectorCPUOnce(work, writer, bin, tc.variant, calls, tc.budget, collcpuWait)
+			s, err := collectorCPUOnce(work, writer, bin, tc.variant, calls, tc.budget, collcpuWait, "")
 			require.NoError(t, err)
 			t.Logf("%d records: %d delivered, lost %v, %.2f s CPU, %.3f µs/record, in %s", s.Produced, s.Delivered, s.Lost, s.CPUSecs, s.usPerRecord(), time.Since(start).Round(time.Millisecond))
 			require.EqualValues(t, calls+1, s.Produced)
