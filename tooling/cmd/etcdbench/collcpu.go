@@ -114,10 +114,12 @@ type collSample struct {
 	Arrived         int64   // records that reached the debug exporter or the sink (again when the exporter retried a batch)
 	Delivered       int64   // records that arrived, each once
 	Lost            collLosses
-	CPUSecs         float64 // from just before the loop to the last arrival
-	WireBytes       int64   // OTLP request bytes as they arrived (compressed)
-	Short           string  // why the wait ended before every record was delivered or counted lost; "" when none is missing
-	Profile         string  // the collector's CPU profile of the run (-collcpu-profile); "" for none
+	CPUSecs         float64   // from just before the loop to the last arrival
+	WireBytes       int64     // OTLP request bytes as they arrived (compressed)
+	Short           string    // why the wait ended before every record was delivered or counted lost; "" when none is missing
+	Profile         string    // the collector's CPU profile of the run (-collcpu-profile); "" for none
+	ProfileTotal    float64   // its samples, in seconds
+	ProfileParts    []float64 // profileParts' cumulative seconds in it
 }
 
 // Missing are the records neither delivered nor counted lost: 0 unless a
@@ -315,6 +317,7 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget
 				err = fmt.Errorf("no CPU profile after the collector stopped (build it with `make collector-pprof`): %w", err)
 			}
 			s.Profile = profile
+			s.ProfileTotal, s.ProfileParts, err = profileSeconds(profile)
 		}
 	}
 	return s, err
@@ -411,6 +414,62 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 		}
 	}
 	w("\n")
+	r.writeCollectorProfiles(w, bins, variants)
+}
+
+// writeCollectorProfiles writes, when the runs were profiled, where the
+// collector's CPU went per record delivered: each part's median over the runs.
+func (r *report) writeCollectorProfiles(w func(string, ...any), bins, variants []string) {
+	profiled := false
+	for _, s := range r.collcpu {
+		profiled = profiled || s.ProfileParts != nil
+	}
+	if !profiled {
+		return
+	}
+	w("### Where the collector's CPU goes (pprof)\n\nEach run's CPU profile (contrib's pprof extension, `-collcpu-profile`, " +
+		"a build from `make collector-pprof`): the cumulative seconds of a few functions over the records delivered, µs a record, " +
+		"median (min–max) over the profiled runs. Parts overlap where one calls another (allocation happens inside conversion and " +
+		"marshalling alike). The profile spans the collector's whole life, so it holds the start-up that the measured CPU leaves out.\n\n")
+	for _, v := range variants {
+		w("%s:\n\n| part |", v)
+		for _, b := range bins {
+			w(" %s |", b)
+		}
+		w("\n|---|")
+		for range bins {
+			w("---|")
+		}
+		w("\n")
+		for i := -1; i < len(profileParts); i++ {
+			name := "all samples"
+			if i >= 0 {
+				name = profileParts[i].name
+			}
+			w("| %s |", name)
+			for _, b := range bins {
+				var xs []float64
+				for _, s := range r.collcpu {
+					if s.Variant != v || s.Binary != b || s.ProfileParts == nil || s.Delivered == 0 {
+						continue
+					}
+					secs := s.ProfileTotal
+					if i >= 0 {
+						secs = s.ProfileParts[i]
+					}
+					xs = append(xs, secs/float64(s.Delivered)*1e6)
+				}
+				if len(xs) == 0 {
+					w(" – |")
+					continue
+				}
+				lo, hi := minMax(xs)
+				w(" %.2f (%.2f–%.2f) |", median(xs), lo, hi)
+			}
+			w("\n")
+		}
+		w("\n")
+	}
 }
 
 func batchSizeText(n int) string {
