@@ -197,6 +197,8 @@ Showing nodes accounting for 4.29s, 100% of 4.29s total
      0.03s   0.7%  2.56%      0.94s 21.91%  runtime.mallocgc
          0     0% 22.61%      290ms  6.76%  github.com/etcdebpf/etcdebpfreceiver/internal/tracer.Start
      0.04s  0.93% 62.47%      0.69s 16.08%  runtime.newobject
+     0.11s  2.56% 13.29%      0.51s 11.89%  runtime.mallocgcSmallScanNoHeader
+         0     0% 10.49%      0.52s 12.12%  runtime.gcBgMarkWorker.func2
 `
 	total, parts, err := parsePprofTop(out)
 	if err != nil {

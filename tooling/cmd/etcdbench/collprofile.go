@@ -21,19 +21,23 @@ import (
 // measured CPU, is a row of its own.
 var profileParts = []struct {
 	name string
-	fn   *regexp.Regexp // matched against the whole function name
+	fn   *regexp.Regexp // matches the whole function name (fullName)
 }{
-	{"start-up: loading the BPF programs (not in the measured CPU)", regexp.MustCompile(`.*/internal/tracer\.Start`)},
-	{"receiver: the reading goroutine, all of it", regexp.MustCompile(`.*/internal/controller\.\(\*Controller\)\.readRecords`)},
-	{"receiver: converting records (LogBuilder.Append: decode, pdata)", regexp.MustCompile(`.*/internal/convert\.\(\*LogBuilder\)\.Append`)},
-	{"receiver: reading the ring buffer", regexp.MustCompile(`.*/ringbuf\.\(\*Reader\)\.ReadInto`)},
-	{"receiver: handing batches on (with the debug exporter: its work)", regexp.MustCompile(`.*/internal/controller\.\(\*Controller\)\.send`)},
-	{"otlp_grpc exporter: a request (marshal, compress, send)", regexp.MustCompile(`.*/otlpexporter\.\(\*baseExporter\)\.pushLogs`)},
-	{"otlp_grpc exporter: marshalling", regexp.MustCompile(`.*/otelgrpc\.\(\*codecV2\)\.Marshal`)},
-	{"zstd's encoder goroutines", regexp.MustCompile(`.*/zstd\.\(\*Encoder\)\.nextBlock\.func1`)},
-	{"allocation (runtime.mallocgc, every caller)", regexp.MustCompile(`runtime\.mallocgc`)},
-	{"garbage collector's background marking", regexp.MustCompile(`runtime\.gcBgMarkWorker`)},
+	{"start-up: loading the BPF programs (not in the measured CPU)", fullName(`.*/internal/tracer\.Start`)},
+	{"receiver: the reading goroutine, all of it", fullName(`.*/internal/controller\.\(\*Controller\)\.readRecords`)},
+	{"receiver: converting records (LogBuilder.Append: decode, pdata)", fullName(`.*/internal/convert\.\(\*LogBuilder\)\.Append`)},
+	{"receiver: reading the ring buffer", fullName(`.*/ringbuf\.\(\*Reader\)\.ReadInto`)},
+	{"receiver: handing batches on (with the debug exporter: its work)", fullName(`.*/internal/controller\.\(\*Controller\)\.send`)},
+	{"otlp_grpc exporter: a request (marshal, compress, send)", fullName(`.*/otlpexporter\.\(\*baseExporter\)\.pushLogs`)},
+	{"otlp_grpc exporter: marshalling", fullName(`.*/otelgrpc\.\(\*codecV2\)\.Marshal`)},
+	{"zstd's encoder goroutines", fullName(`.*/zstd\.\(\*Encoder\)\.nextBlock\.func1`)},
+	{"allocation (runtime.mallocgc, every caller)", fullName(`runtime\.mallocgc`)},
+	{"garbage collector's background marking", fullName(`runtime\.gcBgMarkWorker`)},
 }
+
+// fullName matches a function's whole name: one part's function must not
+// also count its callees named after it (runtime.mallocgc's mallocgcTiny).
+func fullName(expr string) *regexp.Regexp { return regexp.MustCompile(`^(?:` + expr + `)$`) }
 
 // profileSeconds reads profile with `go tool pprof` and returns its total
 // samples and each of profileParts' cumulative seconds, in that order.
