@@ -309,6 +309,11 @@ func (h *harness) collcpu() error {
 		}
 		binaries = []string{o.collBase, bin}
 	}
+	if o.collProfile != "" {
+		if err := os.MkdirAll(o.collProfile, 0o755); err != nil {
+			return fmt.Errorf("-collcpu-profile: %w", err)
+		}
+	}
 	logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
 	if h.rep.collcpu, err = runCollectorCPU(h.work, h.loop.matchedBin, binaries, variants, o.collRuns, o.collCalls, o.collProfile); err != nil {
 		_ = h.rep.write(o.out) // the runs that finished
