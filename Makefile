@@ -15,7 +15,7 @@ COLLECTOR   := _build/otelcol-etcd/otelcol-etcd
 export BPF2GO_CC    ?= clang-14
 export BPF2GO_STRIP ?= llvm-strip-14
 
-.PHONY: test race generate check-generated collector ocb demo etcd vet kernels image
+.PHONY: test race generate check-generated collector collector-pprof ocb demo etcd vet kernels image
 
 ## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end):
 ##       the receiver's module, then the tooling module (demo, bench, e2e, examples)
@@ -73,6 +73,19 @@ collector: ocb
 	@rm -f $(COLLECTOR).stamp
 	@start=$$(date +%s.%N) && GOFLAGS='-buildvcs=false -e' GOTOOLCHAIN=$(COLLECTOR_GOTOOLCHAIN) $(OCB) --config builder-config.yaml && touch -d "@$$start" $(COLLECTOR).stamp
 	@echo "==> built $(COLLECTOR)"
+
+## collector-pprof: the same distribution plus contrib's pprof extension, into $(COLLECTOR_PPROF), for the
+##        bench's profile of the collector (etcdbench -collcpu-profile); the shipped build stays without it
+COLLECTOR_PPROF := _build/otelcol-etcd-pprof/otelcol-etcd
+collector-pprof: ocb
+	@mkdir -p _build
+	@# The manifest is builder-config.yaml with another output path and one more extension, at contrib's release.
+	@sed -e 's|output_path: ./_build/otelcol-etcd$$|output_path: ./_build/otelcol-etcd-pprof|' \
+		-e 's|^extensions:$$|extensions:\n  - gomod: github.com/open-telemetry/opentelemetry-collector-contrib/extension/pprofextension v0.165.1|' \
+		builder-config.yaml > _build/builder-config-pprof.yaml
+	@grep -q 'otelcol-etcd-pprof$$' _build/builder-config-pprof.yaml && grep -q pprofextension _build/builder-config-pprof.yaml
+	@GOFLAGS='-buildvcs=false -e' GOTOOLCHAIN=$(COLLECTOR_GOTOOLCHAIN) $(OCB) --config _build/builder-config-pprof.yaml
+	@echo "==> built $(COLLECTOR_PPROF)"
 
 IMAGE ?= localhost/otelcol-etcd:0.1.0
 ## image: the collector's container image $(IMAGE), built offline with podman from Containerfile (FROM scratch,

@@ -25,7 +25,8 @@ func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.Te
 	defer close(done)
 	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize).
 		WithCommandArgs(commandArgs, identifyProcess).
-		WithContainers(containerOf)
+		WithContainers(containerOf).
+		WithRefreshEvery(c.cfg.FlushInterval)
 	var n readCounts
 	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))
 	for {

@@ -4,6 +4,7 @@ package convert
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -68,6 +69,30 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	alive = true
 	m.Collect([]tracer.Histogram{sync}, 400, m.Ended())
 	assert.Equal(t, 2, reads[7], "read again after the process was reported gone")
+}
+
+// With a refresh interval, a new batch sweeps the processes gone only once the
+// interval has passed since the last sweep, not at every batch.
+func TestCommandArgsSweptEveryInterval(t *testing.T) {
+	lookups := 0
+	running := true
+	lookup := func(uint32) (Process, bool) { lookups++; return Process{Comm: "etcd", ID: 1}, running }
+	b := NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(func(uint32) []string { return []string{"etcd"} }, lookup)
+	raw := recordtest.Encode(walSync(), nil) // pid 100
+	require.NoError(t, b.Append(raw, 0))
+	b.Take(4)
+	assert.Equal(t, 2, lookups, "looked up at its first record, and swept at every batch by default")
+
+	b.WithRefreshEvery(time.Hour)
+	b.refreshed = time.Now()
+	running = false
+	b.Take(4)
+	b.Take(4)
+	assert.Equal(t, 2, lookups, "not swept within the interval")
+	b.refreshed = time.Now().Add(-time.Hour)
+	b.Take(4)
+	assert.Equal(t, 3, lookups, "swept once the interval has passed")
+	assert.Empty(t, b.args.byPID, "the process gone is forgotten")
 }
 
 // A process's container is on its Resource, records and metrics, read once.

@@ -106,44 +106,79 @@ func BenchmarkPdataOnly(b *testing.B) {
 				return lrs
 			}
 			lrs := newBatch()
-			file, inode := "0000000000000000-0000000000000000.wal", "3670031"
 			b.ReportAllocs()
 			b.ResetTimer()
 			defer reportCPU(b)()
 			for range b.N {
-				lr := lrs.AppendEmpty()
-				lr.SetTimestamp(2)
-				lr.SetObservedTimestamp(1)
-				lr.Body().SetStr("write")
-				attrs := lr.Attributes()
-				switch {
-				case !tc.decode:
-					attrs.EnsureCapacity(3)
-				case len(payload) > 0:
-					attrs.EnsureCapacity(12)
-				default:
-					attrs.EnsureCapacity(11)
-				}
-				attrs.PutInt(AttrType, 1)
-				attrs.PutEmptyBytes(AttrRaw).FromRaw(raw)
-				attrs.PutInt(AttrTID, 4251)
-				if tc.decode {
-					attrs.PutStr(AttrName, "write")
-					attrs.PutInt(AttrFD, 12)
-					attrs.PutStr(AttrFDKind, "file")
-					attrs.PutStr(AttrFileName, file)
-					attrs.PutStr(AttrFileInode, inode)
-					attrs.PutInt(AttrCount, 4096)
-					attrs.PutInt(AttrRet, 4096)
-					attrs.PutInt(AttrDurationNs, 14500)
-					if len(payload) > 0 {
-						attrs.PutEmptyBytes(AttrPayload).FromRaw(payload)
-					}
-				}
+				pdataOnly(lrs, tc.decode, raw, payload)
 				if lrs.Len() == batchSize {
 					lrs = newBatch()
 				}
 			}
 		})
+	}
+}
+
+// pdataOnly appends benchRecord's log record to lrs with pdata calls alone.
+func pdataOnly(lrs plog.LogRecordSlice, decode bool, raw, payload []byte) {
+	const file, inode = "0000000000000000-0000000000000000.wal", "3670031"
+	lr := lrs.AppendEmpty()
+	lr.SetTimestamp(2)
+	lr.SetObservedTimestamp(1)
+	lr.Body().SetStr("write")
+	attrs := lr.Attributes()
+	switch {
+	case !decode:
+		attrs.EnsureCapacity(3)
+	case len(payload) > 0:
+		attrs.EnsureCapacity(12)
+	default:
+		attrs.EnsureCapacity(11)
+	}
+	attrs.PutInt(AttrType, 1)
+	attrs.PutEmptyBytes(AttrRaw).FromRaw(raw)
+	attrs.PutInt(AttrTID, 4251)
+	if decode {
+		attrs.PutStr(AttrName, "write")
+		attrs.PutInt(AttrFD, 12)
+		attrs.PutStr(AttrFDKind, "file")
+		attrs.PutStr(AttrFileName, file)
+		attrs.PutStr(AttrFileInode, inode)
+		attrs.PutInt(AttrCount, 4096)
+		attrs.PutInt(AttrRet, 4096)
+		attrs.PutInt(AttrDurationNs, 14500)
+		if len(payload) > 0 {
+			attrs.PutEmptyBytes(AttrPayload).FromRaw(payload)
+		}
+	}
+}
+
+// Converting a record allocates no more than building its log record with
+// pdata alone: decoding, interning the names and grouping by process add no
+// allocation of their own (a batch's own allocations, its Resource and its
+// slice of records, come once per batch, not per record).
+func TestAppendAllocatesAsPdataAlone(t *testing.T) {
+	for _, tc := range []struct {
+		decode     bool
+		payloadLen int
+	}{{false, 0}, {true, 0}, {true, 64}} {
+		raw := benchRecord(tc.payloadLen)
+		payload := raw[bpf.EventSize:][:tc.payloadLen]
+		const runs = 1000
+		lb := NewLogBuilder(tc.decode, "bench", "0", 2*runs)
+		if err := lb.Append(raw, 1); err != nil { // the batch's Resource
+			t.Fatal(err)
+		}
+		got := testing.AllocsPerRun(runs, func() {
+			if err := lb.Append(raw, 1); err != nil {
+				t.Fatal(err)
+			}
+		})
+		lrs := plog.NewLogRecordSlice()
+		lrs.EnsureCapacity(2 * runs)
+		floor := testing.AllocsPerRun(runs, func() { pdataOnly(lrs, tc.decode, raw, payload) })
+		if got > floor {
+			t.Errorf("decode=%v payload=%d: %.0f allocations a record, pdata alone %.0f", tc.decode, tc.payloadLen, got, floor)
+		}
 	}
 }

@@ -287,20 +287,25 @@ func TestStringCacheBounded(t *testing.T) {
 	c := stringCache{}
 	assert.Equal(t, "etcd", c.get([]byte("etcd")))
 	assert.Equal(t, "etcd", c.get([]byte("etcd")))
+	assert.Equal(t, "db", c.get([]byte("db")), "not the name last returned")
+	assert.Equal(t, "", c.get(nil))
+	assert.Equal(t, "etcd", c.get([]byte("etcd")))
 	for i := range 2 * maxCachedStrings {
 		c.get([]byte(string(rune('a'+i%26)) + string(rune(i))))
 	}
-	assert.LessOrEqual(t, len(c), maxCachedStrings)
+	assert.LessOrEqual(t, len(c.m), maxCachedStrings)
 }
 
 func TestInodeCacheBounded(t *testing.T) {
 	c := inodeCache{}
 	assert.Equal(t, "3670031", c.get(3670031))
 	assert.Equal(t, "18446744073709551615", c.get(1<<64-1), "inode numbers are unsigned")
+	assert.Equal(t, "3670031", c.get(3670031), "not the inode last returned")
+	assert.Equal(t, "0", c.get(0))
 	for i := range uint64(2 * maxCachedStrings) {
 		c.get(i)
 	}
-	assert.LessOrEqual(t, len(c), maxCachedStrings)
+	assert.LessOrEqual(t, len(c.m), maxCachedStrings)
 }
 
 // FuzzAppend: whatever the ring buffer hands over, building a log record never panics.

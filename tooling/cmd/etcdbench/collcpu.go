@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,9 +36,14 @@ import (
 // that never come (637,952 of 1,000,000 delivered).
 var collcpuBudget = collector.Budget{RecordsPerSecond: chargedBudget.RecordsPerSecond, Burst: chargedBudget.Burst}
 
+// collcpuBatchSize is the batch processor's send_batch_size in the otlp_grpc
+// variants (-collcpu-batch); 0 keeps its default.
+var collcpuBatchSize int
+
 // collVariant is one pipeline behind the receiver.
 type collVariant struct {
 	name        string
+	key         string // as -collcpu-exporters names it
 	compression string // "" for the debug exporter
 }
 
@@ -46,9 +52,9 @@ func collVariants(list string) ([]collVariant, error) {
 	for _, v := range strings.Split(list, ",") {
 		switch v = strings.TrimSpace(v); v {
 		case "debug":
-			out = append(out, collVariant{name: "debug (verbosity basic)"})
+			out = append(out, collVariant{name: "debug (verbosity basic)", key: v})
 		case "none", "snappy", "zstd", "gzip":
-			out = append(out, collVariant{name: "otlp_grpc, compression " + v, compression: v})
+			out = append(out, collVariant{name: "otlp_grpc, compression " + v, key: v, compression: v})
 		default:
 			return nil, fmt.Errorf("-collcpu-exporters: %q: want debug, none, snappy, zstd or gzip", v)
 		}
@@ -108,9 +114,12 @@ type collSample struct {
 	Arrived         int64   // records that reached the debug exporter or the sink (again when the exporter retried a batch)
 	Delivered       int64   // records that arrived, each once
 	Lost            collLosses
-	CPUSecs         float64 // from just before the loop to the last arrival
-	WireBytes       int64   // OTLP request bytes as they arrived (compressed)
-	Short           string  // why the wait ended before every record was delivered or counted lost; "" when none is missing
+	CPUSecs         float64   // from just before the loop to the last arrival
+	WireBytes       int64     // OTLP request bytes as they arrived (compressed)
+	Short           string    // why the wait ended before every record was delivered or counted lost; "" when none is missing
+	Profile         string    // the collector's CPU profile of the run (-collcpu-profile); "" for none
+	ProfileTotal    float64   // its samples, in seconds
+	ProfileParts    []float64 // profileParts' cumulative seconds in it
 }
 
 // Missing are the records neither delivered nor counted lost: 0 unless a
@@ -132,13 +141,19 @@ func (s *collSample) account(counters map[string]float64) {
 	s.Delivered = min(s.Arrived, max(0, s.Read-s.Lost.Malformed-s.Lost.Pipeline))
 }
 
-// runCollectorCPU alternates the binaries for every variant, runs times.
-func runCollectorCPU(work, writer string, binaries []string, variants []collVariant, runs, calls int) ([]collSample, error) {
+// runCollectorCPU alternates the binaries for every variant, runs times. With
+// profileDir, each run leaves the collector's CPU profile there, named by the
+// binary's place in binaries, the variant and the run.
+func runCollectorCPU(work, writer string, binaries []string, variants []collVariant, runs, calls int, profileDir string) ([]collSample, error) {
 	var out []collSample
 	for i := 1; i <= runs; i++ {
 		for _, v := range variants {
-			for _, bin := range binaries {
-				s, err := collectorCPUOnce(work, writer, bin, v, calls, collcpuBudget, collcpuWait)
+			for b, bin := range binaries {
+				profile := ""
+				if profileDir != "" {
+					profile = filepath.Join(profileDir, fmt.Sprintf("collcpu-bin%d-%s-run%d.pprof", b+1, v.key, i))
+				}
+				s, err := collectorCPUOnce(work, writer, bin, v, calls, collcpuBudget, collcpuWait, profile)
 				if err != nil {
 					return out, fmt.Errorf("%s, %s: %w", bin, v.name, err)
 				}
@@ -147,6 +162,9 @@ func runCollectorCPU(work, writer string, binaries []string, variants []collVari
 					i, runs, v.name, bin, s.Load1, s.Produced, s.Delivered, s.Arrived, s.Lost, s.Missing(), s.CPUSecs, s.usPerRecord())
 				if s.Short != "" {
 					logf("  collcpu: %s", s.Short)
+				}
+				if s.Profile != "" {
+					logf("  collcpu: profile %s (go tool pprof -top %s %s)", s.Profile, bin, s.Profile)
 				}
 			}
 		}
@@ -226,7 +244,9 @@ func (w collWait) await(s *collSample, before float64, p collProbes) error {
 	return nil
 }
 
-func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget collector.Budget, wait collWait) (collSample, error) {
+// collectorCPUOnce runs one collector; with profile, the pprof extension writes
+// its CPU profile there when it stops (the binary must have the extension).
+func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget collector.Budget, wait collWait, profile string) (collSample, error) {
 	s := collSample{Binary: bin, Variant: v.name}
 	sink, err := otlpsink.Start("127.0.0.1:0", otlpsink.CountOnly())
 	if err != nil {
@@ -238,7 +258,7 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget
 		return s, err
 	}
 	defer os.RemoveAll(dir)
-	ports, err := subprocess.FreePorts(1)
+	ports, err := subprocess.FreePorts(2)
 	if err != nil {
 		return s, err
 	}
@@ -247,10 +267,16 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget
 	// the machine is traced); the debug exporter, or a batch processor and
 	// otlp_grpc to the sink; the collector's own counters on a loopback port.
 	p := collector.Pipeline{Comm: comm, Executable: writer, RingBuffer: 256 << 20, Budget: &budget, TelemetryPort: ports[0]}
+	if profile != "" {
+		// The collector's whole life: the extension has no window to match the
+		// measured one, so the start-up (loading the BPF programs, some tenths
+		// of a second) is in the profile too, in its own call tree.
+		p.PprofFile, p.PprofPort = profile, ports[1]
+	}
 	if v.compression == "" {
 		p.Debug = "basic"
 	} else {
-		p.OTLPEndpoint, p.Compression, p.Batch = sink.Endpoint(), v.compression, true
+		p.OTLPEndpoint, p.Compression, p.Batch, p.BatchSize = sink.Endpoint(), v.compression, true, collcpuBatchSize
 	}
 	col, err := collector.Run(context.Background(), bin, p, dir, nil)
 	if err != nil {
@@ -284,6 +310,16 @@ func collectorCPUOnce(work, writer, bin string, v collVariant, calls int, budget
 		cpu:      func() (float64, error) { return cpuSeconds(col.PID()) },
 	})
 	s.WireBytes = sink.WireBytes()
+	if err == nil && profile != "" {
+		// The extension writes the profile as the collector shuts down.
+		if err = col.Stop(10 * time.Second); err == nil {
+			if _, err = os.Stat(profile); err != nil {
+				err = fmt.Errorf("no CPU profile after the collector stopped (build it with `make collector-pprof`): %w", err)
+			}
+			s.Profile = profile
+			s.ProfileTotal, s.ProfileParts, err = profileSeconds(profile)
+		}
+	}
 	return s, err
 }
 
@@ -301,9 +337,9 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 		"records delivered (each once: an exporter's retry of a batch costs its CPU again but counts once). "+
 		"Lost = what the collector's own counters (its telemetry at level normal, read after the CPU) say was dropped: "+
 		"in the kernel over budget, ring buffer full or pairing map full, malformed, or refused or failed in the pipeline. "+
-		"Missing = records neither delivered nor counted lost (0 unless a counter is wrong). otlp_grpc variants: a `batch` processor and the exporter's defaults but `compression`. "+
+		"Missing = records neither delivered nor counted lost (0 unless a counter is wrong). otlp_grpc variants: a `batch` processor (%s) and the exporter's defaults but `compression`. "+
 		"Binaries and variants alternate; median (min–max) over %d runs.\n\n",
-		comm, r.opts.collCalls, collcpuBudget.RecordsPerSecond, collcpuBudget.Burst, r.opts.collRuns)
+		comm, r.opts.collCalls, collcpuBudget.RecordsPerSecond, collcpuBudget.Burst, batchSizeText(collcpuBatchSize), r.opts.collRuns)
 	var bins, variants []string
 	for _, s := range r.collcpu {
 		if !slices.Contains(bins, s.Binary) {
@@ -378,4 +414,67 @@ func (r *report) writeCollectorCPU(w func(string, ...any)) {
 		}
 	}
 	w("\n")
+	r.writeCollectorProfiles(w, bins, variants)
+}
+
+// writeCollectorProfiles writes, when the runs were profiled, where the
+// collector's CPU went per record delivered: each part's median over the runs.
+func (r *report) writeCollectorProfiles(w func(string, ...any), bins, variants []string) {
+	profiled := false
+	for _, s := range r.collcpu {
+		profiled = profiled || s.ProfileParts != nil
+	}
+	if !profiled {
+		return
+	}
+	w("### Where the collector's CPU goes (pprof)\n\nEach run's CPU profile (contrib's pprof extension, `-collcpu-profile`, " +
+		"a build from `make collector-pprof`): the cumulative seconds of a few functions over the records delivered, µs a record, " +
+		"median (min–max) over the profiled runs. Parts overlap where one calls another (allocation happens inside conversion and " +
+		"marshalling alike). The profile spans the collector's whole life, so it holds the start-up that the measured CPU leaves out.\n\n")
+	for _, v := range variants {
+		w("%s:\n\n| part |", v)
+		for _, b := range bins {
+			w(" %s |", b)
+		}
+		w("\n|---|")
+		for range bins {
+			w("---|")
+		}
+		w("\n")
+		for i := -1; i < len(profileParts); i++ {
+			name := "all samples"
+			if i >= 0 {
+				name = profileParts[i].name
+			}
+			w("| %s |", name)
+			for _, b := range bins {
+				var xs []float64
+				for _, s := range r.collcpu {
+					if s.Variant != v || s.Binary != b || s.ProfileParts == nil || s.Delivered == 0 {
+						continue
+					}
+					secs := s.ProfileTotal
+					if i >= 0 {
+						secs = s.ProfileParts[i]
+					}
+					xs = append(xs, secs/float64(s.Delivered)*1e6)
+				}
+				if len(xs) == 0 {
+					w(" – |")
+					continue
+				}
+				lo, hi := minMax(xs)
+				w(" %.2f (%.2f–%.2f) |", median(xs), lo, hi)
+			}
+			w("\n")
+		}
+		w("\n")
+	}
+}
+
+func batchSizeText(n int) string {
+	if n == 0 {
+		return "its defaults"
+	}
+	return fmt.Sprintf("send_batch_size %d", n)
 }

@@ -162,7 +162,7 @@ func TestCollectorCPUAccountsForEveryRecord(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			s, err := collectorCPUOnce(work, writer, bin, tc.variant, calls, tc.budget, collcpuWait)
+			s, err := collectorCPUOnce(work, writer, bin, tc.variant, calls, tc.budget, collcpuWait, "")
 			require.NoError(t, err)
 			t.Logf("%d records: %d delivered, lost %v, %.2f s CPU, %.3f µs/record, in %s", s.Produced, s.Delivered, s.Lost, s.CPUSecs, s.usPerRecord(), time.Since(start).Round(time.Millisecond))
 			require.EqualValues(t, calls+1, s.Produced)
@@ -183,5 +183,39 @@ func TestCollectorCPUAccountsForEveryRecord(t *testing.T) {
 			// Not 5 minutes for the lost records: at most the settle before the counters say the rest is lost.
 			require.Less(t, time.Since(start), 30*time.Second)
 		})
+	}
+}
+
+func TestParsePprofTop(t *testing.T) {
+	out := `File: otelcol-etcd
+Type: cpu
+Duration: 7.21s, Total samples = 4.29s (59.54%)
+Showing nodes accounting for 4.29s, 100% of 4.29s total
+      flat  flat%   sum%        cum   cum%
+     0.02s  0.47%  0.47%      3.10s 72.26%  github.com/etcdebpf/etcdebpfreceiver/internal/controller.(*Controller).readRecords
+     0.05s  1.17%  1.63%      2.65s 61.77%  github.com/etcdebpf/etcdebpfreceiver/internal/convert.(*LogBuilder).Append
+     0.03s   0.7%  2.56%      0.94s 21.91%  runtime.mallocgc
+         0     0% 22.61%      290ms  6.76%  github.com/etcdebpf/etcdebpfreceiver/internal/tracer.Start
+     0.04s  0.93% 62.47%      0.69s 16.08%  runtime.newobject
+     0.11s  2.56% 13.29%      0.51s 11.89%  runtime.mallocgcSmallScanNoHeader
+         0     0% 10.49%      0.52s 12.12%  runtime.gcBgMarkWorker.func2
+`
+	total, parts, err := parsePprofTop(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 4.29 {
+		t.Errorf("total %v", total)
+	}
+	want := map[string]float64{
+		"start-up: loading the BPF programs (not in the measured CPU)":    0.29,
+		"receiver: the reading goroutine, all of it":                      3.10,
+		"receiver: converting records (LogBuilder.Append: decode, pdata)": 2.65,
+		"allocation (runtime.mallocgc, every caller)":                     0.94,
+	}
+	for i, p := range profileParts {
+		if got := parts[i]; got != want[p.name] {
+			t.Errorf("%s: %v, want %v", p.name, got, want[p.name])
+		}
 	}
 }

@@ -50,6 +50,7 @@ type options struct {
 	collCalls   int
 	collRuns    int
 	collExports string
+	collProfile string
 	switchRuns  int
 	switchTurns int
 	pingpong    int
@@ -90,6 +91,9 @@ func main() {
 	flag.IntVar(&o.collCalls, "collcpu-calls", 1_000_000, "write(2) calls (records) per collcpu run")
 	flag.IntVar(&o.collRuns, "collcpu-runs", 3, "runs per collcpu variant and binary")
 	flag.StringVar(&o.collExports, "collcpu-exporters", "debug,none,snappy,zstd,gzip", "collcpu variants: debug, or otlp_grpc with this compression")
+	flag.IntVar(&collcpuBatchSize, "collcpu-batch", 0, "the batch processor's send_batch_size in the collcpu otlp_grpc variants (0: its default, 8192)")
+	flag.StringVar(&o.collProfile, "collcpu-profile", "", "directory for a CPU profile of the collector in every collcpu run (contrib's pprof extension: "+
+		"give -collector and -collcpu-base binaries built by `make collector-pprof`)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile of the harness (the in-process receiver of the loop and ceiling phases) to this file")
 	flag.StringVar(&comm, "comm", "etcd", "process name to trace: etcd and the matched write loop run under it "+
 		"(on a shared machine whose other tracers match \"etcd\", a unique name keeps them off the measurement)")
@@ -318,8 +322,13 @@ func (h *harness) collcpu() error {
 		}
 		binaries = []string{o.collBase, bin}
 	}
+	if o.collProfile != "" {
+		if err := os.MkdirAll(o.collProfile, 0o755); err != nil {
+			return fmt.Errorf("-collcpu-profile: %w", err)
+		}
+	}
 	logf("phase collcpu: %d runs x %d variants x %d binaries of %d records", o.collRuns, len(variants), len(binaries), o.collCalls)
-	if h.rep.collcpu, err = runCollectorCPU(h.work, h.loop.matchedBin, binaries, variants, o.collRuns, o.collCalls); err != nil {
+	if h.rep.collcpu, err = runCollectorCPU(h.work, h.loop.matchedBin, binaries, variants, o.collRuns, o.collCalls, o.collProfile); err != nil {
 		_ = h.rep.write(o.out) // the runs that finished
 	}
 	return err

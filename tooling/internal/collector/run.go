@@ -30,6 +30,7 @@ type Pipeline struct {
 	RingBuffer    int           // the receiver's ring_buffer_size in bytes; 0 for the default
 	Compression   string        // the otlp_grpc exporter's compression; "" for its default (gzip)
 	Batch         bool          // a batch processor (its defaults) in the logs pipeline
+	BatchSize     int           // with Batch, its send_batch_size; 0 for its default (8192)
 	// DetectHost adds the examples' resource_detection (env, then system) to
 	// every pipeline: host.name and os.type, or OTEL_RESOURCE_ATTRIBUTES, on
 	// every Resource, as the agents of a fleet send them (docs/fleet.md).
@@ -45,6 +46,13 @@ type Pipeline struct {
 	// normal: the receiver's otelcol_etcdebpf_* counters among them) in the
 	// Prometheus format at TelemetryURL; 0 turns them off.
 	TelemetryPort int
+
+	// PprofFile, when set, adds contrib's pprof extension (only in a build that
+	// has it: `make collector-pprof`) saving a CPU profile of the collector's
+	// whole life to this file at shutdown, with its HTTP endpoint on PprofPort
+	// of the loopback (its default port may be another collector's).
+	PprofFile string
+	PprofPort int
 
 	// CollectionInterval, when positive, adds a metrics pipeline with the
 	// receiver's histograms, sent this often.
@@ -119,6 +127,9 @@ func (p Pipeline) YAML() string {
 	}
 	if p.Batch {
 		b.WriteString("  batch:\n")
+		if p.BatchSize > 0 {
+			fmt.Fprintf(&b, "    send_batch_size: %d\n", p.BatchSize)
+		}
 		logsProcessors = append(logsProcessors, "batch")
 	}
 	var logs, metrics []string
@@ -158,10 +169,16 @@ func (p Pipeline) YAML() string {
 		fmt.Fprintf(&b, "  otlp_http/also:\n    metrics_endpoint: %q\n    retry_on_failure:\n      max_elapsed_time: 30s\n", p.OTLPHTTPMetricsAlso)
 		metrics = append(metrics, "otlp_http/also")
 	}
+	if p.PprofFile != "" {
+		fmt.Fprintf(&b, "extensions:\n  pprof:\n    endpoint: 127.0.0.1:%d\n    save_to_file: %q\n", p.PprofPort, p.PprofFile)
+	}
 	if p.TelemetryPort > 0 {
 		fmt.Fprintf(&b, "service:\n  telemetry:\n    metrics:\n      level: normal\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: %d\n", p.TelemetryPort)
 	} else {
 		b.WriteString("service:\n  telemetry:\n    metrics:\n      level: none\n")
+	}
+	if p.PprofFile != "" {
+		b.WriteString("  extensions: [pprof]\n")
 	}
 	fmt.Fprintf(&b, "  pipelines:\n    logs:\n      receivers: [etcdebpf]\n%s      exporters: [%s]\n", processorsLine(logsProcessors), strings.Join(logs, ", "))
 	if p.CollectionInterval > 0 {
