@@ -301,3 +301,104 @@ func rssAnonKiB(pid int) int {
 	}
 	return 0
 }
+
+// The same agent through a long backend outage (ten minutes unless
+// ETCDEBPF_BACKEND_OUTAGE says otherwise, a Go duration) at every call, at a
+// rate a shared CI machine sustains beside nothing else: the queue fills in
+// seconds and then refuses for the rest of the outage. The agent does not die,
+// its anonymous memory stays under the limit, and every call is accounted for
+// in its telemetry: read or lost in the kernel, accepted or refused.
+func TestAgentUnderMemoryLimitThroughLongBackendOutage(t *testing.T) {
+	bpftest.RequireBPF(t)
+	outage := 10 * time.Minute
+	if s := os.Getenv("ETCDEBPF_BACKEND_OUTAGE"); s != "" {
+		d, err := time.ParseDuration(s)
+		require.NoError(t, err, "ETCDEBPF_BACKEND_OUTAGE")
+		outage = d
+	}
+	bin := collectorBinary(t)
+	writer := bpftest.BuildWriter(t)
+	ports, err := subprocess.FreePorts(2) // the second: where no gateway listens
+	require.NoError(t, err)
+	const limitMiB = 100
+	agent := startDaemonSetAgent(t, bin, daemonSetAgent{
+		node: "node-long", gatewayAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), queueDir: t.TempDir(), telemetryPort: ports[0],
+		receiver: fmt.Sprintf("    executable: %s\n", writer),
+		extra: fmt.Sprintf(`processors:
+  memory_limiter:
+    limit_percentage: 0
+    spike_limit_percentage: 0
+    limit_mib: %d
+    spike_limit_mib: 20
+exporters:
+  otlp_grpc:
+    sending_queue:
+      queue_size: 8388608
+`, limitMiB),
+		env: []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", limitMiB*8/10)},
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+
+	// 3,000 calls a second fill the 8 MiB queue in ~5 s; more would only
+	// take CPU from whatever else runs.
+	const rate = 3000
+	calls := int64(outage.Seconds()) * rate
+	start := time.Now()
+	w := bpftest.StartWriterWith(t, writer, etcdwriter.Options{Calls: calls, Size: 64, Rate: rate})
+	peak := 0
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if kb := rssAnonKiB(agent.PID()); kb > peak {
+				peak = kb
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	w.Release(t, outage+2*time.Minute)
+	t.Logf("%d calls made in %s", calls, time.Since(start).Round(time.Second))
+	lost := func(c map[string]float64) float64 {
+		return c["otelcol_etcdebpf_records_lost_ringbuf_full"] + c["otelcol_etcdebpf_records_lost_over_budget"] + c["otelcol_etcdebpf_records_lost_inflight_full"]
+	}
+	var c map[string]float64
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		c, err = collector.Telemetry(url)
+		require.NoError(t, err, "the agent's telemetry; its log:\n%s", agent.Tail())
+		if c["otelcol_etcdebpf_records_read"]+lost(c) >= max(float64(calls), c["otelcol_etcdebpf_calls_traced"]) &&
+			c["otelcol_etcdebpf_records_read"] == c["otelcol_receiver_accepted_log_records"]+c["otelcol_receiver_refused_log_records"] ||
+			time.Now().After(deadline) {
+			break
+		}
+	}
+	close(stop)
+	<-done
+	select {
+	case <-agent.Exited():
+		t.Fatalf("the agent died:\n%s", agent.Tail())
+	default:
+	}
+	q, err := collector.Telemetry(url, `data_type="logs"`)
+	require.NoError(t, err)
+	t.Logf("backend away %s, %d calls: %.0f traced, %.0f read, %.0f lost in the kernel; of those read %.0f accepted, %.0f refused "+
+		"(%.0f by the full queue); queue %.0f of %.0f bytes; %.0f send attempts failed; peak anonymous memory %d KiB",
+		outage, calls, c["otelcol_etcdebpf_calls_traced"], c["otelcol_etcdebpf_records_read"], lost(c),
+		c["otelcol_receiver_accepted_log_records"], c["otelcol_receiver_refused_log_records"], c["otelcol_exporter_enqueue_failed_log_records"],
+		q["otelcol_exporter_queue_size"], q["otelcol_exporter_queue_capacity"], c["otelcol_exporter_send_failed_log_records"], peak)
+	// Over minutes the writer's Go runtime makes a write(2) or two of its own
+	// (netpoll's eventfd wakeups): traced too, and accounted for like the rest.
+	assert.GreaterOrEqual(t, c["otelcol_etcdebpf_calls_traced"], float64(calls), "every call traced")
+	assert.LessOrEqual(t, c["otelcol_etcdebpf_calls_traced"], float64(calls+10), "the writer's calls, and at most a few of its runtime's")
+	assert.Equal(t, c["otelcol_etcdebpf_calls_traced"], c["otelcol_etcdebpf_records_read"]+lost(c), "every call traced read or counted lost")
+	assert.Equal(t, c["otelcol_etcdebpf_records_read"], c["otelcol_receiver_accepted_log_records"]+c["otelcol_receiver_refused_log_records"],
+		"every record read accepted or counted refused")
+	assert.Positive(t, c["otelcol_exporter_enqueue_failed_log_records"], "the queue filled: what it refused is counted")
+	assert.LessOrEqual(t, c["otelcol_exporter_enqueue_failed_log_records"], c["otelcol_receiver_refused_log_records"])
+	assert.LessOrEqual(t, q["otelcol_exporter_queue_size"], q["otelcol_exporter_queue_capacity"])
+	assert.Less(t, peak, limitMiB<<10, "anonymous memory (the heap) under memory_limiter's limit")
+	require.NoError(t, agent.Stop(15*time.Second), "agent log:\n%s", agent.Tail())
+}
