@@ -18,10 +18,18 @@ export BPF2GO_STRIP ?= llvm-strip-14
 .PHONY: test race generate check-generated collector collector-pprof ocb demo etcd vet kernels image
 
 ## test: build etcd and the collector if needed, then run every test (unit, kernel, real etcd, collector end to end):
-##       the receiver's module, then the tooling module (demo, bench, e2e, examples)
+##       the receiver's module, then the tooling module (demo, bench, e2e, examples); beside them throughout, the
+##       agent through a ten-minute backend outage (LONG_TEST: a light, idle-waiting load that selects no one else's
+##       processes), its output printed at the end
+LONG_TEST := TestAgentUnderMemoryLimitThroughLongBackendOutage
 test: etcd collector
-	$(GO) test -count=1 -timeout 30m ./...
-	cd tooling && $(GO) test -count=1 -timeout 30m ./...
+	@mkdir -p _build; \
+	(cd tooling && $(GO) test -count=1 -timeout 20m -run '^$(LONG_TEST)$$' -v ./e2e) > _build/long-test.log 2>&1 & long=$$!; \
+	$(GO) test -count=1 -timeout 30m ./... && \
+	(cd tooling && $(GO) test -count=1 -timeout 30m -skip '^$(LONG_TEST)$$' ./...); rc=$$?; \
+	wait $$long; long_rc=$$?; echo "==> $(LONG_TEST), run beside the others:"; \
+	grep -E '^(=== RUN|--- |ok|FAIL|panic)|_test.go:' _build/long-test.log; \
+	[ $$rc -eq 0 ] && [ $$long_rc -eq 0 ]
 
 ## race: the receiver's and the tracer's tests again under the race detector (short mode: 20 start/stop cycles)
 race: etcd

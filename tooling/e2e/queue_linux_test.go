@@ -308,6 +308,9 @@ func rssAnonKiB(pid int) int {
 // seconds and then refuses for the rest of the outage. The agent does not die,
 // its anonymous memory stays under the limit, and every call is accounted for
 // in its telemetry: read or lost in the kernel, accepted or refused.
+// longOutageComm names the long outage's writer.
+const longOutageComm = "etcdlong"
+
 func TestAgentUnderMemoryLimitThroughLongBackendOutage(t *testing.T) {
 	bpftest.RequireBPF(t)
 	outage := 10 * time.Minute
@@ -317,13 +320,16 @@ func TestAgentUnderMemoryLimitThroughLongBackendOutage(t *testing.T) {
 		outage = d
 	}
 	bin := collectorBinary(t)
-	writer := bpftest.BuildWriter(t)
+	// Not named etcd: make test runs this test beside the others, whose tracers
+	// select etcd by name and must not see its calls.
+	writer, err := etcdwriter.Build(t.TempDir(), longOutageComm)
+	require.NoError(t, err)
 	ports, err := subprocess.FreePorts(2) // the second: where no gateway listens
 	require.NoError(t, err)
 	const limitMiB = 100
 	agent := startDaemonSetAgent(t, bin, daemonSetAgent{
 		node: "node-long", gatewayAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), queueDir: t.TempDir(), telemetryPort: ports[0],
-		receiver: fmt.Sprintf("    executable: %s\n", writer),
+		receiver: fmt.Sprintf("    comm: %s\n    executable: %s\n", longOutageComm, writer),
 		extra: fmt.Sprintf(`processors:
   memory_limiter:
     limit_percentage: 0
