@@ -30,6 +30,8 @@ type Options struct {
 	// The put load, etcd's benchmark tool: connections and clients (default
 	// 4 and 16), 256-byte values, spread over every member.
 	Conns, Clients int
+	// Rate caps the load's puts a second (0: as fast as the members go).
+	Rate int
 	// OTLPHTTPLogs and OTLPHTTPMetrics are more backends for the collector
 	// (the demo's VictoriaLogs and VictoriaMetrics), beside the in-process sink.
 	OTLPHTTPLogs, OTLPHTTPMetrics string
@@ -154,7 +156,7 @@ func (s *Scenario) StartLoad() error {
 		Path: s.bench,
 		Args: []string{"--endpoints=" + strings.Join(endpoints, ","),
 			fmt.Sprintf("--conns=%d", s.opts.Conns), fmt.Sprintf("--clients=%d", s.opts.Clients),
-			"put", "--key-size=8", "--val-size=256", "--total=1000000000"},
+			"put", "--key-size=8", "--val-size=256", "--total=1000000000", fmt.Sprintf("--rate=%d", s.opts.Rate)},
 		LogPath:    filepath.Join(s.dir, "benchmark.log"),
 		StopSignal: syscall.SIGINT,
 	})
@@ -162,7 +164,7 @@ func (s *Scenario) StartLoad() error {
 		return err
 	}
 	s.load = p
-	fmt.Fprintf(s.progress, "load: etcd's benchmark put, %d connections, %d clients, 256-byte values, pid %d\n", s.opts.Conns, s.opts.Clients, p.PID())
+	fmt.Fprintf(s.progress, "load: etcd's benchmark put, %d connections, %d clients, 256-byte values, %s, pid %d\n", s.opts.Conns, s.opts.Clients, rateText(s.opts.Rate), p.PID())
 	return nil
 }
 
@@ -235,4 +237,12 @@ func MkdirOnDisk(prefix string) (string, error) {
 		return os.MkdirTemp(parent, prefix)
 	}
 	return "", errors.Join(errs...)
+}
+
+// rateText describes the load's cap on puts a second.
+func rateText(rate int) string {
+	if rate <= 0 {
+		return "uncapped"
+	}
+	return fmt.Sprintf("at most %d puts a second", rate)
 }
