@@ -187,26 +187,7 @@ func TestAgentUnderMemoryLimitWithBackendAway(t *testing.T) {
 	bpftest.RequireBPF(t)
 	bin := collectorBinary(t)
 	writer := bpftest.BuildWriter(t)
-	ports, err := subprocess.FreePorts(2) // the second: where no gateway listens
-	require.NoError(t, err)
-	const limitMiB = 100
-	agent := startDaemonSetAgent(t, bin, daemonSetAgent{
-		node: "node-small", gatewayAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), queueDir: t.TempDir(), telemetryPort: ports[0],
-		receiver: fmt.Sprintf("    executable: %s\n", writer),
-		extra: fmt.Sprintf(`processors:
-  memory_limiter:
-    limit_percentage: 0
-    spike_limit_percentage: 0
-    limit_mib: %d
-    spike_limit_mib: 20
-exporters:
-  otlp_grpc:
-    sending_queue:
-      queue_size: 8388608
-`, limitMiB),
-		env: []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", limitMiB*8/10)},
-	})
-	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+	agent, url := startAgentWithBackendAway(t, bin, "node-small", fmt.Sprintf("    executable: %s\n", writer))
 
 	const calls = 400_000
 	w := bpftest.StartWriterWith(t, writer, etcdwriter.Options{Calls: calls, Size: 64, Rate: 40_000})
@@ -231,6 +212,7 @@ exporters:
 		return c["otelcol_etcdebpf_records_lost_ringbuf_full"] + c["otelcol_etcdebpf_records_lost_over_budget"] + c["otelcol_etcdebpf_records_lost_inflight_full"]
 	}
 	var c map[string]float64
+	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err = collector.Telemetry(url)
@@ -324,26 +306,7 @@ func TestAgentUnderMemoryLimitThroughLongBackendOutage(t *testing.T) {
 	// select etcd by name and must not see its calls.
 	writer, err := etcdwriter.Build(t.TempDir(), longOutageComm)
 	require.NoError(t, err)
-	ports, err := subprocess.FreePorts(2) // the second: where no gateway listens
-	require.NoError(t, err)
-	const limitMiB = 100
-	agent := startDaemonSetAgent(t, bin, daemonSetAgent{
-		node: "node-long", gatewayAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), queueDir: t.TempDir(), telemetryPort: ports[0],
-		receiver: fmt.Sprintf("    comm: %s\n    executable: %s\n", longOutageComm, writer),
-		extra: fmt.Sprintf(`processors:
-  memory_limiter:
-    limit_percentage: 0
-    spike_limit_percentage: 0
-    limit_mib: %d
-    spike_limit_mib: 20
-exporters:
-  otlp_grpc:
-    sending_queue:
-      queue_size: 8388608
-`, limitMiB),
-		env: []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", limitMiB*8/10)},
-	})
-	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+	agent, url := startAgentWithBackendAway(t, bin, "node-long", fmt.Sprintf("    comm: %s\n    executable: %s\n", longOutageComm, writer))
 
 	// 3,000 calls a second fill the 8 MiB queue in ~5 s; more would only
 	// take CPU from whatever else runs.
@@ -407,4 +370,33 @@ exporters:
 	assert.LessOrEqual(t, q["otelcol_exporter_queue_size"], q["otelcol_exporter_queue_capacity"])
 	assert.Less(t, peak, limitMiB<<10, "anonymous memory (the heap) under memory_limiter's limit")
 	require.NoError(t, agent.Stop(15*time.Second), "agent log:\n%s", agent.Tail())
+}
+
+// limitMiB is the memory limit of the agents whose backend is away.
+const limitMiB = 100
+
+// startAgentWithBackendAway starts the DaemonSet's agent with receiver settings
+// added, a small memory limit (memory_limiter and GOMEMLIMIT) and an 8 MiB queue,
+// sending where no gateway listens. url is its own telemetry's.
+func startAgentWithBackendAway(t *testing.T, bin, node, receiver string) (agent *collector.Collector, url string) {
+	t.Helper()
+	ports, err := subprocess.FreePorts(2) // the second: where no gateway listens
+	require.NoError(t, err)
+	agent = startDaemonSetAgent(t, bin, daemonSetAgent{
+		node: node, gatewayAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), queueDir: t.TempDir(), telemetryPort: ports[0],
+		receiver: receiver,
+		extra: fmt.Sprintf(`processors:
+  memory_limiter:
+    limit_percentage: 0
+    spike_limit_percentage: 0
+    limit_mib: %d
+    spike_limit_mib: 20
+exporters:
+  otlp_grpc:
+    sending_queue:
+      queue_size: 8388608
+`, limitMiB),
+		env: []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", limitMiB*8/10)},
+	})
+	return agent, fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
 }
