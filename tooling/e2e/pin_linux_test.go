@@ -115,29 +115,10 @@ func TestPinnedAgentKilledAndReplacedCountsEveryWALSync(t *testing.T) {
 func walSyncSeries(batches []pmetric.Metrics, pid int) (uint64, []pcommon.Timestamp) {
 	var latest uint64
 	var starts []pcommon.Timestamp
-	for _, md := range batches {
-		for _, rm := range md.ResourceMetrics().All() {
-			if v, ok := rm.Resource().Attributes().Get("process.pid"); !ok || v.Int() != int64(pid) {
-				continue
-			}
-			for _, sm := range rm.ScopeMetrics().All() {
-				for _, m := range sm.Metrics().All() {
-					if m.Name() != "etcd.syscall.duration" {
-						continue
-					}
-					for _, dp := range m.ExponentialHistogram().DataPoints().All() {
-						name, _ := dp.Attributes().Get("etcd.syscall.name")
-						class, _ := dp.Attributes().Get("etcd.syscall.file_class")
-						if name.Str() != "fdatasync" || class.Str() != "wal" {
-							continue
-						}
-						latest = max(latest, dp.Count())
-						if !slices.Contains(starts, dp.StartTimestamp()) {
-							starts = append(starts, dp.StartTimestamp())
-						}
-					}
-				}
-			}
+	for _, dp := range walSyncPoints(batches, pid) {
+		latest = max(latest, dp.Count())
+		if !slices.Contains(starts, dp.StartTimestamp()) {
+			starts = append(starts, dp.StartTimestamp())
 		}
 	}
 	return latest, starts

@@ -256,9 +256,10 @@ func TestCollectorIntoPrometheus(t *testing.T) {
 	})
 }
 
-// latestPoint is the receiver's last cumulative point of pid's WAL fdatasyncs.
-func latestPoint(batches []pmetric.Metrics, pid int) *pmetric.ExponentialHistogramDataPoint {
-	var latest *pmetric.ExponentialHistogramDataPoint
+// walSyncPoints are the receiver's points of etcd.syscall.duration for pid's
+// fdatasyncs on WAL files, in the order they were exported.
+func walSyncPoints(batches []pmetric.Metrics, pid int) []pmetric.ExponentialHistogramDataPoint {
+	var points []pmetric.ExponentialHistogramDataPoint
 	for _, md := range batches {
 		for _, rm := range md.ResourceMetrics().All() {
 			if v, ok := rm.Resource().Attributes().Get("process.pid"); !ok || v.Int() != int64(pid) {
@@ -272,12 +273,23 @@ func latestPoint(batches []pmetric.Metrics, pid int) *pmetric.ExponentialHistogr
 					for _, dp := range m.ExponentialHistogram().DataPoints().All() {
 						name, _ := dp.Attributes().Get("etcd.syscall.name")
 						class, _ := dp.Attributes().Get("etcd.syscall.file_class")
-						if name.Str() == "fdatasync" && class.Str() == "wal" && (latest == nil || dp.Count() >= latest.Count()) {
-							latest = &dp
+						if name.Str() == "fdatasync" && class.Str() == "wal" {
+							points = append(points, dp)
 						}
 					}
 				}
 			}
+		}
+	}
+	return points
+}
+
+// latestPoint is the receiver's last cumulative point of pid's WAL fdatasyncs.
+func latestPoint(batches []pmetric.Metrics, pid int) *pmetric.ExponentialHistogramDataPoint {
+	var latest *pmetric.ExponentialHistogramDataPoint
+	for _, dp := range walSyncPoints(batches, pid) {
+		if latest == nil || dp.Count() >= latest.Count() {
+			latest = &dp
 		}
 	}
 	return latest

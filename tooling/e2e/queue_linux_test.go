@@ -191,21 +191,7 @@ func TestAgentUnderMemoryLimitWithBackendAway(t *testing.T) {
 
 	const calls = 400_000
 	w := bpftest.StartWriterWith(t, writer, etcdwriter.Options{Calls: calls, Size: 64, Rate: 40_000})
-	peak := 0
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if kb := rssAnonKiB(agent.PID()); kb > peak {
-				peak = kb
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
+	peakRSS := watchPeakRSS(agent.PID(), 100*time.Millisecond)
 	w.Release(t, time.Minute)
 	// lost are the calls the kernel counted and made no record of.
 	lost := func(c map[string]float64) float64 {
@@ -224,8 +210,7 @@ func TestAgentUnderMemoryLimitWithBackendAway(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	close(stop)
-	<-done
+	peak := peakRSS()
 	select {
 	case <-agent.Exited():
 		t.Fatalf("the agent died:\n%s", agent.Tail())
@@ -314,21 +299,7 @@ func TestAgentUnderMemoryLimitThroughLongBackendOutage(t *testing.T) {
 	calls := int64(outage.Seconds()) * rate
 	start := time.Now()
 	w := bpftest.StartWriterWith(t, writer, etcdwriter.Options{Calls: calls, Size: 64, Rate: rate})
-	peak := 0
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if kb := rssAnonKiB(agent.PID()); kb > peak {
-				peak = kb
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-		}
-	}()
+	peakRSS := watchPeakRSS(agent.PID(), 250*time.Millisecond)
 	w.Release(t, outage+2*time.Minute)
 	t.Logf("%d calls made in %s", calls, time.Since(start).Round(time.Second))
 	lost := func(c map[string]float64) float64 {
@@ -344,8 +315,7 @@ func TestAgentUnderMemoryLimitThroughLongBackendOutage(t *testing.T) {
 			break
 		}
 	}
-	close(stop)
-	<-done
+	peak := peakRSS()
 	select {
 	case <-agent.Exited():
 		t.Fatalf("the agent died:\n%s", agent.Tail())
@@ -399,4 +369,29 @@ exporters:
 		env: []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", limitMiB*8/10)},
 	})
 	return agent, fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+}
+
+// watchPeakRSS samples pid's anonymous memory every interval until the returned
+// function is called, which returns the peak in KiB.
+func watchPeakRSS(pid int, interval time.Duration) func() int {
+	peak := 0
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if kb := rssAnonKiB(pid); kb > peak {
+				peak = kb
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return func() int {
+		close(stop)
+		<-done
+		return peak
+	}
 }
