@@ -32,6 +32,7 @@ import (
 // made over the whole run (its own counter), and every record either agent
 // accepted is stored in VictoriaLogs; duplicates are counted.
 func TestDaemonSetAgentRidesOutGatewayOutageAndKillTracingEtcd(t *testing.T) {
+	const putsPerSecond = 300
 	bpftest.RequireBPF(t)
 	etcdBin := bpftest.RequireEtcd(t)
 	bin := collectorBinary(t)
@@ -69,13 +70,19 @@ func TestDaemonSetAgentRidesOutGatewayOutageAndKillTracingEtcd(t *testing.T) {
 	before := etcdSyncs()
 	first, firstTelemetry := agent(0)
 
-	// The load: puts one after another, each a WAL write and fdatasync, until told to stop.
+	// The load: puts, each a WAL write and fdatasync, until told to stop. Paced,
+	// so that a minute of every call fits the queue on any machine: unpaced, a
+	// fast one made ~7,000 calls a second, more than the 256 MiB queue holds for
+	// a minute (~417,000 records).
 	var puts atomic.Int64
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	loadDone := make(chan error, 1)
 	go func() {
 		value := string(make([]byte, 256))
+		pace := time.NewTicker(time.Second / putsPerSecond)
+		defer pace.Stop()
 		for i := 0; loadCtx.Err() == nil; i++ {
+			<-pace.C
 			if _, err := srv.Put("outage-"+strconv.Itoa(i), value); err != nil {
 				loadDone <- err
 				return
