@@ -156,6 +156,8 @@ struct inflight {
 	 * it has not. The waits are set at the first switch out, so that a call that never
 	 * leaves the CPU writes nothing more than the fields above. */
 	__u64 out_ns;
+	/* In task storage: when the thread last got a CPU back inside the call (on_switch). */
+	__u64 in_ns;
 	struct call_waits waits;
 };
 
@@ -258,7 +260,7 @@ struct {
 	__type(value, struct inflight);
 } inflight_task SEC(".maps");
 
-/* When the running task of each CPU was switched in (CLOCK_MONOTONIC ns), written by on_switch. */
+/* Without task storage: when the running task of each CPU was switched in (CLOCK_MONOTONIC ns), written by on_switch. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -597,6 +599,7 @@ static __always_inline bool unpark(struct inflight *call, __u64 *now, struct cal
 		call->fd = slot->fd;
 		call->type = slot->type;
 		call->out_ns = slot->out_ns;
+		call->in_ns = slot->in_ns;
 		*waits = &slot->waits;
 		slot->start_ns = 0;
 		return true;
@@ -878,7 +881,7 @@ static __always_inline int on_exit(struct syscall_exit_ctx *ctx)
 	__u64 duration_ns = now - call.start_ns;
 	__u64 io_device = 0;
 	if (scheduler && call.out_ns) {
-		settle_interval(call.out_ns, waits, cpu_switched_in());
+		settle_interval(call.out_ns, waits, task_storage ? call.in_ns : cpu_switched_in());
 		io_device = io_device_ns(waits);
 	}
 	bool slow_enough = duration_ns >= min_duration_ns;
@@ -1025,51 +1028,16 @@ static __always_inline bool leaving_runnable(struct sched_switch_args *ctx)
 }
 
 /*
- * Every context switch on the host runs this. A thread leaving the CPU inside a traced
- * call settles its previous interval off the CPU, if any (see settle_interval), and
- * starts a new one: when it left, its run_delay then, and what it waits for (wait.h),
- * read from its stack only when it blocks. Settling needs the time the thread got the
- * CPU back, so the program keeps, per CPU, when the running thread got it; only a
- * thread already inside a call when it is switched in needs that, and such a thread
- * has task storage: from 5.11, a switch between two threads without any returns after
- * two pointer loads, before reading the clock. The thread leaving is the current task,
- * so finding its call is the same thread-local look-up as the exit's. The scheduler
- * itself counts the time a thread then waits runnable (run_delay), so the wake-ups need
- * no program.
+ * The thread leaving the CPU inside a traced call: settles its previous interval off
+ * the CPU, if any (see settle_interval), which ended when it got the CPU back (in_ns),
+ * and starts a new one: when it left, its run_delay then, and what it waits for
+ * (wait.h), read from its stack only when it blocks.
  */
-SEC("raw_tracepoint/sched_switch")
-int on_switch(struct sched_switch_args *ctx)
+static __always_inline void leave_cpu(struct sched_switch_args *ctx, struct inflight *call, __u64 now, __u64 in_ns)
 {
-	struct inflight *call = NULL;
-	bool next_may_be_in_call = true;
-	if (task_storage) {
-		struct task_struct *prev = bpf_get_current_task_btf();
-		struct task_struct *next = (struct task_struct *)ctx->next;
-		bool prev_stored = !bpf_core_field_exists(prev->bpf_storage) || prev->bpf_storage;
-		next_may_be_in_call = !bpf_core_field_exists(next->bpf_storage) || BPF_CORE_READ(next, bpf_storage);
-		if (!prev_stored && !next_may_be_in_call)
-			return 0;
-		if (prev_stored)
-			call = bpf_task_storage_get(&inflight_task, prev, NULL, 0);
-	} else {
-		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		call = bpf_map_lookup_elem(&inflight, &tid);
-	}
-
-	__u64 now = bpf_ktime_get_ns();
-	__u32 zero = 0;
-	__u64 *in = bpf_map_lookup_elem(&switched_in, &zero);
-	if (!in)
-		return 0;
-	__u64 prev_in = *in;
-	if (next_may_be_in_call)
-		*in = now; /* the next task's stint starts */
-	if (!call || !call->start_ns)
-		return 0;
-
 	struct call_waits *w = &call->waits;
 	if (call->out_ns) {
-		settle_interval(call->out_ns, w, prev_in);
+		settle_interval(call->out_ns, w, in_ns);
 	} else {
 		__builtin_memset(w, 0, sizeof(*w));
 		if (own_io)
@@ -1083,6 +1051,57 @@ int on_switch(struct sched_switch_args *ctx)
 		w->flush_disk = file_disk(fd_file(call->fd));
 		w->flush_device_out = flush_device_ns(w->flush_disk);
 	}
+}
+
+/*
+ * Every context switch on the host runs this; only threads inside a traced call need
+ * it, and from 5.11 only threads that ever parked a call have task storage. So a switch
+ * between two threads without any returns after two pointer loads (tp_btf types next,
+ * so its storage pointer is a plain load), and one of a thread outside a call after its
+ * storage look-up: the clock is read only for a thread inside a call, when it leaves
+ * the CPU or gets it back. The thread leaving is the current task, so finding its call
+ * is the same thread-local look-up as the exit's. The scheduler itself counts the time
+ * a thread then waits runnable (run_delay), so the wake-ups need no program.
+ */
+SEC("tp_btf/sched_switch")
+int on_switch(struct sched_switch_args *ctx)
+{
+	if (task_storage) {
+		struct task_struct *prev = bpf_get_current_task_btf();
+		struct task_struct *next = (struct task_struct *)ctx->next;
+		if (!next)
+			return 0;
+		bool prev_stored = !bpf_core_field_exists(prev->bpf_storage) || prev->bpf_storage;
+		bool next_stored = !bpf_core_field_exists(next->bpf_storage) || next->bpf_storage;
+		__u64 now = 0;
+		if (next_stored) {
+			struct inflight *back = bpf_task_storage_get(&inflight_task, next, NULL, 0);
+			if (back && back->start_ns && back->out_ns) {
+				now = bpf_ktime_get_ns();
+				back->in_ns = now;
+			}
+		}
+		if (!prev_stored)
+			return 0;
+		struct inflight *call = bpf_task_storage_get(&inflight_task, prev, NULL, 0);
+		if (!call || !call->start_ns)
+			return 0;
+		leave_cpu(ctx, call, now ? now : bpf_ktime_get_ns(), call->in_ns);
+		return 0;
+	}
+
+	/* Before 5.11 calls are parked by thread id: the CPU keeps when its running thread got it. */
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct inflight *call = bpf_map_lookup_elem(&inflight, &tid);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0;
+	__u64 *in = bpf_map_lookup_elem(&switched_in, &zero);
+	if (!in)
+		return 0;
+	__u64 prev_in = *in;
+	*in = now; /* the next task's stint starts */
+	if (call && call->start_ns)
+		leave_cpu(ctx, call, now, prev_in);
 	return 0;
 }
 

@@ -63,7 +63,7 @@ struct syscall_exit_ctx {
 	__s64 ret;
 };
 
-/* The raw tracepoint sched:sched_switch's arguments (later kernels append prev_state). */
+/* sched:sched_switch's arguments as a BTF tracepoint gets them (later kernels append prev_state). */
 struct sched_switch_args {
 	__u64 preempt;
 	__u64 prev; /* struct task_struct * */

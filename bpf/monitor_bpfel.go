@@ -131,6 +131,7 @@ type MonitorInflight struct {
 	Type     uint16
 	Reserved uint16
 	OutNs    uint64
+	InNs     uint64
 	Waits    struct {
 		_              structs.HostLayout
 		RunDelayOut    uint64

@@ -120,8 +120,8 @@ static __always_inline bool in_text(const struct wait_text *t, __u64 ip)
 }
 
 /*
- * What the current task, leaving the CPU blocked, waits for. ctx, the raw tracepoint's
- * arguments, lies on the task's stack below the frames of the tracing machinery, then
+ * What the current task, leaving the CPU blocked, waits for. ctx, the tracepoint's
+ * argument array, lies on the task's stack below the frames of the tracing machinery, then
  * the scheduler's (WAIT_SKIP functions), then what called it: the first known function
  * past the scheduler's names the wait, and *ip is the first word into code past them,
  * which names an unknown one.

@@ -47,9 +47,9 @@ func (t *Tracer) attach() error {
 	}
 	if t.opts.Scheduler {
 		if err := hold(t.pin, "sched_switch", func() (link.Link, error) {
-			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_switch", Program: t.objs.OnSwitch})
+			l, err := link.AttachTracing(link.TracingOptions{Program: t.objs.OnSwitch})
 			if err != nil {
-				return nil, explainAttachError("sched:sched_switch (raw)", err)
+				return nil, explainAttachError("sched:sched_switch (tp_btf)", err)
 			}
 			return l, nil
 		}, &t.sched); err != nil {
