@@ -7,7 +7,8 @@
  * the kernel held the request before the device got it (request made from its first bio
  * -> issued), the completions /sys/block/<disk>/stat counts, and who submitted the bytes.
  *
- * Raw tracepoints, for the struct request and struct bio themselves:
+ * BTF tracepoints (tp_btf), for the struct request and struct bio themselves, typed, so
+ * that their fields are plain loads rather than bpf_probe_read_kernel calls:
  *   block_bio_queue    in the submitting task: its bytes and bios in `submitters`;
  *   block_rq_issue     the request's issue time, parked by request address;
  *   block_rq_requeue   marks a parked request so that its re-issue is not a second request;
@@ -153,20 +154,32 @@ static __always_inline void block_count(enum block_counter c)
 		(*v)++;
 }
 
+/*
+ * The loads below are of the tracepoints' own typed pointers and what they point to:
+ * the verifier turns each into a guarded load (a fault reads zero), no helper call.
+ */
 static __always_inline struct gendisk *request_disk(struct request *rq)
 {
 	struct request___gendisk *old = (void *)rq;
 	if (bpf_core_field_exists(old->rq_disk))
-		return BPF_CORE_READ(old, rq_disk);
-	return BPF_CORE_READ(rq, q, disk);
+		return old->rq_disk;
+	return rq->q->disk;
 }
 
 static __always_inline struct gendisk *bio_disk(struct bio *bio)
 {
 	struct bio___gendisk *old = (void *)bio;
 	if (bpf_core_field_exists(old->bi_disk))
-		return BPF_CORE_READ(old, bi_disk);
-	return BPF_CORE_READ(bio, bi_bdev, bd_disk);
+		return old->bi_disk;
+	return bio->bi_bdev->bd_disk;
+}
+
+/* disk_dev (disk.h) for a typed gendisk pointer. */
+static __always_inline __u32 typed_disk_dev(struct gendisk *disk)
+{
+	if (!disk)
+		return 0;
+	return (__u32)disk->major << 20 | (__u32)disk->first_minor;
 }
 
 /* The disk's running totals, or NULL when the disk is not covered. */
@@ -258,18 +271,18 @@ static __always_inline void add_owner_io(__u32 owner, __u64 service)
 	__sync_fetch_and_add(&io->device_ns, service);
 }
 
-SEC("raw_tracepoint/block_bio_queue")
+SEC("tp_btf/block_bio_queue")
 int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct bio *bio = (struct bio *)tp_arg(ctx, bio_queue_arg);
-	__u32 dev = disk_dev(bio_disk(bio));
+	__u32 dev = typed_disk_dev(bio_disk(bio));
 	struct disk_total *t = covered_totals(dev);
 	if (!t)
 		return 0;
 	/* A discard's or a write-zeroes' size is the range it frees or zeroes, not data moved to
 	 * or from the disk: its bio counts, its bytes do not (an unlinked 1 GiB file on a disk
 	 * mounted with discard would otherwise make its unlinker the disk's top writer). */
-	__u64 bytes = data_op(BPF_CORE_READ(bio, bi_opf) & REQ_OP_MASK) ? BPF_CORE_READ(bio, bi_iter.bi_size) : 0;
+	__u64 bytes = data_op(bio->bi_opf & REQ_OP_MASK) ? bio->bi_iter.bi_size : 0;
 	__sync_fetch_and_add(&t->bytes_submitted, bytes);
 	note_owner(bio);
 
@@ -294,18 +307,18 @@ int block_bio_queue(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tracepoint/block_rq_issue")
+SEC("tp_btf/block_rq_issue")
 int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct request *rq = (struct request *)tp_arg(ctx, rq_queue_arg);
-	__u32 dev = disk_dev(request_disk(rq));
-	struct disk_op_stats *s = covered_op_stats(dev, disk_op(BPF_CORE_READ(rq, cmd_flags)));
+	__u32 dev = typed_disk_dev(request_disk(rq));
+	struct disk_op_stats *s = covered_op_stats(dev, disk_op(rq->cmd_flags));
 	if (!s)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 key = (__u64)rq;
 	struct issued v = {.issue_ns = now, .dev = dev};
-	__u64 first_bio = (__u64)BPF_CORE_READ(rq, bio);
+	__u64 first_bio = (__u64)rq->bio;
 	__u32 *owner = first_bio ? bpf_map_lookup_elem(&bio_owners, &first_bio) : NULL;
 	if (owner) {
 		v.owner = *owner;
@@ -323,7 +336,7 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 		if (!parked || bpf_map_update_elem(&rq_issued, &key, &v, BPF_ANY))
 			block_count(BLOCK_COUNTER_UNTIMED);
 	}
-	__u64 start = BPF_CORE_READ(rq, start_time_ns);
+	__u64 start = rq->start_time_ns;
 	if (!start || start > now) {
 		block_count(BLOCK_COUNTER_NO_START_TIME);
 		return 0;
@@ -332,7 +345,7 @@ int block_rq_issue(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tracepoint/block_rq_requeue")
+SEC("tp_btf/block_rq_requeue")
 int block_rq_requeue(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 key = tp_arg(ctx, rq_queue_arg);
@@ -343,25 +356,15 @@ int block_rq_requeue(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes): the same on every kernel. */
-SEC("raw_tracepoint/block_rq_complete")
+SEC("tp_btf/block_rq_complete")
 int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct request *rq = (struct request *)ctx->args[0];
 	unsigned int nr_bytes = ctx->args[2];
-	if (nr_bytes < BPF_CORE_READ(rq, __data_len))
+	if (nr_bytes < rq->__data_len)
 		return 0; /* a partial completion: the request goes on */
-	/* cmd_flags and rq_flags are adjacent on every kernel so far: one read takes both. */
-	struct {
-		unsigned int cmd_flags, rq_flags;
-	} flags = {};
-	if (bpf_core_field_offset(rq->rq_flags) == bpf_core_field_offset(rq->cmd_flags) + sizeof(flags.cmd_flags)) {
-		bpf_core_read(&flags, sizeof(flags), &rq->cmd_flags);
-	} else {
-		flags.cmd_flags = BPF_CORE_READ(rq, cmd_flags);
-		flags.rq_flags = BPF_CORE_READ(rq, rq_flags);
-	}
-	__u32 op = disk_op(flags.cmd_flags);
-	bool counted = stat_counted(flags.rq_flags, op);
+	__u32 op = disk_op(rq->cmd_flags);
+	bool counted = stat_counted(rq->rq_flags, op);
 
 	/* A request issued on a covered disk names its disk in its entry: no reads through the request. */
 	__u64 key = (__u64)rq;
@@ -378,7 +381,7 @@ int block_rq_complete(struct bpf_raw_tracepoint_args *ctx)
 	} else if (!counted) {
 		return 0;
 	} else {
-		dev = disk_dev(request_disk(rq));
+		dev = typed_disk_dev(request_disk(rq));
 	}
 	struct disk_total *t = covered_totals(dev);
 	if (!t)

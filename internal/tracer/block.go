@@ -224,9 +224,9 @@ func (b *blockObjects) attach(p *pinned) error {
 		{"block_bio_queue", progs.BlockBioQueue},
 	} {
 		if err := hold(p, a.name, func() (link.Link, error) {
-			l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: a.name, Program: a.prog})
+			l, err := link.AttachTracing(link.TracingOptions{Program: a.prog})
 			if err != nil {
-				return nil, fmt.Errorf("attaching to raw tracepoint %s (the disk view; set block: false to run without it): %w", a.name, err)
+				return nil, fmt.Errorf("attaching to BTF tracepoint %s (the disks' view; set block: false to run without it): %w", a.name, err)
 			}
 			return l, nil
 		}, &b.links); err != nil {

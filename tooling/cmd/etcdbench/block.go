@@ -308,7 +308,7 @@ func (r *report) writeBlock(w func(string, ...any), targets *[]string) {
 	w("## The disks' view: BPF time per disk request\n\n")
 	w("A writer makes %d O_DIRECT writes of 4 KiB a run to a preallocated file on the work directory's disk (one request "+
 		"each, beside whatever else the host does on its disks). `%s`: the receiver with `block: true` and `disks:` that disk "+
-		"(`block_bio_queue`, `block_rq_issue`, `block_rq_requeue`, `block_rq_complete` on raw tracepoints: per disk and "+
+		"(`block_bio_queue`, `block_rq_issue`, `block_rq_requeue`, `block_rq_complete` on BTF tracepoints: per disk and "+
 		"operation service and queue histograms, completions, bytes and bios per submitting process). `%s`: bpftrace doing "+
 		"the same jobs on classic tracepoints, over every disk: the bio's queueing and the request's issue time keyed by device "+
 		"and sector, queue (bio queued → issued) and service (issued → completed) histograms per disk, bytes and bios per "+
