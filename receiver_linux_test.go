@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
@@ -95,9 +94,9 @@ func TestEtcdIntegration(t *testing.T) {
 			require.Positive(t, lr.Int(convert.AttrDurationNs))
 			require.Zero(t, lr.Int(convert.AttrRet))
 			raw, _ := lr.Attributes().Get(convert.AttrRaw)
-			ev, _, err := bpf.Decode(raw.Bytes().AsRaw())
+			rec, err := tracer.ParseRecord(raw.Bytes().AsRaw())
 			require.NoError(t, err)
-			require.NotZero(t, ev.Dev, "the file's device is recorded")
+			require.NotZero(t, rec.Dev, "the file's device is recorded")
 			var parts int64
 			for p := range tracer.PartCount {
 				parts += lr.Int(convert.AttrTimeNs(p))
@@ -152,16 +151,17 @@ func TestRawMatchesDecodedAttributes(t *testing.T) {
 	for _, lr := range records {
 		raw, ok := lr.Attributes().Get(convert.AttrRaw)
 		require.True(t, ok)
-		ev, payload, err := bpf.Decode(raw.Bytes().AsRaw())
+		rec, err := tracer.ParseRecord(raw.Bytes().AsRaw())
 		require.NoError(t, err)
-		assert.Equal(t, bpf.EventSize+64, raw.Bytes().Len(), "the fixed part and a 64-byte payload area")
-		assert.EqualValues(t, ev.Type, lr.Int(convert.AttrType))
-		assert.EqualValues(t, ev.Pid, lr.Int(convert.AttrProcessPID))
-		assert.EqualValues(t, ev.Tid, lr.Int(convert.AttrTID))
-		assert.EqualValues(t, ev.Fd, lr.Int(convert.AttrFD))
-		assert.EqualValues(t, ev.Ret, lr.Int(convert.AttrRet))
-		assert.EqualValues(t, ev.DurationNs, lr.Int(convert.AttrDurationNs))
-		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), lr.Body().Str())
+		assert.Len(t, tracer.EncodeRecord(tracer.RecordFields{PayloadArea: 64}), raw.Bytes().Len(), "the fixed part and a 64-byte payload area")
+		assert.EqualValues(t, rec.Syscall, lr.Int(convert.AttrType))
+		assert.EqualValues(t, rec.PID, lr.Int(convert.AttrProcessPID))
+		assert.EqualValues(t, rec.TID, lr.Int(convert.AttrTID))
+		assert.EqualValues(t, rec.FD, lr.Int(convert.AttrFD))
+		assert.EqualValues(t, rec.Ret, lr.Int(convert.AttrRet))
+		assert.EqualValues(t, rec.DurationNs, lr.Int(convert.AttrDurationNs))
+		assert.Equal(t, rec.Syscall.String(), lr.Body().Str())
+		payload := rec.Payload
 		assert.LessOrEqual(t, len(payload), 64)
 		if p, ok := lr.Attributes().Get(convert.AttrPayload); ok {
 			assert.Equal(t, payload, p.Bytes().AsRaw())

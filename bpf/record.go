@@ -2,47 +2,15 @@
 
 package bpf
 
-import (
-	"fmt"
-	"unsafe"
-)
+import "unsafe"
 
-// The record layout, as etcd_monitor.c defines it.
+// The record layout, as etcd_monitor.c defines it: internal/tracer decodes it.
 const (
 	RecordVersion = uint16(MonitorRecordLayoutRECORD_VERSION)
 	PayloadMax    = int(MonitorRecordLayoutPAYLOAD_MAX)
 	// EventSize is the size of the fixed part of every record.
 	EventSize = int(unsafe.Sizeof(MonitorEvent{}))
 )
-
-// Decode interprets raw as a record written by etcd_monitor.c. The returned event
-// and payload alias raw: they are valid until raw is reused.
-func Decode(raw []byte) (*MonitorEvent, []byte, error) {
-	if len(raw) < EventSize {
-		return nil, nil, fmt.Errorf("record of %d bytes is shorter than the %d-byte event", len(raw), EventSize)
-	}
-	ev := (*MonitorEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
-	if ev.Version != RecordVersion {
-		return nil, nil, fmt.Errorf("record version %d, want %d: the BPF object and the Go code are out of step", ev.Version, RecordVersion)
-	}
-	payload := raw[EventSize:]
-	if int(ev.PayloadLen) > len(payload) || int(ev.PayloadLen) > PayloadMax {
-		return nil, nil, fmt.Errorf("record claims %d payload bytes but carries %d", ev.PayloadLen, len(payload))
-	}
-	return ev, payload[:ev.PayloadLen], nil
-}
-
-// CString is the NUL-terminated name in name (an event's Comm or FileName),
-// without copying: the bytes alias name.
-func CString(name []int8) []byte {
-	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(name))), len(name))
-	for i, c := range b {
-		if c == 0 {
-			return b[:i]
-		}
-	}
-	return b
-}
 
 var syscallNames = [...]string{
 	MonitorSyscallTypeSYSCALL_WRITE:           "write",

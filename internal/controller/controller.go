@@ -29,10 +29,12 @@ import (
 
 // Session is the kernel session: *tracer.Tracer, or a fake in tests.
 type Session interface {
-	// ReadRecord returns the next record's raw bytes, valid until the next call;
-	// os.ErrDeadlineExceeded at the deadline, tracer.ErrFlushed once what was
-	// pending at FlushRecords was read, tracer.ErrClosed after Close.
-	ReadRecord() ([]byte, error)
+	// ReadRecord returns the next record, decoded, valid until the next call;
+	// an error wrapping tracer.ErrMalformedRecord for one that does not decode
+	// (the next call reads on), os.ErrDeadlineExceeded at the deadline,
+	// tracer.ErrFlushed once what was pending at FlushRecords was read,
+	// tracer.ErrClosed after Close.
+	ReadRecord() (tracer.Record, error)
 	SetReadDeadline(time.Time)
 	FlushRecords() error
 	PendingRecords() int

@@ -5,6 +5,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"testing"
 	"time"
@@ -21,10 +22,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadatatest"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -83,12 +82,10 @@ func (h *harness) stop(t *testing.T) {
 // points is one data point of value v, for self-telemetry assertions.
 func points(v int64) []metricdata.DataPoint[int64] { return []metricdata.DataPoint[int64]{{Value: v}} }
 
-// record is a raw record of a write by pid.
-func record(pid uint32) []byte {
-	ev := bpf.MonitorEvent{Version: bpf.RecordVersion, Type: uint16(tracer.SyscallWrite), FdKind: uint8(tracer.FDKindFile),
-		Pid: pid, Tid: pid, Count: 10, Ret: 10, Offset: -1}
-	copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
-	return recordtest.Encode(ev, nil)
+// record is a record of a write by pid.
+func record(pid uint32) tracer.Record {
+	return tracer.NewRecord(tracer.RecordFields{Syscall: tracer.SyscallWrite, FDKind: tracer.FDKindFile,
+		PID: pid, TID: pid, Count: 10, Ret: 10, Offset: -1, Comm: "etcd"})
 }
 
 // Start, Drain, Close: every record queued before Drain reaches the pipeline,
@@ -239,6 +236,25 @@ func TestReaderFailureReportedThroughStatusAndCounter(t *testing.T) {
 	h.stop(t)
 	metadatatest.AssertEqualEtcdebpfRecordReaderFailures(t, h.tel, points(1), metricdatatest.IgnoreTimestamp())
 	assert.Equal(t, 1, h.logs.LogRecordCount(), "what was read before the failure is delivered")
+}
+
+// A record that does not decode is counted as read and malformed, logged with
+// why, and skipped: the reader goes on to the records after it.
+func TestMalformedRecordCountedAndSkipped(t *testing.T) {
+	h := newHarness(t, func(_ *harness, cfg *Config) { cfg.FlushInterval = time.Hour })
+	h.session.records <- record(42)
+	h.session.readErr <- fmt.Errorf("%w: 3 bytes, shorter than the 232-byte event", tracer.ErrMalformedRecord)
+	require.Eventually(t, func() bool { return len(h.session.readErr) == 0 }, 10*time.Second, time.Millisecond)
+	h.session.records <- record(42)
+	h.stop(t)
+	assert.Equal(t, 2, h.logs.LogRecordCount(), "the records around the malformed one are delivered")
+	metadatatest.AssertEqualEtcdebpfRecordsRead(t, h.tel, points(3), metricdatatest.IgnoreTimestamp())
+	metadatatest.AssertEqualEtcdebpfRecordsMalformed(t, h.tel, points(1), metricdatatest.IgnoreTimestamp())
+	_, err := h.tel.GetMetric("otelcol_etcdebpf_record_reader_failures")
+	assert.Error(t, err, "the reader did not stop")
+	dropped := h.logged.FilterMessage("Dropped malformed records").All()
+	require.Len(t, dropped, 1)
+	assert.Contains(t, dropped[0].ContextMap()["error"], "shorter than the 232-byte event")
 }
 
 // takenOverSession is a session that took pinned programs over: they have

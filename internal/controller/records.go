@@ -30,15 +30,19 @@ func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.Te
 	var n readCounts
 	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))
 	for {
-		raw, err := s.ReadRecord()
-		if err == nil {
+		rec, err := s.ReadRecord()
+		switch {
+		case err == nil:
 			n.read++
-			if err := b.Append(raw, now()); err != nil {
-				n.malformed, n.lastErr = n.malformed+1, err
-			}
+			b.Append(rec, now())
 			if b.Len() < c.cfg.MaxBatchSize {
 				continue
 			}
+		case errors.Is(err, tracer.ErrMalformedRecord):
+			// Read and dropped, not the reader's end: the next read goes on past it.
+			n.read++
+			n.malformed, n.lastErr = n.malformed+1, err
+			continue
 		}
 		c.send(ctx, b, tb, &n)
 		switch {

@@ -17,10 +17,10 @@ import (
 // read after Close, as the real one dereferences freed maps then.
 type fakeSession struct {
 	t       *testing.T
-	records chan []byte   // what the ring buffer holds
-	readErr chan error    // the next read fails with what is sent
-	flushed chan struct{} // closed by FlushRecords
-	closeCh chan struct{} // closed by Close
+	records chan tracer.Record // what the ring buffer holds
+	readErr chan error         // the next read fails with what is sent
+	flushed chan struct{}      // closed by FlushRecords
+	closeCh chan struct{}      // closed by Close
 
 	mu       sync.Mutex
 	deadline time.Time
@@ -39,7 +39,7 @@ type fakeSession struct {
 func newFakeSession(t *testing.T) *fakeSession {
 	return &fakeSession{
 		t:       t,
-		records: make(chan []byte, 1024),
+		records: make(chan tracer.Record, 1024),
 		readErr: make(chan error, 1),
 		flushed: make(chan struct{}),
 		closeCh: make(chan struct{}),
@@ -57,7 +57,7 @@ func (f *fakeSession) use(what string) error {
 	return nil
 }
 
-func (f *fakeSession) ReadRecord() ([]byte, error) {
+func (f *fakeSession) ReadRecord() (tracer.Record, error) {
 	f.mu.Lock()
 	deadline := f.deadline
 	f.mu.Unlock()
@@ -68,26 +68,26 @@ func (f *fakeSession) ReadRecord() ([]byte, error) {
 		timeout = timer.C
 	}
 	select {
-	case raw := <-f.records:
-		return raw, nil
+	case rec := <-f.records:
+		return rec, nil
 	default:
 	}
 	select {
-	case raw := <-f.records:
-		return raw, nil
+	case rec := <-f.records:
+		return rec, nil
 	case <-f.flushed:
 		select {
-		case raw := <-f.records:
-			return raw, nil
+		case rec := <-f.records:
+			return rec, nil
 		default:
-			return nil, tracer.ErrFlushed
+			return tracer.Record{}, tracer.ErrFlushed
 		}
 	case <-f.closeCh:
-		return nil, tracer.ErrClosed
+		return tracer.Record{}, tracer.ErrClosed
 	case err := <-f.readErr:
-		return nil, err
+		return tracer.Record{}, err
 	case <-timeout:
-		return nil, os.ErrDeadlineExceeded
+		return tracer.Record{}, os.ErrDeadlineExceeded
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -24,13 +23,13 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	lookup := func(pid uint32) (Process, bool) { p, ok := running[pid]; return p, ok }
 
 	b := NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, lookup)
-	raw := recordtest.Encode(walSync(), nil) // pid 100
+	rec := tracer.NewRecord(walSync()) // pid 100
 	for range 3 {
-		require.NoError(t, b.Append(raw, 0))
+		b.Append(rec, 0)
 	}
 	res := b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
 	assert.Equal(t, []any{"etcd", "--name", "etcd-1"}, res[AttrProcessCommandArgs])
-	require.NoError(t, b.Append(raw, 0))
+	b.Append(rec, 0)
 	b.Take(4)
 	assert.Equal(t, 1, reads[100], "read once for the process, across batches")
 
@@ -38,7 +37,7 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	b.Take(4) // a new batch forgets the processes gone
 	running[100] = Process{Comm: "etcd", ID: 2}
 	args[100] = []string{"etcd", "--name", "etcd-9"}
-	require.NoError(t, b.Append(raw, 0))
+	b.Append(rec, 0)
 	res = b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
 	assert.Equal(t, []any{"etcd", "--name", "etcd-9"}, res[AttrProcessCommandArgs], "the pid's new process")
 
@@ -46,14 +45,14 @@ func TestCommandArgsOnTheResource(t *testing.T) {
 	running[100] = Process{Comm: "etcd", ID: 3}
 	args[100] = []string{"etcd", "--name", "etcd-10"}
 	b.Take(4)
-	require.NoError(t, b.Append(raw, 0))
+	b.Append(rec, 0)
 	res = b.Take(4).ResourceLogs().At(0).Resource().Attributes().AsRaw()
 	assert.Equal(t, []any{"etcd", "--name", "etcd-10"}, res[AttrProcessCommandArgs], "the process that reused the pid")
 	assert.Equal(t, 3, reads[100])
 
 	delete(args, 100)
 	b = NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(read, lookup)
-	require.NoError(t, b.Append(raw, 0))
+	b.Append(rec, 0)
 	_, ok := b.Take(4).ResourceLogs().At(0).Resource().Attributes().Get(AttrProcessCommandArgs)
 	assert.False(t, ok, "no attribute for a process without a command line")
 
@@ -78,8 +77,8 @@ func TestCommandArgsSweptEveryInterval(t *testing.T) {
 	running := true
 	lookup := func(uint32) (Process, bool) { lookups++; return Process{Comm: "etcd", ID: 1}, running }
 	b := NewLogBuilder(true, "scope", "v1", 4).WithCommandArgs(func(uint32) []string { return []string{"etcd"} }, lookup)
-	raw := recordtest.Encode(walSync(), nil) // pid 100
-	require.NoError(t, b.Append(raw, 0))
+	rec := tracer.NewRecord(walSync()) // pid 100
+	b.Append(rec, 0)
 	b.Take(4)
 	assert.Equal(t, 2, lookups, "looked up at its first record, and swept at every batch by default")
 

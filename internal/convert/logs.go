@@ -14,7 +14,7 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
-// LogBuilder turns raw ring-buffer records into log records of one plog.Logs,
+// LogBuilder turns the tracer's records into log records of one plog.Logs,
 // grouped into one ResourceLogs per process.
 type LogBuilder struct {
 	decode  bool
@@ -132,12 +132,9 @@ func (b *LogBuilder) recordsOf(rec tracer.Record) plog.LogRecordSlice {
 	return recs
 }
 
-// Append adds the record in raw, or returns an error and adds nothing if raw is not a record.
-func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
-	rec, err := tracer.DecodeRecord(raw)
-	if err != nil {
-		return err
-	}
+// Append adds rec's log record under its process's Resource. It copies what it
+// keeps of rec's bytes: they are the ring's, reused once the next record is read.
+func (b *LogBuilder) Append(rec tracer.Record, observed pcommon.Timestamp) {
 	lr := b.recordsOf(rec).AppendEmpty()
 	b.n++
 	syscall := rec.Syscall()
@@ -169,12 +166,11 @@ func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
 			btoi(rec.Offset() >= 0) + btoi(len(payload) > 0) + timeAttrs)
 	}
 	attrs.PutInt(AttrType, int64(syscall))
-	// FromRaw copies (one allocation of exactly the record's size): the ring
-	// buffer reader reuses raw for the next record.
-	attrs.PutEmptyBytes(AttrRaw).FromRaw(raw)
+	// FromRaw copies: one allocation of exactly the record's size.
+	attrs.PutEmptyBytes(AttrRaw).FromRaw(rec.Raw())
 	attrs.PutInt(AttrTID, int64(rec.TID()))
 	if !b.decode {
-		return nil
+		return
 	}
 	attrs.PutStr(AttrName, syscall.String())
 	attrs.PutInt(AttrFD, int64(rec.FD()))
@@ -199,7 +195,6 @@ func (b *LogBuilder) Append(raw []byte, observed pcommon.Timestamp) error {
 	if len(payload) > 0 {
 		attrs.PutEmptyBytes(AttrPayload).FromRaw(payload)
 	}
-	return nil
 }
 
 // ownIOWaits are the waits for a call's own I/O, and their attributes.

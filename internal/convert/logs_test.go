@@ -14,28 +14,23 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
-func walSync() bpf.MonitorEvent {
-	ev := bpf.MonitorEvent{
-		Version: bpf.RecordVersion, Type: uint16(tracer.SyscallFdatasync),
-		FdKind: uint8(tracer.FDKindFile), Pid: 100, Tid: 101, Fd: 9, Inode: 555,
+func walSync() tracer.RecordFields {
+	return tracer.RecordFields{
+		Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, PID: 100, TID: 101, FD: 9, Inode: 555,
 		Offset: -1, StartNs: 5_000_000_000, DurationNs: 244_000,
+		Comm: "etcd", FileName: "0000000000000000-0000000000000000.wal",
 	}
-	copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
-	copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
-	return ev
 }
 
 func TestAppendDecodedRecord(t *testing.T) {
 	b := NewLogBuilder(true, "scope", "v1", 1)
 	b.bootOffset = 1_700_000_000_000_000_000
-	raw := recordtest.Encode(walSync(), nil)
+	rec := tracer.NewRecord(walSync())
 	observed := pcommon.Timestamp(42)
-	require.NoError(t, b.Append(raw, observed))
+	b.Append(rec, observed)
 
 	require.Equal(t, 1, b.Len())
 	logs := b.Take(16)
@@ -53,7 +48,7 @@ func TestAppendDecodedRecord(t *testing.T) {
 	assert.Equal(t, "fdatasync", lr.Body().AsRaw(), "the body is the syscall's name")
 	assert.Equal(t, map[string]any{
 		AttrType:       int64(6),
-		AttrRaw:        raw,
+		AttrRaw:        rec.Raw(),
 		AttrTID:        int64(101),
 		AttrName:       "fdatasync",
 		AttrFD:         int64(9),
@@ -71,44 +66,36 @@ func TestAppendDecodedRecord(t *testing.T) {
 // as TestAppendDecodedRecord's exact attributes show.
 func TestAppendTimeParts(t *testing.T) {
 	tests := []struct {
-		name     string
-		waits    map[bpf.MonitorWaitKind]uint64
-		ioDevice uint64
-		measured bpf.MonitorRecordMeasured
-		want     map[string]any
+		name  string
+		waits *tracer.Waits
+		want  map[string]any
 	}{
 		{
-			name:     "on the CPU throughout",
-			measured: bpf.MonitorRecordMeasuredMEASURED_SCHED | bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE,
-			want:     map[string]any{AttrTimeNs(tracer.PartCPU): int64(244_000), AttrCause: "cpu"},
+			name:  "on the CPU throughout",
+			waits: &tracer.Waits{IODeviceKnown: true},
+			want:  map[string]any{AttrTimeNs(tracer.PartCPU): int64(244_000), AttrCause: "cpu"},
 		},
 		{
 			name: "the journal and a flush",
-			waits: map[bpf.MonitorWaitKind]uint64{bpf.MonitorWaitKindWAIT_RUNNABLE: 4_000, bpf.MonitorWaitKindWAIT_JOURNAL: 150_000,
-				bpf.MonitorWaitKindWAIT_FLUSH: 60_000},
-			ioDevice: 50_000,
-			measured: bpf.MonitorRecordMeasuredMEASURED_SCHED | bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE,
+			waits: &tracer.Waits{Ns: [tracer.WaitKinds]uint64{tracer.WaitRunnable: 4_000, tracer.WaitJournal: 150_000,
+				tracer.WaitFlush: 60_000}, IODeviceNs: 50_000, IODeviceKnown: true},
 			want: map[string]any{AttrTimeNs(tracer.PartCPU): int64(30_000), AttrTimeNs(tracer.PartRunnable): int64(4_000),
 				AttrTimeNs(tracer.PartJournal): int64(150_000), AttrTimeNs(tracer.PartIOQueue): int64(10_000),
 				AttrTimeNs(tracer.PartIODevice): int64(50_000), AttrIOFlushNs: int64(60_000), AttrCause: "journal"},
 		},
 		{
-			name:     "own I/O without the disks' view",
-			waits:    map[bpf.MonitorWaitKind]uint64{bpf.MonitorWaitKindWAIT_WRITEBACK: 200_000},
-			measured: bpf.MonitorRecordMeasuredMEASURED_SCHED,
+			name:  "own I/O without the disks' view",
+			waits: &tracer.Waits{Ns: [tracer.WaitKinds]uint64{tracer.WaitWriteback: 200_000}},
 			want: map[string]any{AttrTimeNs(tracer.PartCPU): int64(44_000), AttrTimeNs(tracer.PartIO): int64(200_000),
 				AttrIOWritebackNs: int64(200_000), AttrCause: "io"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := walSync()
-			for w, ns := range tt.waits {
-				ev.WaitNs[w] = ns
-			}
-			ev.IoDeviceNs, ev.Measured = tt.ioDevice, uint32(tt.measured)
+			f := walSync()
+			f.Waits = tt.waits
 			b := NewLogBuilder(true, "scope", "v1", 1)
-			require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+			b.Append(tracer.NewRecord(f), 0)
 			attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes().AsRaw()
 			got := map[string]any{}
 			var sum int64
@@ -140,10 +127,10 @@ func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 		{tracer.SyscallFdatasync, false},
 	} {
 		t.Run(tc.typ.String(), func(t *testing.T) {
-			ev := walSync()
-			ev.Type, ev.Count = uint16(tc.typ), 0 // a write of 0 bytes still has a count
+			f := walSync()
+			f.Syscall, f.Count = tc.typ, 0 // a write of 0 bytes still has a count
 			b := NewLogBuilder(true, "scope", "v1", 1)
-			require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+			b.Append(tracer.NewRecord(f), 0)
 			lr := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
 			assert.Equal(t, tc.typ.String(), lr.Body().Str())
 			count, ok := lr.Attributes().Get(AttrCount)
@@ -156,13 +143,13 @@ func TestAppendCountOnlyForSyscallsThatTakeOne(t *testing.T) {
 }
 
 func TestAppendRawOnlyAndPayload(t *testing.T) {
-	ev := walSync()
-	ev.Type = uint16(tracer.SyscallPwrite64)
-	ev.Offset, ev.Count, ev.Ret, ev.PayloadLen = 4096, 100, 100, 4
+	f := walSync()
+	f.Syscall = tracer.SyscallPwrite64
+	f.Offset, f.Count, f.Ret, f.Payload = 4096, 100, 100, []byte("abcd")
 
-	raw := recordtest.Encode(ev, []byte("abcd"))
+	rec := tracer.NewRecord(f)
 	b := NewLogBuilder(true, "scope", "v1", 1)
-	require.NoError(t, b.Append(raw, 0))
+	b.Append(rec, 0)
 	attrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
 	off, _ := attrs.Get(AttrOffset)
 	assert.Equal(t, int64(4096), off.Int())
@@ -172,7 +159,7 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 	assert.Equal(t, []byte("abcd"), payload.Bytes().AsRaw())
 
 	b = NewLogBuilder(false, "scope", "v1", 1)
-	require.NoError(t, b.Append(raw, 0))
+	b.Append(rec, 0)
 	rl := b.Take(1).ResourceLogs().At(0)
 	lr := rl.ScopeLogs().At(0).LogRecords().At(0)
 	assert.ElementsMatch(t, []string{AttrType, AttrRaw, AttrTID}, keys(lr.Attributes()), "decode off: the raw bytes, the type and the thread")
@@ -181,24 +168,23 @@ func TestAppendRawOnlyAndPayload(t *testing.T) {
 }
 
 func TestAppendGroupsRecordsByProcess(t *testing.T) {
-	record := func(pid, tid uint32, comm string) bpf.MonitorEvent {
-		ev := walSync()
-		ev.Pid, ev.Tid = pid, tid
-		copy(ev.Comm[:], recordtest.Chars(comm, len(ev.Comm)))
-		return ev
+	record := func(pid, tid uint32, comm string) tracer.Record {
+		f := walSync()
+		f.PID, f.TID, f.Comm = pid, tid, comm
+		return tracer.NewRecord(f)
 	}
-	events := []bpf.MonitorEvent{
+	records := []tracer.Record{
 		record(100, 100, "etcd"), record(200, 201, "etcd"), record(100, 102, "etcd"),
 		record(100, 103, "renamed"), // a thread that renamed itself: its own Resource
 		record(200, 202, "etcd"),
 	}
 	b := NewLogBuilder(true, "scope", "v1", 8)
-	for _, ev := range events {
-		require.NoError(t, b.Append(recordtest.Encode(ev, nil), 0))
+	for _, rec := range records {
+		b.Append(rec, 0)
 	}
-	require.Equal(t, len(events), b.Len())
+	require.Equal(t, len(records), b.Len())
 	logs := b.Take(8)
-	assert.Equal(t, len(events), logs.LogRecordCount())
+	assert.Equal(t, len(records), logs.LogRecordCount())
 
 	type group struct {
 		pid    int64
@@ -225,7 +211,7 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 		{100, "renamed", []int64{103}},
 	}, got, "one Resource per process and name, in order of first record; records in arrival order")
 
-	require.NoError(t, b.Append(recordtest.Encode(events[0], nil), 0))
+	b.Append(records[0], 0)
 	assert.Equal(t, 1, b.Take(8).ResourceLogs().Len(), "a new batch starts without Resources")
 }
 
@@ -233,14 +219,15 @@ func TestAppendGroupsRecordsByProcess(t *testing.T) {
 // attributes must be copies that no later record overwrites.
 func TestAppendOwnsItsBytes(t *testing.T) {
 	b := NewLogBuilder(true, "scope", "v1", 4096)
-	ev := walSync()
-	ev.PayloadLen = 8
-	buf := recordtest.Encode(ev, []byte("payload0"))
+	f := walSync()
+	f.Payload = []byte("payload0")
+	rec := tracer.NewRecord(f)
+	buf, payloadAt := rec.Raw(), len(rec.Raw())-len(f.Payload)
 	want := make([][]byte, 0, 300)
 	for i := range cap(want) {
-		binary.LittleEndian.PutUint64(buf[bpf.EventSize:], uint64(i))
+		binary.LittleEndian.PutUint64(buf[payloadAt:], uint64(i)) // the reader's next record, in the same bytes
 		want = append(want, bytes.Clone(buf))
-		require.NoError(t, b.Append(buf, 0))
+		b.Append(rec, 0)
 	}
 	clear(buf)
 	lrs := b.Take(1).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
@@ -249,7 +236,7 @@ func TestAppendOwnsItsBytes(t *testing.T) {
 		raw, _ := lr.Attributes().Get(AttrRaw)
 		payload, _ := lr.Attributes().Get(AttrPayload)
 		require.Equal(t, want[i], raw.Bytes().AsRaw(), "record %d", i)
-		require.Equal(t, want[i][bpf.EventSize:], payload.Bytes().AsRaw(), "record %d", i)
+		require.Equal(t, want[i][payloadAt:], payload.Bytes().AsRaw(), "record %d", i)
 	}
 	raw, _ := lrs.At(0).Attributes().Get(AttrRaw)
 	raw.Bytes().Append(0xff)
@@ -263,15 +250,6 @@ func keys(m pcommon.Map) []string {
 		out = append(out, k)
 	}
 	return out
-}
-
-func TestAppendRejectsMalformed(t *testing.T) {
-	b := NewLogBuilder(true, "scope", "v1", 1)
-	raw := recordtest.Encode(walSync(), nil)
-	for _, bad := range [][]byte{nil, raw[:10], raw[:len(raw)-1]} {
-		assert.Error(t, b.Append(bad, 0))
-	}
-	assert.Equal(t, 0, b.Len(), "nothing is added for a malformed record")
 }
 
 func TestBootOffsetMatchesWallClock(t *testing.T) {
@@ -308,14 +286,25 @@ func TestInodeCacheBounded(t *testing.T) {
 	assert.LessOrEqual(t, len(c.m), maxCachedStrings)
 }
 
-// FuzzAppend: whatever the ring buffer hands over, building a log record never panics.
+// FuzzAppend: whatever the fields of a record the tracer hands over, building
+// its log record never panics and adds it.
 func FuzzAppend(f *testing.F) {
-	f.Add(recordtest.Encode(walSync(), nil))
-	f.Add([]byte{1, 0})
-	f.Fuzz(func(t *testing.T, raw []byte) {
+	w := walSync()
+	f.Add(uint16(w.Syscall), uint8(w.FDKind), w.Offset, w.DurationNs, w.Comm, w.FileName, []byte(nil), uint64(0), uint64(0))
+	f.Add(uint16(99), uint8(200), int64(-1), uint64(0), "", "", []byte("abc"), uint64(1_000_000), uint64(0xffffffff81000100))
+	f.Fuzz(func(t *testing.T, syscall uint16, fdKind uint8, offset int64, durationNs uint64, comm, fileName string, payload []byte, waitNs, otherIP uint64) {
+		if len(payload) > tracer.PayloadMax {
+			payload = payload[:tracer.PayloadMax]
+		}
+		fields := tracer.RecordFields{Syscall: tracer.Syscall(syscall), FDKind: tracer.FDKind(fdKind), Offset: offset, DurationNs: durationNs,
+			Comm: comm, FileName: fileName, Payload: payload, OtherWaitIP: otherIP}
+		if waitNs > 0 {
+			fields.Waits = &tracer.Waits{Ns: [tracer.WaitKinds]uint64{tracer.WaitOther: waitNs, tracer.WaitFlush: waitNs / 2}}
+		}
 		b := NewLogBuilder(true, "scope", "v1", 1)
-		if err := b.Append(raw, 0); err == nil && b.Len() != 1 {
-			t.Fatal("accepted record not added")
+		b.Append(tracer.NewRecord(fields), 0)
+		if b.Len() != 1 {
+			t.Fatal("record not added")
 		}
 	})
 }

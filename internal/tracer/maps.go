@@ -85,13 +85,15 @@ var ErrFlushed = ringbuf.ErrFlushed
 var ErrClosed = ringbuf.ErrClosed
 
 // ReadRecord waits for the next record, until the deadline SetReadDeadline set
-// (then it returns os.ErrDeadlineExceeded), and returns its raw bytes: they are
-// valid until the next ReadRecord. One goroutine at a time may read.
-func (t *Tracer) ReadRecord() ([]byte, error) {
+// (then it returns os.ErrDeadlineExceeded), and returns it decoded: a view of
+// the ring's bytes, valid until the next ReadRecord. A record that does not
+// decode is an error wrapping ErrMalformedRecord, and the next ReadRecord reads
+// on past it. One goroutine at a time may read.
+func (t *Tracer) ReadRecord() (Record, error) {
 	if err := t.reader.ReadInto(&t.rec); err != nil {
-		return nil, err
+		return Record{}, err
 	}
-	return t.rec.RawSample, nil
+	return decodeRecord(t.rec.RawSample)
 }
 
 // SetReadDeadline bounds the wait of ReadRecord; the zero time waits forever.

@@ -65,15 +65,13 @@ func recordsOf(t *testing.T, tr *Tracer, pid int, deadline time.Time) []uint64 {
 	tr.SetReadDeadline(deadline)
 	var starts []uint64
 	for {
-		raw, err := tr.ReadRecord()
+		rec, err := tr.ReadRecord()
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ErrFlushed) {
 			return starts
 		}
 		require.NoError(t, err)
-		ev, _, err := bpf.Decode(raw)
-		require.NoError(t, err)
-		if int(ev.Pid) == pid {
-			starts = append(starts, ev.StartNs)
+		if int(rec.PID()) == pid {
+			starts = append(starts, rec.StartNs())
 		}
 	}
 }

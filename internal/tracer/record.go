@@ -3,6 +3,11 @@
 package tracer
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"unsafe"
+
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 )
 
@@ -89,18 +94,51 @@ func MaxTargetPIDs() (int, error) { return bpf.MaxTargetPIDs() }
 // Comm is a task name as the kernel keeps it: NUL-padded, usable as a map key.
 type Comm [CommLen]int8
 
-// Record is one decoded ring-buffer record: a view of the bytes it was decoded
-// from, valid until they are reused.
+// ErrMalformedRecord is what ReadRecord's error wraps, with the reason, for a
+// record that does not decode. The ring has moved past it: the next ReadRecord
+// reads the record after it.
+var ErrMalformedRecord = errors.New("malformed record")
+
+// eventSize is the size of the fixed part of every record.
+const eventSize = bpf.EventSize
+
+// Record is one ring-buffer record, decoded: a view of the bytes the kernel
+// wrote, valid until they are reused (for ReadRecord's, until the next
+// ReadRecord). Its fields are read in place, with no copy.
 type Record struct {
-	ev      *bpf.MonitorEvent
-	payload []byte
+	ev  *bpf.MonitorEvent
+	raw []byte
 }
 
-// DecodeRecord interprets raw as a record the BPF programs wrote.
-func DecodeRecord(raw []byte) (Record, error) {
-	ev, payload, err := bpf.Decode(raw)
-	return Record{ev: ev, payload: payload}, err
+// decodeRecord interprets raw as a record the BPF programs wrote.
+func decodeRecord(raw []byte) (Record, error) {
+	ev, _, err := decodeEvent(raw)
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{ev: ev, raw: raw}, nil
 }
+
+// decodeEvent checks raw against the layout etcd_monitor.c writes and returns
+// its fixed part and its payload, both aliasing raw.
+func decodeEvent(raw []byte) (*bpf.MonitorEvent, []byte, error) {
+	if len(raw) < eventSize {
+		return nil, nil, fmt.Errorf("%w: %d bytes, shorter than the %d-byte event", ErrMalformedRecord, len(raw), eventSize)
+	}
+	ev := (*bpf.MonitorEvent)(unsafe.Pointer(unsafe.SliceData(raw)))
+	if ev.Version != bpf.RecordVersion {
+		return nil, nil, fmt.Errorf("%w: record version %d, want %d: the BPF object and the Go code are out of step",
+			ErrMalformedRecord, ev.Version, bpf.RecordVersion)
+	}
+	payload := raw[eventSize:]
+	if int(ev.PayloadLen) > len(payload) || int(ev.PayloadLen) > bpf.PayloadMax {
+		return nil, nil, fmt.Errorf("%w: it claims %d payload bytes but carries %d", ErrMalformedRecord, ev.PayloadLen, len(payload))
+	}
+	return ev, payload[:ev.PayloadLen], nil
+}
+
+// Raw is the record's bytes as the kernel wrote them, its payload area included.
+func (r Record) Raw() []byte { return r.raw }
 
 func (r Record) Syscall() Syscall { return Syscall(r.ev.Type) }
 func (r Record) FDKind() FDKind   { return FDKind(r.ev.FdKind) }
@@ -133,10 +171,20 @@ func (r Record) Waits() (Waits, bool) {
 func (r Record) OtherWaitIP() uint64 { return r.ev.OtherWaitIp }
 
 // CommName is the task's name, aliasing the record's bytes.
-func (r Record) CommName() []byte { return bpf.CString(r.ev.Comm[:]) }
+func (r Record) CommName() []byte { return cString(r.ev.Comm[:]) }
 
 // FileName is the name of the call's file (empty for no file), aliasing the record's bytes.
-func (r Record) FileName() []byte { return bpf.CString(r.ev.FileName[:]) }
+func (r Record) FileName() []byte { return cString(r.ev.FileName[:]) }
 
 // Payload is the leading bytes of the write the record carries, aliasing the record's bytes.
-func (r Record) Payload() []byte { return r.payload }
+func (r Record) Payload() []byte { return r.raw[eventSize:][:r.ev.PayloadLen] }
+
+// cString is the NUL-terminated name in name (Comm or FileName) without
+// copying: the bytes alias name. A name that fills its field has no NUL.
+func cString(name []int8) []byte {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(name))), len(name))
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}

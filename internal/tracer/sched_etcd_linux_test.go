@@ -62,7 +62,7 @@ func drainAll(t *testing.T, tr *Tracer) []bpf.MonitorEvent {
 			continue
 		}
 		require.NoError(t, err)
-		ev, _, err := bpf.Decode(rec.RawSample)
+		ev, _, err := decodeEvent(rec.RawSample)
 		require.NoError(t, err)
 		out = append(out, *ev)
 	}
@@ -113,7 +113,7 @@ func TestEtcdUnderCPUContention(t *testing.T) {
 		require.LessOrEqual(t, offCPU(ev), ev.DurationNs, "%+v", ev)
 		runnable[int(ev.Tid)] += ev.WaitNs[WaitRunnable]
 		total += ev.WaitNs[WaitRunnable]
-		if ev.Type == uint16(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC) && filepath.Ext(string(bpf.CString(ev.FileName[:]))) == ".wal" {
+		if ev.Type == uint16(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC) && filepath.Ext(string(cString(ev.FileName[:]))) == ".wal" {
 			syncs++
 			if offCPU(ev) > ev.WaitNs[WaitRunnable] {
 				syncsBlocked++

@@ -105,7 +105,7 @@ func drainRecords(t *testing.T, tr *Tracer, tid, want int, fds ...int) []bpf.Mon
 	for len(out) < want {
 		rec, err := tr.reader.Read()
 		require.NoError(t, err, "%d of %d records of thread %d", len(out), want, tid)
-		ev, _, err := bpf.Decode(rec.RawSample)
+		ev, _, err := decodeEvent(rec.RawSample)
 		require.NoError(t, err)
 		if int(ev.Tid) == tid && slices.Contains(fds, int(ev.Fd)) {
 			out = append(out, *ev)

@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
@@ -415,7 +414,7 @@ func TestPayloadCaptureAtEverySize(t *testing.T) {
 			for i := range writes {
 				rec, err := tr.reader.Read()
 				require.NoError(t, err, "record %d of %d", i+1, writes)
-				ev, payload, err := bpf.Decode(rec.RawSample)
+				ev, payload, err := decodeEvent(rec.RawSample)
 				require.NoError(t, err)
 				require.EqualValues(t, w.PID(), ev.Pid)
 				require.EqualValues(t, size, ev.Ret)

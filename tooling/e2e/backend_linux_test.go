@@ -17,11 +17,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
@@ -167,16 +167,16 @@ func TestAgentGatewayVictoria(t *testing.T) {
 	for _, row := range rows {
 		raw, err := base64.StdEncoding.DecodeString(row["etcd.syscall.raw"])
 		require.NoError(t, err, "etcd.syscall.raw is base64: %v", row)
-		ev, _, err := bpf.Decode(raw)
+		rec, err := tracer.ParseRecord(raw)
 		require.NoError(t, err, "etcd.syscall.raw decodes")
 		for field, want := range map[string]int64{
-			"process.pid":              int64(ev.Pid),
-			"thread.id":                int64(ev.Tid),
-			"etcd.syscall.type":        int64(ev.Type),
-			"etcd.syscall.fd":          int64(ev.Fd),
-			"etcd.syscall.ret":         ev.Ret,
-			"etcd.syscall.duration_ns": int64(ev.DurationNs),
-			"file.inode":               int64(ev.Inode),
+			"process.pid":              int64(rec.PID),
+			"thread.id":                int64(rec.TID),
+			"etcd.syscall.type":        int64(rec.Syscall),
+			"etcd.syscall.fd":          int64(rec.FD),
+			"etcd.syscall.ret":         rec.Ret,
+			"etcd.syscall.duration_ns": int64(rec.DurationNs),
+			"file.inode":               int64(rec.Inode),
 		} {
 			assert.Equal(t, strconv.FormatInt(want, 10), row[field], "%s of %v", field, row)
 		}

@@ -16,10 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdtest"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/otlpsink"
 )
@@ -133,39 +133,39 @@ func TestCollectorExportsEtcdSyscallsOverOTLP(t *testing.T) {
 		require.Equal(t, int64(srv.PID()), pid, "a record from pid %d (decoys: %v)", pid, decoys)
 		assert.Equal(t, "etcd", execName[:min(len(execName), 4)], "etcd names its threads after the process")
 
-		ev, _, err := bpf.Decode(raw)
+		rec, err := tracer.ParseRecord(raw)
 		require.NoError(t, err, "etcd.syscall.raw decodes")
-		assert.EqualValues(t, ev.Type, typ)
-		assert.EqualValues(t, ev.Pid, pid)
-		assert.EqualValues(t, ev.Tid, tid)
-		assert.Equal(t, string(bpf.CString(ev.Comm[:])), execName, "the task's comm")
-		assert.Equal(t, bpf.MonitorSyscallType(ev.Type).String(), name)
-		assert.EqualValues(t, ev.Fd, fd)
-		assert.Equal(t, bpf.MonitorFdKind(ev.FdKind).String(), fdKind)
+		assert.EqualValues(t, rec.Syscall, typ)
+		assert.EqualValues(t, rec.PID, pid)
+		assert.EqualValues(t, rec.TID, tid)
+		assert.Equal(t, rec.Comm, execName, "the task's comm")
+		assert.Equal(t, rec.Syscall.String(), name)
+		assert.EqualValues(t, rec.FD, fd)
+		assert.Equal(t, rec.FDKind.String(), fdKind)
 		count, hasCount := attrs.Get("etcd.syscall.count")
 		if name == "fsync" || name == "fdatasync" {
 			assert.False(t, hasCount, "%s takes no count", name)
 		} else if assert.True(t, hasCount, "%s takes a count", name) {
 			assert.Equal(t, pcommon.ValueTypeInt, count.Type())
-			assert.EqualValues(t, ev.Count, count.Int())
+			assert.EqualValues(t, rec.Count, count.Int())
 		}
-		assert.EqualValues(t, ev.Ret, ret)
-		assert.EqualValues(t, ev.DurationNs, dur)
+		assert.EqualValues(t, rec.Ret, ret)
+		assert.EqualValues(t, rec.DurationNs, dur)
 		if v, ok := lr.Attributes().Get("etcd.syscall.offset"); ok {
 			assert.Equal(t, pcommon.ValueTypeInt, v.Type())
-			assert.EqualValues(t, ev.Offset, v.Int())
+			assert.EqualValues(t, rec.Offset, v.Int())
 		}
 		fileName := ""
 		if v, ok := lr.Attributes().Get("file.name"); ok {
 			assert.Equal(t, pcommon.ValueTypeStr, v.Type())
 			fileName = v.Str()
 		}
-		assert.Equal(t, string(bpf.CString(ev.FileName[:])), fileName)
+		assert.Equal(t, rec.FileName, fileName)
 		if v, ok := lr.Attributes().Get("file.inode"); ok {
 			assert.Equal(t, pcommon.ValueTypeStr, v.Type(), "file.inode is a string in the semantic conventions")
-			assert.Equal(t, strconv.FormatUint(ev.Inode, 10), v.Str())
+			assert.Equal(t, strconv.FormatUint(rec.Inode, 10), v.Str())
 		} else {
-			assert.Zero(t, ev.Inode)
+			assert.Zero(t, rec.Inode)
 		}
 
 		ts := lr.Timestamp().AsTime()

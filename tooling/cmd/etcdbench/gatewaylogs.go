@@ -16,9 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/recordtest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
@@ -86,37 +84,34 @@ func etcdBatch(node string, pid uint32) plog.Logs {
 	start := uint64(mono.Nano())
 	observed := pcommon.NewTimestampFromTime(time.Now())
 	for i := range agentBatch {
-		ev := bpf.MonitorEvent{
-			Version: bpf.RecordVersion, Pid: pid, Tid: pid + 10 + uint32(i%8), CgroupId: 1234, Offset: -1,
-			StartNs: start + uint64(i)*45_000, Measured: uint32(bpf.MonitorRecordMeasuredMEASURED_SCHED | bpf.MonitorRecordMeasuredMEASURED_IO_DEVICE),
+		f := tracer.RecordFields{
+			PID: pid, TID: pid + 10 + uint32(i%8), CgroupID: 1234, Offset: -1, StartNs: start + uint64(i)*45_000, Comm: "etcd",
+			Waits: &tracer.Waits{IODeviceKnown: true},
 		}
-		ev.WaitNs[bpf.MonitorWaitKindWAIT_RUNNABLE] = 1_000
-		copy(ev.Comm[:], recordtest.Chars("etcd", len(ev.Comm)))
+		f.Waits.Ns[tracer.WaitRunnable] = 1_000
 		switch k := i % 100; {
 		case k < 69: // a gRPC or peer socket write
-			ev.Type, ev.FdKind, ev.Fd = uint16(tracer.SyscallWrite), uint8(tracer.FDKindSocket), 30+int32(k%16)
-			ev.Count, ev.Ret, ev.DurationNs = 180, 180, 9_000
+			f.Syscall, f.FDKind, f.FD = tracer.SyscallWrite, tracer.FDKindSocket, 30+int32(k%16)
+			f.Count, f.Ret, f.DurationNs = 180, 180, 9_000
 		case k < 84: // a WAL append
-			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallWrite), uint8(tracer.FDKindFile), 12, 3670031
-			ev.Count, ev.Ret, ev.DurationNs = 4096, 4096, 14_000
-			copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
+			f.Syscall, f.FDKind, f.FD, f.Inode = tracer.SyscallWrite, tracer.FDKindFile, 12, 3670031
+			f.Count, f.Ret, f.DurationNs = 4096, 4096, 14_000
+			f.FileName = "0000000000000000-0000000000000000.wal"
 		case k < 98: // its sync
-			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallFdatasync), uint8(tracer.FDKindFile), 12, 3670031
-			ev.DurationNs = 600_000
-			ev.WaitNs[bpf.MonitorWaitKindWAIT_WRITEBACK], ev.WaitNs[bpf.MonitorWaitKindWAIT_FLUSH], ev.IoDeviceNs = 150_000, 300_000, 420_000
-			copy(ev.FileName[:], recordtest.Chars("0000000000000000-0000000000000000.wal", len(ev.FileName)))
+			f.Syscall, f.FDKind, f.FD, f.Inode = tracer.SyscallFdatasync, tracer.FDKindFile, 12, 3670031
+			f.DurationNs = 600_000
+			f.Waits.Ns[tracer.WaitWriteback], f.Waits.Ns[tracer.WaitFlush], f.Waits.IODeviceNs = 150_000, 300_000, 420_000
+			f.FileName = "0000000000000000-0000000000000000.wal"
 		case k < 99: // a bbolt page
-			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallPwrite64), uint8(tracer.FDKindFile), 9, 3670020
-			ev.Count, ev.Ret, ev.Offset, ev.DurationNs = 4096, 4096, 1<<20, 11_000
-			copy(ev.FileName[:], recordtest.Chars("db", len(ev.FileName)))
+			f.Syscall, f.FDKind, f.FD, f.Inode = tracer.SyscallPwrite64, tracer.FDKindFile, 9, 3670020
+			f.Count, f.Ret, f.Offset, f.DurationNs = 4096, 4096, 1<<20, 11_000
+			f.FileName = "db"
 		default: // bbolt's commit sync
-			ev.Type, ev.FdKind, ev.Fd, ev.Inode = uint16(tracer.SyscallFdatasync), uint8(tracer.FDKindFile), 9, 3670020
-			ev.DurationNs = 900_000
-			copy(ev.FileName[:], recordtest.Chars("db", len(ev.FileName)))
+			f.Syscall, f.FDKind, f.FD, f.Inode = tracer.SyscallFdatasync, tracer.FDKindFile, 9, 3670020
+			f.DurationNs = 900_000
+			f.FileName = "db"
 		}
-		if err := lb.Append(recordtest.Encode(ev, nil), observed); err != nil {
-			panic(err) // a record laid out by recordtest always decodes
-		}
+		lb.Append(tracer.NewRecord(f), observed)
 	}
 	logs := lb.Take(agentBatch)
 	for _, rl := range logs.ResourceLogs().All() {

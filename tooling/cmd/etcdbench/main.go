@@ -24,9 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/checkout"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/collector"
 )
 
@@ -197,8 +197,8 @@ func runAll(o options) error {
 // checkOptions refuses what cannot run, and narrows the etcd phase's
 // configurations to -configs (the baseline always runs).
 func checkOptions(o *options) error {
-	if len(comm) == 0 || len(comm) > bpf.CommLen-1 || strings.ContainsAny(comm, "/\" ") {
-		return fmt.Errorf("-comm %q: use 1 to %d characters, no slash, quote or space", comm, bpf.CommLen-1)
+	if len(comm) == 0 || len(comm) > tracer.CommLen-1 || strings.ContainsAny(comm, "/\" ") {
+		return fmt.Errorf("-comm %q: use 1 to %d characters, no slash, quote or space", comm, tracer.CommLen-1)
 	}
 	var picked []string
 	for _, c := range configs {
