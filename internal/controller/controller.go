@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
@@ -178,7 +179,7 @@ func (c *Controller) openSession(tb *metadata.TelemetryBuilder) (Session, *hostw
 		if exe, err = hostwatch.NewExecutable(c.cfg.Executable, c.settings.Logger); err != nil {
 			return nil, nil, err
 		}
-		opts.Executables = []tracer.FileID{exe.ID()}
+		opts.Executables = []host.FileID{exe.ID()}
 	}
 	s, err := c.open(opts)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 )
@@ -76,11 +77,11 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 }
 
 // commandArgs reads a traced process's command line for its Resource.
-func commandArgs(pid uint32) []string { return hostwatch.ProcessCommandArgs(int(pid)) }
+func commandArgs(pid uint32) []string { return host.Proc.CommandArgs(int(pid)) }
 
 // containerOf is a traced process's container, from its cgroup path.
 func containerOf(pid uint32) convert.Container {
-	c := hostwatch.ProcessContainer(int(pid))
+	c := host.Proc.Container(int(pid))
 	return convert.Container{ID: c.ID, PodUID: c.PodUID}
 }
 
@@ -98,7 +99,7 @@ func lookupProcess(tgid uint32) (convert.Process, bool) {
 	if !ok {
 		return convert.Process{}, false
 	}
-	return convert.Process{Comm: hostwatch.ProcessComm(p.PID), Start: pcommon.NewTimestampFromTime(p.StartTime()), ID: p.Start}, true
+	return convert.Process{Comm: host.Proc.Comm(p.PID), Start: pcommon.NewTimestampFromTime(p.StartTime()), ID: p.Start}, true
 }
 
 // collectDisks reads the disks' view and converts it; the entries of exited

@@ -19,32 +19,6 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 )
 
-func TestParseStat(t *testing.T) {
-	for _, tt := range []struct {
-		name, stat string
-		start      uint64
-		state      byte
-		err        bool
-	}{
-		{"etcd", "42 (etcd) S 1 42 42 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 12 0 1234567 1000 100 18446744073709551615", 1234567, 'S', false},
-		{"spaces and parentheses in comm", "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0", 99, 'R', false},
-		{"zombie", "8 (etcd) Z 1 8 8 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0", 5, 'Z', false},
-		{"truncated", "9 (etcd) S 1 9", 0, 0, true},
-		{"no comm", "garbage", 0, 0, true},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			start, state, err := parseStat(tt.stat)
-			if tt.err {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, tt.start, start)
-			assert.Equal(t, tt.state, state)
-		})
-	}
-}
-
 // startSleeper runs sleep until the test ends.
 func startSleeper(t *testing.T) *exec.Cmd {
 	t.Helper()
