@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -44,7 +45,7 @@ func (cfg *Config) resolveDisks() ([]uint32, error) {
 		if !diskNameValid(name) {
 			continue // Validate names the field for these
 		}
-		d, err := tracer.ResolveDisk(name)
+		d, err := host.ResolveDisk(name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("disks: %w", err))
 			continue

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -47,7 +48,7 @@ func TestResolveDisksOfThisHost(t *testing.T) {
 		t.Skipf("the test's directory is on a file system without a block device (%d:%d)", unix.Major(st.Dev), unix.Minor(st.Dev))
 	}
 	dev := unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)
-	disk, err := tracer.ResolveDisk(tracer.DiskName(dev))
+	disk, err := host.ResolveDisk(host.DiskName(dev))
 	require.NoError(t, err)
 	cfg := createDefaultConfig()
 	cfg.Disks = []string{disk.Name, "/dev/" + disk.Name}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component/componenttest"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpftest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
@@ -53,7 +54,7 @@ func TestExecutableFilter(t *testing.T) {
 	// Nothing runs the old file any more: its inode may be freed and reused by
 	// another file, so the filter must stop allowing it.
 	tr := rcv.(*etcdReceiver).ctrl.Session().(*tracer.Tracer)
-	current, err := tracer.ExecutableID(exe)
+	current, err := host.ExecutableID(exe)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		allowed, err := tr.Executables()

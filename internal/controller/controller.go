@@ -22,8 +22,10 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/process"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -104,6 +106,9 @@ type Controller struct {
 
 	refusedRecords, refusedPoints *refusalLog         // the reader's and the metrics' own
 	counters                      metric.Registration // the kernel counters' callback
+	// processes tells the goroutines' processes apart, one answer for all:
+	// the records' Resources, the metrics, the losses and the pid watch.
+	processes *process.Registry
 }
 
 // New returns a controller of cfg that opens its session with open.
@@ -120,6 +125,7 @@ func New(set receiver.Settings, cfg Config, open Open) (*Controller, error) {
 		cfg: cfg, settings: set, open: open, obsrecv: obsrecv,
 		refusedRecords: &refusalLog{logger: set.Logger, message: "The pipeline refused records", unit: "records"},
 		refusedPoints:  &refusalLog{logger: set.Logger, message: "The pipeline refused metrics", unit: "data_points"},
+		processes:      process.NewRegistry(host.Proc),
 	}, nil
 }
 
@@ -157,10 +163,10 @@ func (c *Controller) Start() error {
 	}
 	var pids *hostwatch.PIDs
 	if len(c.cfg.Tracer.PIDs) > 0 {
-		pids = hostwatch.NewPIDs(c.cfg.Tracer.PIDs, tb.EtcdebpfTargetsExited, c.settings.Logger)
+		pids = hostwatch.NewPIDs(c.cfg.Tracer.PIDs, c.processes, tb.EtcdebpfTargetsExited, c.settings.Logger)
 	}
 	c.watchDone = make(chan struct{})
-	go watchHost(ctx, s, exe, pids, hostwatch.NewLossReporter(c.settings.Logger), c.watchDone)
+	go watchHost(ctx, s, c.processes, exe, pids, hostwatch.NewLossReporter(c.processes, c.settings.Logger), c.watchDone)
 	return nil
 }
 
@@ -178,7 +184,7 @@ func (c *Controller) openSession(tb *metadata.TelemetryBuilder) (Session, *hostw
 		if exe, err = hostwatch.NewExecutable(c.cfg.Executable, c.settings.Logger); err != nil {
 			return nil, nil, err
 		}
-		opts.Executables = []tracer.FileID{exe.ID()}
+		opts.Executables = []host.FileID{exe.ID()}
 	}
 	s, err := c.open(opts)
 	if err != nil {
@@ -311,20 +317,24 @@ func (c *Controller) Close() error {
 
 // watchHost keeps the executable filter in step with the file (when exe is set),
 // the pid filter with the processes (when pids is set), and reports which
-// processes lost records, once a TargetCheckInterval.
-func watchHost(ctx context.Context, s Session, exe *hostwatch.Executable, pids *hostwatch.PIDs, losses *hostwatch.LossReporter, done chan<- struct{}) {
+// processes lost records, once a TargetCheckInterval. One check of the
+// processes serves the pids and the losses; the losses need it before they
+// read the kernel's table.
+func watchHost(ctx context.Context, s Session, processes *process.Registry, exe *hostwatch.Executable, pids *hostwatch.PIDs, losses *hostwatch.LossReporter, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(TargetCheckInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			processes.Check()
 			losses.Check(s, time.Now()) // the last word on what was lost
 			return
 		case now := <-tick.C:
 			if exe != nil {
 				exe.Check(s)
 			}
+			processes.Check()
 			if pids != nil {
 				pids.Check(ctx, s)
 			}

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/hostwatch"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/metadata"
 )
 
@@ -19,8 +19,7 @@ import (
 // pipeline every CollectionInterval, and once more when stop is closed.
 func (c *Controller) collectMetrics(ctx context.Context, s Session, start pcommon.Timestamp, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, start, lookupProcess).
-		WithCommandArgs(commandArgs).WithContainers(containerOf)
+	m := convert.NewMetrics(metadata.ScopeName, c.settings.BuildInfo.Version, start, c.processes)
 	if c.cfg.Tracer.Scheduler {
 		m = m.WithTimeParts()
 	}
@@ -75,32 +74,6 @@ func (c *Controller) collectOnce(ctx context.Context, s Session, m *convert.Metr
 	}
 }
 
-// commandArgs reads a traced process's command line for its Resource.
-func commandArgs(pid uint32) []string { return hostwatch.ProcessCommandArgs(int(pid)) }
-
-// containerOf is a traced process's container, from its cgroup path.
-func containerOf(pid uint32) convert.Container {
-	c := hostwatch.ProcessContainer(int(pid))
-	return convert.Container{ID: c.ID, PodUID: c.PodUID}
-}
-
-// identifyProcess is lookupProcess without the name: all the records' batches
-// need to tell a pid's processes apart, which they ask at every batch.
-func identifyProcess(tgid uint32) (convert.Process, bool) {
-	p, ok := hostwatch.ReadProcess(int(tgid))
-	return convert.Process{ID: p.Start}, ok
-}
-
-// lookupProcess is the process procfs shows as tgid: its start time tells it
-// from an earlier one given the same pid.
-func lookupProcess(tgid uint32) (convert.Process, bool) {
-	p, ok := hostwatch.ReadProcess(int(tgid))
-	if !ok {
-		return convert.Process{}, false
-	}
-	return convert.Process{Comm: hostwatch.ProcessComm(p.PID), Start: pcommon.NewTimestampFromTime(p.StartTime()), ID: p.Start}, true
-}
-
 // collectDisks reads the disks' view and converts it; the entries of exited
 // processes are deleted from the kernel once reported.
 func (c *Controller) collectDisks(s Session, disks *convert.Disks, at pcommon.Timestamp) pmetric.Metrics {
@@ -125,8 +98,10 @@ func (c *Controller) collectDisks(s Session, disks *convert.Disks, at pcommon.Ti
 
 // processExited reports whether no process runs under pid any more: a submitter's
 // entry is the pid's, whoever holds it, so a reused pid's counts start over when
-// the kernel's count falls below the last one read (convert.Disks).
+// the kernel's count falls below the last one read (convert.Disks). Which
+// process it is does not matter, so the registry is not asked: it would hold
+// every submitter, kernel threads included, and read each at every check.
 func processExited(pid uint32) bool {
-	_, ok := hostwatch.ReadProcess(int(pid))
+	_, ok := host.Proc.Start(int(pid))
 	return !ok
 }

@@ -24,8 +24,7 @@ import (
 func (c *Controller) readRecords(ctx context.Context, s Session, tb *metadata.TelemetryBuilder, done chan<- struct{}) {
 	defer close(done)
 	b := convert.NewLogBuilder(c.cfg.Decode, metadata.ScopeName, c.settings.BuildInfo.Version, c.cfg.MaxBatchSize).
-		WithCommandArgs(commandArgs, identifyProcess).
-		WithContainers(containerOf).
+		WithProcesses(c.processes).
 		WithRefreshEvery(c.cfg.FlushInterval)
 	var n readCounts
 	s.SetReadDeadline(time.Now().Add(c.cfg.FlushInterval))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -197,9 +198,9 @@ func (f *fakeSession) BlockCounters() (tracer.BlockCounters, error) {
 	return tracer.BlockCounters{}, nil
 }
 
-func (f *fakeSession) AllowExecutable(tracer.FileID) error  { return nil }
-func (f *fakeSession) ForbidExecutable(tracer.FileID) error { return nil }
-func (f *fakeSession) RemovePID(int) error                  { return nil }
+func (f *fakeSession) AllowExecutable(host.FileID) error  { return nil }
+func (f *fakeSession) ForbidExecutable(host.FileID) error { return nil }
+func (f *fakeSession) RemovePID(int) error                { return nil }
 
 func (f *fakeSession) Detach() error {
 	f.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -68,7 +69,7 @@ func NewDisks(scopeName, version string, start pcommon.Timestamp) *Disks {
 		rest:     map[uint32]*diskRest{},
 		overflow: map[uint32]diskRest{},
 		names:    map[uint32]string{},
-		name:     tracer.DiskName,
+		name:     host.DiskName,
 	}
 	c.scope.SetName(scopeName)
 	c.scope.SetVersion(version)

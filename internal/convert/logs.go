@@ -34,7 +34,7 @@ type LogBuilder struct {
 	processes map[processKey]plog.LogRecordSlice
 	last      processKey // the process of the previous record, and its records
 	lastRecs  plog.LogRecordSlice
-	args      commandArgs
+	registry  Processes // nil: no command lines nor containers
 }
 
 // processKey is what identifies a Resource: the process and the task's name.
@@ -53,23 +53,17 @@ func NewLogBuilder(decode bool, scopeName, version string, capacity int) *LogBui
 	return b
 }
 
-// WithCommandArgs puts process.command_args on each process's Resource, read
-// by read once per process. lookup tells, at each new batch, which process runs
-// as a pid now: one gone, or whose pid another process has, is read afresh.
-func (b *LogBuilder) WithCommandArgs(read func(pid uint32) []string, lookup Lookup) *LogBuilder {
-	b.args.read, b.args.lookup = read, lookup
+// WithProcesses puts process.command_args, container.id and k8s.pod.uid on each
+// process's Resource, as processes describes the process running as its pid.
+// A new batch checks the processes: one gone, or whose pid another process
+// has, is described afresh.
+func (b *LogBuilder) WithProcesses(processes Processes) *LogBuilder {
+	b.registry = processes
 	return b
 }
 
-// WithContainers puts container.id (and k8s.pod.uid) on each process's Resource,
-// read by read once per process, with its command line.
-func (b *LogBuilder) WithContainers(read func(pid uint32) Container) *LogBuilder {
-	b.args.container = read
-	return b
-}
-
-// WithRefreshEvery makes a new batch re-read the boot offset and sweep the
-// processes gone (WithCommandArgs's lookup) at most once per d, rather than at
+// WithRefreshEvery makes a new batch re-read the boot offset and check the
+// processes (WithProcesses) at most once per d, rather than at
 // every batch. Both cost system calls (fifteen clock reads, and a read of
 // /proc/PID/stat per process): at every batch of a busy receiver, hundreds of
 // times a second, they took about 0.15 µs a record of the collector's CPU. An
@@ -92,7 +86,9 @@ func (b *LogBuilder) reset(capacity int) {
 	b.last, b.lastRecs = processKey{}, plog.LogRecordSlice{}
 	if now := time.Now(); b.refreshEvery <= 0 || now.Sub(b.refreshed) >= b.refreshEvery {
 		b.bootOffset = bootOffset()
-		b.args.sweep()
+		if b.registry != nil {
+			b.registry.Check()
+		}
 		b.refreshed = now
 	}
 }
@@ -121,7 +117,11 @@ func (b *LogBuilder) recordsOf(rec tracer.Record) plog.LogRecordSlice {
 		res.EnsureCapacity(3)
 		res.PutInt(AttrProcessPID, int64(rec.PID()))
 		res.PutStr(AttrProcessExecName, b.strings.get(rec.CommName()))
-		b.args.put(res, rec.PID())
+		if b.registry != nil {
+			if p, ok := b.registry.Lookup(int(rec.PID())); ok {
+				putDescription(res, b.registry.Describe(p))
+			}
+		}
 		sl := rl.ScopeLogs().AppendEmpty()
 		b.scope.CopyTo(sl.Scope())
 		recs = sl.LogRecords()

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/process"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -52,49 +53,32 @@ type Metrics struct {
 	series    map[tracer.HistKey]*series
 	overflow  *series                   // calls that found the kernel's map full
 	processes map[uint32]*tracedProcess // by tgid, from the first collection that saw it
-	lookup    Lookup
-	args      commandArgs
+	registry  Processes
 	timeParts bool // the scheduler part measures where the calls' time went
 }
 
-// Process is what the converter knows of a running process.
-type Process struct {
-	Comm  string
-	Start pcommon.Timestamp // when it started
-	// ID tells it from a later process given its pid (procfs's start time in
-	// clock ticks: exact, where Start is computed from the boot time).
-	ID uint64
-}
-
-// Lookup is the process running as tgid now; false if there is none.
-type Lookup func(tgid uint32) (Process, bool)
-
 // tracedProcess is a process whose series are being reported.
 type tracedProcess struct {
-	Process
-	seriesStart pcommon.Timestamp // its series' StartTimestamp: its start, or the session's if later
+	process.Process
+	desc        process.Description // as the first collection read it; its command line read again while it had none
+	start       pcommon.Timestamp   // when it started; 0 if it was gone at the first collection
+	seriesStart pcommon.Timestamp   // its series' StartTimestamp: its start, or the session's if later
 }
 
-// NewMetrics returns the converter of one session's histograms; lookup tells
+// NewMetrics returns the converter of one session's histograms; processes tells
 // which process runs as a tgid, so that one that exited, and a newcomer given
-// its pid, are told apart.
-func NewMetrics(scopeName, version string, start pcommon.Timestamp, lookup Lookup) *Metrics {
+// its pid, are told apart, and puts on each process's Resource its name, start,
+// command line and container.
+func NewMetrics(scopeName, version string, start pcommon.Timestamp, processes Processes) *Metrics {
 	c := &Metrics{
 		scope:     pcommon.NewInstrumentationScope(),
 		start:     start,
 		series:    map[tracer.HistKey]*series{},
 		processes: map[uint32]*tracedProcess{},
-		lookup:    lookup,
+		registry:  processes,
 	}
 	c.scope.SetName(scopeName)
 	c.scope.SetVersion(version)
-	return c
-}
-
-// WithCommandArgs puts process.command_args on each process's Resource, read
-// by read once per process and forgotten when its series are.
-func (c *Metrics) WithCommandArgs(read func(pid uint32) []string) *Metrics {
-	c.args.read = read
 	return c
 }
 
@@ -105,22 +89,16 @@ func (c *Metrics) WithTimeParts() *Metrics {
 	return c
 }
 
-// WithContainers puts container.id (and k8s.pod.uid) on each process's
-// Resource, read by read once per process.
-func (c *Metrics) WithContainers(read func(pid uint32) Container) *Metrics {
-	c.args.container = read
-	return c
-}
-
-// Ended decides which processes with series ended: exited, or their pid is
-// another process's now. A collection decides it before it reads the kernel's
-// histograms: an ended process counts no more calls, so what is read of it then
-// is final; decided after the read, the calls between the read and the end would
-// be deleted unreported.
+// Ended checks the processes and decides which with series ended: exited, or
+// their pid is another process's now. A collection decides it before it reads
+// the kernel's histograms: an ended process counts no more calls, so what is
+// read of it then is final; decided after the read, the calls between the read
+// and the end would be deleted unreported.
 func (c *Metrics) Ended() map[uint32]bool {
+	c.registry.Check()
 	ended := map[uint32]bool{}
 	for tgid, p := range c.processes {
-		if now, running := c.lookup(tgid); !running || now.ID != p.ID {
+		if !c.registry.Running(p.Process) {
 			ended[tgid] = true
 		}
 	}
@@ -162,13 +140,13 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended
 		rm := md.ResourceMetrics().AppendEmpty()
 		res := rm.Resource().Attributes()
 		res.PutInt(AttrProcessPID, int64(tgid))
-		if p.Comm != "" {
-			res.PutStr(AttrProcessExecName, p.Comm)
+		if p.desc.Comm != "" {
+			res.PutStr(AttrProcessExecName, p.desc.Comm)
 		}
-		if p.Start != 0 {
-			res.PutStr(AttrProcessCreationTime, p.Start.AsTime().UTC().Format(time.RFC3339Nano))
+		if p.start != 0 {
+			res.PutStr(AttrProcessCreationTime, p.start.AsTime().UTC().Format(time.RFC3339Nano))
 		}
-		c.args.put(res, tgid)
+		putDescription(res, p.desc)
 		durations, written, times := c.appendMetrics(rm)
 		for _, key := range keys {
 			c.appendPoints(durations, written, times, key, c.series[key], p.seriesStart, now)
@@ -189,21 +167,30 @@ func (c *Metrics) Collect(hists []tracer.Histogram, now pcommon.Timestamp, ended
 	}
 	for _, key := range gone {
 		delete(c.series, key)
-		c.args.forget(key.PID)
 	}
 	return md, gone
 }
 
 // process is the process whose series tgid's histograms are, known from the
-// first collection that read them.
+// first collection that read them. One gone by then is a process of start 0,
+// which the next check finds ended.
 func (c *Metrics) process(tgid uint32) *tracedProcess {
 	p := c.processes[tgid]
 	if p == nil {
-		p = &tracedProcess{seriesStart: c.start}
-		if now, running := c.lookup(tgid); running {
-			p.Process, p.seriesStart = now, max(now.Start, c.start)
+		p = &tracedProcess{Process: process.Process{PID: int(tgid)}, seriesStart: c.start}
+		if now, running := c.registry.Lookup(int(tgid)); running {
+			p.Process, p.desc = now, c.registry.Describe(now)
+			if !p.desc.Start.IsZero() {
+				p.start = pcommon.NewTimestampFromTime(p.desc.Start)
+				p.seriesStart = max(p.start, c.start)
+			}
 		}
 		c.processes[tgid] = p
+	} else if len(p.desc.Args) == 0 {
+		// Gone already, a kernel thread, or caught before its exec: read again.
+		if d := c.registry.Describe(p.Process); len(d.Args) > 0 {
+			p.desc.Args, p.desc.Container = d.Args, d.Container
+		}
 	}
 	return p
 }

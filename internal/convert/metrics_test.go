@@ -5,14 +5,22 @@ package convert
 import (
 	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/process"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/proctest"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
+
+// tick is procfs's clock tick, the unit of a process's start time: the tests'
+// procfs booted at the Unix epoch, so a process started n ticks after boot
+// started at n*tick.
+const tick = pcommon.Timestamp(10 * time.Millisecond)
 
 // durationPoint finds the duration data point of pid with the given attributes.
 func durationPoint(md pmetric.Metrics, pid int, name, kind, class string) (pmetric.ExponentialHistogramDataPoint, bool) {
@@ -41,8 +49,9 @@ func durationPoint(md pmetric.Metrics, pid int, name, kind, class string) (pmetr
 }
 
 func TestHistogramCollector(t *testing.T) {
-	running := map[uint32]Process{7: {Comm: "etcd", Start: 50, ID: 5}} // started before the session (100)
-	c := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok })
+	fs := proctest.NewProcfs(t)
+	fs.Run(7, 50, "etcd") // started before the session (100)
+	c := NewMetrics("scope", "v1", 100*tick, process.NewRegistry(fs.FS()))
 
 	walSync := tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
 	sockWrite := tracer.HistKey{PID: 7, Syscall: tracer.SyscallWrite, FDKind: tracer.FDKindSocket, FileClass: tracer.FileClassNone}
@@ -53,12 +62,12 @@ func TestHistogramCollector(t *testing.T) {
 	write.Buckets[60] = math.MaxUint32 - 1 // about to wrap
 	write.SumNs, write.Bytes = 1000, 4096
 
-	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200, c.Ended())
+	md, gone := c.Collect([]tracer.Histogram{sync, write, sync}, 200*tick, c.Ended())
 	assert.Empty(t, gone)
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	res := md.ResourceMetrics().At(0).Resource().Attributes().AsRaw()
 	assert.Equal(t, map[string]any{AttrProcessPID: int64(7), AttrProcessExecName: "etcd",
-		AttrProcessCreationTime: "1970-01-01T00:00:00.00000005Z"}, res)
+		AttrProcessCreationTime: "1970-01-01T00:00:00.5Z"}, res)
 
 	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
@@ -72,14 +81,14 @@ func TestHistogramCollector(t *testing.T) {
 	assert.True(t, dp.HasMin() && dp.HasMax())
 	assert.InDelta(t, 0.00098, dp.Min(), 1e-12)
 	assert.InDelta(t, 0.0013, dp.Max(), 1e-12)
-	assert.Equal(t, pcommon.Timestamp(100), dp.StartTimestamp(), "counted from the session's start, after the process's")
-	assert.Equal(t, pcommon.Timestamp(200), dp.Timestamp())
+	assert.Equal(t, 100*tick, dp.StartTimestamp(), "counted from the session's start, after the process's")
+	assert.Equal(t, 200*tick, dp.Timestamp())
 
 	// The kernel's 32-bit counter wraps: the cumulative count keeps growing.
 	write.Buckets[60] = 2 // 4 more calls
 	write.Bytes = 8192
-	delete(running, 7)
-	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300, c.Ended())
+	fs.Exit(7)
+	md, gone = c.Collect([]tracer.Histogram{sync, write}, 300*tick, c.Ended())
 	dp, ok = durationPoint(md, 7, "write", "socket", "")
 	require.True(t, ok)
 	_, hasClass := dp.Attributes().Get(AttrFileClass)
@@ -102,13 +111,13 @@ func TestHistogramCollector(t *testing.T) {
 
 	// An exited process's series is reported one last time, then forgotten.
 	assert.ElementsMatch(t, []tracer.HistKey{walSync, sockWrite}, gone)
-	md, _ = c.Collect(nil, 400, c.Ended())
+	md, _ = c.Collect(nil, 400*tick, c.Ended())
 	assert.Zero(t, md.ResourceMetrics().Len())
 
 	// Calls that found the kernel's map full: one series, marked as the SDKs mark theirs.
 	over := tracer.Histogram{Overflow: true}
 	over.Buckets[0] = 3
-	md, _ = c.Collect([]tracer.Histogram{over}, 500, c.Ended())
+	md, _ = c.Collect([]tracer.Histogram{over}, 500*tick, c.Ended())
 	require.Equal(t, 1, md.ResourceMetrics().Len())
 	dp = md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics().At(0).ExponentialHistogram().DataPoints().At(0)
 	assert.Equal(t, map[string]any{AttrOverflow: true}, dp.Attributes().AsRaw())
@@ -118,48 +127,49 @@ func TestHistogramCollector(t *testing.T) {
 // A pid given to a new process is a new process: the old one's series end, and
 // the newcomer's start afresh, from its own start time, under a new Resource.
 func TestHistogramCollectorReusedPID(t *testing.T) {
-	running := map[uint32]Process{7: {Comm: "etcd", Start: 150, ID: 15}} // started after the session (100)
-	c := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok })
+	fs := proctest.NewProcfs(t)
+	fs.Run(7, 150, "etcd") // started after the session (100)
+	c := NewMetrics("scope", "v1", 100*tick, process.NewRegistry(fs.FS()))
 	walSync := tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}
 	h := tracer.Histogram{Key: walSync}
 	h.Buckets[120] = 5
 
-	md, gone := c.Collect([]tracer.Histogram{h}, 200, c.Ended())
+	md, gone := c.Collect([]tracer.Histogram{h}, 200*tick, c.Ended())
 	assert.Empty(t, gone)
 	dp, ok := durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
-	assert.Equal(t, pcommon.Timestamp(150), dp.StartTimestamp(), "counted from the process's own start")
+	assert.Equal(t, 150*tick, dp.StartTimestamp(), "counted from the process's own start")
 	assert.EqualValues(t, 5, dp.Count())
 
 	// The process exits and another gets pid 7 (the kernel's entry holds both's
 	// calls since the last read: the old series takes them, one last time).
-	running[7] = Process{Comm: "etcd", Start: 250, ID: 25}
+	fs.Run(7, 250, "etcd")
 	h.Buckets[120] = 8
-	md, gone = c.Collect([]tracer.Histogram{h}, 300, c.Ended())
+	md, gone = c.Collect([]tracer.Histogram{h}, 300*tick, c.Ended())
 	assert.Equal(t, []tracer.HistKey{walSync}, gone, "the old process's keys are deleted from the kernel")
 	dp, ok = durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
-	assert.Equal(t, pcommon.Timestamp(150), dp.StartTimestamp())
+	assert.Equal(t, 150*tick, dp.StartTimestamp())
 	assert.EqualValues(t, 8, dp.Count())
 	creation, _ := md.ResourceMetrics().At(0).Resource().Attributes().Get(AttrProcessCreationTime)
-	assert.Equal(t, "1970-01-01T00:00:00.00000015Z", creation.Str())
+	assert.Equal(t, "1970-01-01T00:00:01.5Z", creation.Str())
 
 	// The kernel's entry was deleted: the newcomer's calls count from zero.
 	h.Buckets[120] = 2
-	md, gone = c.Collect([]tracer.Histogram{h}, 400, c.Ended())
+	md, gone = c.Collect([]tracer.Histogram{h}, 400*tick, c.Ended())
 	assert.Empty(t, gone)
 	dp, ok = durationPoint(md, 7, "fdatasync", "file", "wal")
 	require.True(t, ok)
-	assert.Equal(t, pcommon.Timestamp(250), dp.StartTimestamp(), "a new series from the newcomer's start")
+	assert.Equal(t, 250*tick, dp.StartTimestamp(), "a new series from the newcomer's start")
 	assert.EqualValues(t, 2, dp.Count(), "the old process's counts are not merged in")
 	creation, _ = md.ResourceMetrics().At(0).Resource().Attributes().Get(AttrProcessCreationTime)
-	assert.Equal(t, "1970-01-01T00:00:00.00000025Z", creation.Str(), "a new Resource")
+	assert.Equal(t, "1970-01-01T00:00:02.5Z", creation.Str(), "a new Resource")
 }
 
 // A call longer than the kernel's last bucket (128 s) is counted there; the
 // point's Max and Sum say how long it was.
 func TestCallBeyondTheLastBucket(t *testing.T) {
-	c := NewMetrics("scope", "v1", 100, func(uint32) (Process, bool) { return Process{}, false })
+	c := NewMetrics("scope", "v1", 100, process.NewRegistry(proctest.NewProcfs(t).FS()))
 	hang := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
 	hang.Buckets[tracer.HistBuckets-1] = 1
 	hang.SumNs, hang.MinNs, hang.MaxNs = 600e9, 600e9, 600e9
@@ -200,8 +210,9 @@ func timeParts(md pmetric.Metrics, name string) map[string]float64 {
 // any time and the time on a CPU, adding up to the histogram's sum, and the time on
 // a CPU never falls, though the waits are read a moment before the histograms.
 func TestHistogramTimeParts(t *testing.T) {
-	running := map[uint32]Process{7: {Comm: "etcd", Start: 50, ID: 5}}
-	c := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok }).WithTimeParts()
+	fs := proctest.NewProcfs(t)
+	fs.Run(7, 50, "etcd")
+	c := NewMetrics("scope", "v1", 100, process.NewRegistry(fs.FS())).WithTimeParts()
 	sync := tracer.Histogram{Key: tracer.HistKey{PID: 7, Syscall: tracer.SyscallFdatasync, FDKind: tracer.FDKindFile, FileClass: tracer.FileClassWAL}}
 	sync.Buckets[120] = 10
 	sync.SumNs = 10_000_000
@@ -219,7 +230,7 @@ func TestHistogramTimeParts(t *testing.T) {
 	assert.Equal(t, 0.001, got["cpu"], "the time on a CPU does not fall")
 	assert.Equal(t, 0.002, got["runnable"])
 
-	plain := NewMetrics("scope", "v1", 100, func(tgid uint32) (Process, bool) { p, ok := running[tgid]; return p, ok })
+	plain := NewMetrics("scope", "v1", 100, process.NewRegistry(fs.FS()))
 	md, _ = plain.Collect([]tracer.Histogram{sync}, 200, plain.Ended())
 	assert.Empty(t, timeParts(md, "fdatasync"), "without the scheduler part, no parts")
 }

@@ -3,22 +3,17 @@
 package hostwatch
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
-	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 )
 
 // ExecutableFilter is the kernel's set of allowed executables.
 type ExecutableFilter interface {
-	AllowExecutable(tracer.FileID) error
-	ForbidExecutable(tracer.FileID) error
+	AllowExecutable(host.FileID) error
+	ForbidExecutable(host.FileID) error
 }
 
 // maxOldExecutables is how many replaced executables stay allowed while processes
@@ -30,16 +25,16 @@ const maxOldExecutables = 7
 // exec, while an etcd still running the old one stays traced until it exits.
 type Executable struct {
 	path    string
-	current tracer.FileID
-	old     []tracer.FileID // replaced, allowed while a process runs them
-	missing bool            // the path was missing at the last check (logged once)
+	current host.FileID
+	old     []host.FileID // replaced, allowed while a process runs them
+	missing bool          // the path was missing at the last check (logged once)
 	logger  *zap.Logger
 }
 
 // NewExecutable resolves path, the file the kernel filter will allow, and
 // returns its watch; ID is what to allow at the start.
 func NewExecutable(path string, logger *zap.Logger) (*Executable, error) {
-	id, err := tracer.ExecutableID(path)
+	id, err := host.ExecutableID(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w; set executable to the path of the etcd binary the traced etcd runs (ls -l /proc/<etcd pid>/exe)", err)
 	}
@@ -47,11 +42,11 @@ func NewExecutable(path string, logger *zap.Logger) (*Executable, error) {
 }
 
 // ID is the file at path as last seen: the one the kernel filter allows.
-func (w *Executable) ID() tracer.FileID { return w.current }
+func (w *Executable) ID() host.FileID { return w.current }
 
 // Check picks up a changed file at path and retires replaced files nothing runs.
 func (w *Executable) Check(t ExecutableFilter) {
-	id, err := tracer.ExecutableID(w.path)
+	id, err := host.ExecutableID(w.path)
 	switch {
 	case err != nil && !w.missing:
 		w.missing = true
@@ -73,7 +68,7 @@ func (w *Executable) Check(t ExecutableFilter) {
 	if len(w.old) == 0 {
 		return
 	}
-	running := runningExecutables(w.old)
+	running := host.Proc.RunningExecutables(w.old)
 	kept := w.old[:0]
 	for i, old := range w.old {
 		// An inode nothing runs may be freed and its number reused by another file.
@@ -86,35 +81,4 @@ func (w *Executable) Check(t ExecutableFilter) {
 		}
 	}
 	w.old = kept
-}
-
-// runningExecutables reports which of ids some process on the host runs.
-func runningExecutables(ids []tracer.FileID) map[tracer.FileID]bool {
-	running := map[tracer.FileID]bool{}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return running
-	}
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		exe := filepath.Join("/proc", e.Name(), "exe")
-		var st unix.Statx_t
-		if err := unix.Statx(unix.AT_FDCWD, exe, 0, unix.STATX_INO, &st); err != nil {
-			continue // exited, or a kernel thread
-		}
-		for _, id := range ids {
-			if st.Ino != id.Ino {
-				continue
-			}
-			// A process whose mount this namespace cannot see counts as running it:
-			// better an old file allowed a little longer than an etcd untraced.
-			full, err := tracer.ExecutableID(exe)
-			if full == id || err != nil && !errors.Is(err, os.ErrNotExist) {
-				running[id] = true
-			}
-		}
-	}
-	return running
 }

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/etcdebpf/etcdebpfreceiver/internal/process"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
@@ -24,31 +25,34 @@ const lossLogInterval = time.Minute
 // per-process entries of processes that exited.
 type LossReporter struct {
 	logger    *zap.Logger
+	registry  *process.Registry
 	processes map[int]*lossLog // by pid: the processes that lost records
 }
 
 // lossLog is what the log said last of one process.
 type lossLog struct {
-	process  Process     // the process first seen as the pid: a later one is another
-	name     string      // "comm (executable)", read while the process runs
-	reported tracer.Loss // what the last line covered
-	at       time.Time   // when it was logged; zero before the first line
+	process  process.Process // the process first seen as the pid: a later one is another
+	name     string          // "comm (executable)", read while the process runs
+	reported tracer.Loss     // what the last line covered
+	at       time.Time       // when it was logged; zero before the first line
 }
 
-func NewLossReporter(logger *zap.Logger) *LossReporter {
-	return &LossReporter{logger: logger, processes: map[int]*lossLog{}}
+// NewLossReporter reports the losses of the processes registry tells apart.
+func NewLossReporter(registry *process.Registry, logger *zap.Logger) *LossReporter {
+	return &LossReporter{logger: logger, registry: registry, processes: map[int]*lossLog{}}
 }
 
 // Check reads the table and logs what is due as of now.
 //
-// Which processes exited is decided before the read: a process gone then loses
+// Which processes exited is decided before the read, from the registry's
+// check, which the caller makes before calling: a process gone then loses
 // nothing more, so what is read of it is final and its entry can be freed.
 // Decided after the read, the losses of its last moments, between the read and
 // its exit, would be freed unlogged.
 func (l *LossReporter) Check(t LossTable, now time.Time) {
 	exited := map[int]bool{}
 	for pid, p := range l.processes {
-		if !p.process.Running() {
+		if !l.registry.Running(p.process) {
 			exited[pid] = true
 		}
 	}
@@ -61,8 +65,8 @@ func (l *LossReporter) Check(t LossTable, now time.Time) {
 		p := l.processes[pid]
 		if p == nil {
 			p = &lossLog{}
-			if running, ok := ReadProcess(pid); ok {
-				p.process, p.name = running, processName(pid)
+			if running, ok := l.registry.Lookup(pid); ok {
+				p.process, p.name = running, l.registry.Name(running)
 			}
 			l.processes[pid] = p
 		}

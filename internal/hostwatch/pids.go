@@ -8,6 +8,8 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/process"
 )
 
 // PIDFilter is the kernel's set of selected pids.
@@ -19,28 +21,30 @@ type PIDFilter interface {
 // from the kernel's filter: the filter follows the processes, so a new process
 // given the pid of one that exited is not traced.
 type PIDs struct {
-	alive  []Process
-	exited metric.Int64Counter // otelcol_etcdebpf_targets_exited
-	logger *zap.Logger
+	alive    []process.Process
+	registry *process.Registry
+	exited   metric.Int64Counter // otelcol_etcdebpf_targets_exited
+	logger   *zap.Logger
 }
 
 // NewPIDs watches the processes running as pids now (one not running counts
 // as exited at the first check); exited counts those that exit.
-func NewPIDs(pids []int, exited metric.Int64Counter, logger *zap.Logger) *PIDs {
-	w := &PIDs{exited: exited, logger: logger}
+func NewPIDs(pids []int, registry *process.Registry, exited metric.Int64Counter, logger *zap.Logger) *PIDs {
+	w := &PIDs{registry: registry, exited: exited, logger: logger}
 	for _, pid := range pids {
-		p, _ := ReadProcess(pid) // not running: a zero start time, which no process has
+		p, _ := registry.Lookup(pid) // not running: a zero start time, which no process has
 		p.PID = pid
 		w.alive = append(w.alive, p)
 	}
 	return w
 }
 
-// Check removes from t the pids of the processes that exited since the last check.
+// Check removes from t the pids of the processes that exited as of the
+// registry's last check.
 func (w *PIDs) Check(ctx context.Context, t PIDFilter) {
 	var gone []int
-	w.alive = slices.DeleteFunc(w.alive, func(p Process) bool {
-		if !p.Running() {
+	w.alive = slices.DeleteFunc(w.alive, func(p process.Process) bool {
+		if !w.registry.Running(p) {
 			gone = append(gone, p.PID)
 			return true
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 )
 
 // DiskOp is what a disk request does, as /sys/block/<disk>/stat groups them.
@@ -104,7 +105,7 @@ func loadBlock(opts Options, p *pinned) (*blockObjects, error) {
 		return nil, explainLoadError(err)
 	}
 	for _, name := range opts.Disks {
-		d, err := ResolveDisk(name)
+		d, err := host.ResolveDisk(name)
 		if err == nil {
 			err = b.objs.CoveredDisks.Put(d.Dev, uint8(1))
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 )
 
 // Counters are the kernel's per-CPU counters, summed over CPUs.
@@ -26,7 +27,7 @@ type Loss struct {
 // agent finds the ones of the agent before it.
 func (t *Tracer) setFilters() error {
 	if err := resetKeys(t.objs.TargetExes, func(k bpf.MonitorExeId) bool {
-		return slices.Contains(t.opts.Executables, FileID{Dev: k.Dev, Ino: k.Ino})
+		return slices.Contains(t.opts.Executables, host.FileID{Dev: k.Dev, Ino: k.Ino})
 	}); err != nil {
 		return fmt.Errorf("resetting the target_exes map: %w", err)
 	}
@@ -215,7 +216,7 @@ func (t *Tracer) DeleteHistogram(key HistKey) error {
 
 // AllowExecutable adds exe to the executables traced (when Options.Executables
 // was not empty at Start).
-func (t *Tracer) AllowExecutable(exe FileID) error {
+func (t *Tracer) AllowExecutable(exe host.FileID) error {
 	if err := t.objs.TargetExes.Put(bpf.MonitorExeId{Ino: exe.Ino, Dev: exe.Dev}, uint8(1)); err != nil {
 		return fmt.Errorf("adding executable %+v to the target_exes map (at most %d): %w", exe, t.objs.TargetExes.MaxEntries(), err)
 	}
@@ -223,7 +224,7 @@ func (t *Tracer) AllowExecutable(exe FileID) error {
 }
 
 // ForbidExecutable removes exe from the executables traced.
-func (t *Tracer) ForbidExecutable(exe FileID) error {
+func (t *Tracer) ForbidExecutable(exe host.FileID) error {
 	err := t.objs.TargetExes.Delete(bpf.MonitorExeId{Ino: exe.Ino, Dev: exe.Dev})
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil
@@ -259,15 +260,15 @@ func (t *Tracer) ForgetLosses(pid int) error {
 }
 
 // Executables lists the executables the kernel filter allows.
-func (t *Tracer) Executables() ([]FileID, error) {
+func (t *Tracer) Executables() ([]host.FileID, error) {
 	var (
-		out []FileID
+		out []host.FileID
 		key bpf.MonitorExeId
 		val uint8
 	)
 	iter := t.objs.TargetExes.Iterate()
 	for iter.Next(&key, &val) {
-		out = append(out, FileID{Dev: key.Dev, Ino: key.Ino})
+		out = append(out, host.FileID{Dev: key.Dev, Ino: key.Ino})
 	}
 	return out, iter.Err()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 )
 
 // Options selects what is traced and how records are shaped.
@@ -36,12 +37,12 @@ type Options struct {
 	Scheduler bool
 	// Executables, when not empty, are the only executables traced; AllowExecutable
 	// and ForbidExecutable change the set while running.
-	Executables []FileID
+	Executables []host.FileID
 	Budget      Budget
 
 	// Block loads the disks' view (block.c): per-disk request histograms and who
 	// submits to the disks. Disks, when not empty, are the disks it covers, by
-	// name or device path (ResolveDisk); empty, it covers the disks under the
+	// name or device path (host.ResolveDisk); empty, it covers the disks under the
 	// files the traced calls write to, as it sees them.
 	Block bool
 	Disks []string

@@ -17,10 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/subprocess"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // The block phase: what the disks' view costs per disk request, beside bpftrace
@@ -129,7 +129,7 @@ func (h *harness) runBlock(runs, writes int) ([]blockSample, error) {
 	if err := unix.Stat(dir, &st); err != nil {
 		return nil, err
 	}
-	e.disk = tracer.DiskName(unix.Major(st.Dev)<<20 | unix.Minor(st.Dev))
+	e.disk = host.DiskName(unix.Major(st.Dev)<<20 | unix.Minor(st.Dev))
 	var err error
 	if e.bin, err = etcdwriter.Build(dir, "blockwriter"); err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/etcdebpf/etcdebpfreceiver/internal/convert"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/process"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 	"github.com/etcdebpf/etcdebpfreceiver/tooling/internal/victoria"
 )
@@ -91,13 +92,24 @@ var etcdSeries = []struct {
 	{tracer.SyscallWrite, tracer.FDKindFile, tracer.FileClassOther, 10 * time.Microsecond},
 }
 
+// oneEtcd stands in for the process registry of a node: every pid is one
+// etcd, running since start.
+type oneEtcd struct{ start time.Time }
+
+func (oneEtcd) Check() {}
+func (oneEtcd) Lookup(pid int) (process.Process, bool) {
+	return process.Process{PID: pid, Start: 1}, true
+}
+func (oneEtcd) Running(process.Process) bool { return true }
+func (e oneEtcd) Describe(process.Process) process.Description {
+	return process.Description{Comm: "etcd", Args: []string{"etcd", "--name", "member-1", "--data-dir", "/var/lib/etcd"}, Start: e.start}
+}
+
 func newNodeCollection() *nodeCollection {
 	const pid, disk = 4000, 254 << 20
 	begin := time.Now().Add(-time.Hour)
 	start, now := pcommon.NewTimestampFromTime(begin), pcommon.NewTimestampFromTime(time.Now())
-	lookup := func(uint32) (convert.Process, bool) { return convert.Process{Comm: "etcd", Start: start, ID: 1}, true }
-	etcd := convert.NewMetrics("github.com/etcdebpf/etcdebpfreceiver", "bench", start, lookup).
-		WithCommandArgs(func(uint32) []string { return []string{"etcd", "--name", "member-1", "--data-dir", "/var/lib/etcd"} })
+	etcd := convert.NewMetrics("github.com/etcdebpf/etcdebpfreceiver", "bench", start, oneEtcd{start: begin})
 	var hists []tracer.Histogram
 	for i, s := range etcdSeries {
 		hists = append(hists, tracer.Histogram{

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	etcdebpf "github.com/etcdebpf/etcdebpfreceiver"
+	"github.com/etcdebpf/etcdebpfreceiver/internal/host"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/bpfobjects"
 	"github.com/etcdebpf/etcdebpfreceiver/internal/testing/etcdwriter"
-	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // The sync phase: what tracing costs a writer that looks like etcd's WAL, a write of
@@ -79,7 +79,7 @@ func (h *harness) runSyncs(runs, syncs int) ([]syncSample, error) {
 	if err := unix.Stat(dir, &st); err != nil {
 		return nil, err
 	}
-	disk := tracer.DiskName(unix.Major(st.Dev)<<20 | unix.Minor(st.Dev))
+	disk := host.DiskName(unix.Major(st.Dev)<<20 | unix.Minor(st.Dev))
 	undo, err := bpfStats()
 	if err != nil {
 		return nil, err

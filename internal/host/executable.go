@@ -1,9 +1,10 @@
 //go:build linux && (amd64 || arm64)
 
-package tracer
+package host
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -75,4 +76,36 @@ func mountDevice(mountinfo string, id uint64) (major, minor uint32, err error) {
 		return 0, 0, fmt.Errorf("reading %s: %w", mountinfo, err)
 	}
 	return 0, 0, fmt.Errorf("mount %s not found in %s", want, mountinfo)
+}
+
+// RunningExecutables reports which of ids some process on the host runs.
+func (fs Procfs) RunningExecutables(ids []FileID) map[FileID]bool {
+	running := map[FileID]bool{}
+	entries, err := os.ReadDir(fs.root)
+	if err != nil {
+		return running
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe := fs.path(pid, "exe")
+		var st unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, exe, 0, unix.STATX_INO, &st); err != nil {
+			continue // exited, or a kernel thread
+		}
+		for _, id := range ids {
+			if st.Ino != id.Ino {
+				continue
+			}
+			// A process whose mount this namespace cannot see counts as running it:
+			// better an old file allowed a little longer than an etcd untraced.
+			full, err := ExecutableID(exe)
+			if full == id || err != nil && !errors.Is(err, os.ErrNotExist) {
+				running[id] = true
+			}
+		}
+	}
+	return running
 }

@@ -1,12 +1,11 @@
 //go:build linux && (amd64 || arm64)
 
-package hostwatch
+package host
 
 import (
 	"os"
 	"path"
 	"regexp"
-	"strconv"
 	"strings"
 )
 
@@ -27,9 +26,9 @@ var (
 	podCgroup = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)`)
 )
 
-// ProcessContainer is the container of process pid; empty outside containers or if it is gone.
-func ProcessContainer(pid int) Container {
-	data, err := os.ReadFile(procRoot + "/" + strconv.Itoa(pid) + "/cgroup")
+// Container is the container of process pid; empty outside containers or if it is gone.
+func (fs Procfs) Container(pid int) Container {
+	data, err := os.ReadFile(fs.path(pid, "cgroup"))
 	if err != nil {
 		return Container{}
 	}

@@ -1,6 +1,6 @@
 //go:build linux && (amd64 || arm64)
 
-package hostwatch
+package host
 
 import (
 	"os"
@@ -40,6 +40,6 @@ func TestProcessContainerOfThisProcess(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	assert.Equal(t, parseCgroups(string(data)), ProcessContainer(os.Getpid()))
-	assert.Equal(t, Container{}, ProcessContainer(-1), "no process")
+	assert.Equal(t, parseCgroups(string(data)), Proc.Container(os.Getpid()))
+	assert.Equal(t, Container{}, Proc.Container(-1), "no process")
 }

@@ -1,6 +1,6 @@
 //go:build linux && (amd64 || arm64)
 
-package tracer
+package host
 
 import (
 	"os"
@@ -63,4 +63,11 @@ func TestResolveDisk(t *testing.T) {
 	}
 	assert.Equal(t, "sda", DiskName(8<<20|1), "a partition's disk")
 	assert.Equal(t, "8:7", DiskName(8<<20|7), "a device /sys does not list")
+}
+
+// replace sets *v to value for the rest of the test.
+func replace[T any](t *testing.T, v *T, value T) {
+	old := *v
+	*v = value
+	t.Cleanup(func() { *v = old })
 }
