@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/etcdebpf/etcdebpfreceiver/internal/tracer"
 )
 
 // Limits that the kernel side imposes on the configuration.
@@ -17,12 +19,6 @@ const (
 	minRingSize   = 64 << 10
 	maxRingSize   = 1 << 30
 	maxBudgetRate = 1_000_000_000 // one record per nanosecond: the kernel side's resolution
-)
-
-// The names the kernel side knows; internal/tracer maps them to its types.
-var (
-	syscallNames = []string{"write", "pwrite64", "writev", "pwritev", "fsync", "fdatasync", "sync_file_range"}
-	fdKindNames  = []string{"file", "socket", "pipe", "eventfd", "directory", "other", "unknown"}
 )
 
 // Config selects the processes to trace and how records reach the pipeline.
@@ -188,8 +184,8 @@ func (cfg *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("error_mode: %q is not a mode; use %q (the default: a start failure stops the collector) or %q (this receiver stays idle, the collector runs on)",
 			cfg.ErrorMode, ErrorModePropagate, ErrorModeIgnore))
 	}
-	errs = append(errs, unknownNames("syscalls", cfg.Syscalls, syscallNames)...)
-	errs = append(errs, unknownNames("fd_kinds", cfg.FDKinds, fdKindNames)...)
+	errs = append(errs, unknownNames("syscalls", cfg.Syscalls, tracer.SyscallNames())...)
+	errs = append(errs, unknownNames("fd_kinds", cfg.FDKinds, tracer.FDKindNames())...)
 	if cfg.MinDuration < 0 {
 		errs = append(errs, fmt.Errorf("min_duration: %v is negative; use 0 (a log record for every call, the default) or a duration such as 10ms", cfg.MinDuration))
 	}

@@ -26,20 +26,6 @@ func TestValidatePIDsUpToTheTargetPIDsMap(t *testing.T) {
 	assert.ErrorContains(t, cfg.Validate(), fmt.Sprintf("pids: %d entries, at most %d are supported", maxPIDs+1, maxPIDs))
 }
 
-// Validate's names are the kernel side's names.
-func TestConfigNamesMatchTheKernel(t *testing.T) {
-	for _, name := range syscallNames {
-		_, ok := tracer.ParseSyscall(name)
-		assert.True(t, ok, "syscall %q", name)
-	}
-	for _, name := range fdKindNames {
-		_, ok := tracer.ParseFDKind(name)
-		assert.True(t, ok, "fd kind %q", name)
-	}
-	assert.Len(t, syscallNames, int(tracer.SyscallSyncFileRange))
-	assert.Len(t, fdKindNames, int(tracer.FDKindOther)+1)
-}
-
 // The disk under the test's own files, by name and by path, is one disk.
 func TestResolveDisksOfThisHost(t *testing.T) {
 	var st unix.Stat_t

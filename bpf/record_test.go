@@ -20,25 +20,3 @@ func TestEventSizeMatchesKernelLayout(t *testing.T) {
 		t.Fatalf("MonitorEvent has implicit padding: %d encoded bytes vs %d in memory", binary.Size(bpf.MonitorEvent{}), bpf.EventSize)
 	}
 }
-
-func TestNames(t *testing.T) {
-	for typ, want := range map[bpf.MonitorSyscallType]string{
-		bpf.MonitorSyscallTypeSYSCALL_WRITE: "write", bpf.MonitorSyscallTypeSYSCALL_PWRITE64: "pwrite64",
-		bpf.MonitorSyscallTypeSYSCALL_WRITEV: "writev", bpf.MonitorSyscallTypeSYSCALL_PWRITEV: "pwritev",
-		bpf.MonitorSyscallTypeSYSCALL_FSYNC: "fsync", bpf.MonitorSyscallTypeSYSCALL_FDATASYNC: "fdatasync",
-		bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE: "sync_file_range", 0: "unknown", 99: "unknown",
-	} {
-		if got := typ.String(); got != want {
-			t.Errorf("MonitorSyscallType(%d) = %q, want %q", typ, got, want)
-		}
-	}
-	for kind, want := range map[bpf.MonitorFdKind]string{
-		bpf.MonitorFdKindFD_KIND_FILE: "file", bpf.MonitorFdKindFD_KIND_SOCKET: "socket", bpf.MonitorFdKindFD_KIND_PIPE: "pipe",
-		bpf.MonitorFdKindFD_KIND_EVENTFD: "eventfd", bpf.MonitorFdKindFD_KIND_DIRECTORY: "directory",
-		bpf.MonitorFdKindFD_KIND_OTHER: "other", bpf.MonitorFdKindFD_KIND_UNKNOWN: "unknown", 200: "other",
-	} {
-		if got := kind.String(); got != want {
-			t.Errorf("MonitorFdKind(%d) = %q, want %q", kind, got, want)
-		}
-	}
-}

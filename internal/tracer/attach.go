@@ -13,7 +13,7 @@ import (
 
 // tracepoint pairs a traced syscall with its enter and exit programs.
 type tracepoint struct {
-	name        string
+	syscall     Syscall
 	enter, exit *ebpf.Program
 }
 
@@ -21,13 +21,13 @@ type tracepoint struct {
 func (t *Tracer) tracepoints() []tracepoint {
 	p := &t.objs.MonitorPrograms
 	return []tracepoint{
-		{"write", p.EnterWrite, p.ExitWrite},
-		{"pwrite64", p.EnterPwrite64, p.ExitPwrite64},
-		{"writev", p.EnterWritev, p.ExitWritev},
-		{"pwritev", p.EnterPwritev, p.ExitPwritev},
-		{"fsync", p.EnterFsync, p.ExitFsync},
-		{"fdatasync", p.EnterFdatasync, p.ExitFdatasync},
-		{"sync_file_range", p.EnterSyncFileRange, p.ExitSyncFileRange},
+		{SyscallWrite, p.EnterWrite, p.ExitWrite},
+		{SyscallPwrite64, p.EnterPwrite64, p.ExitPwrite64},
+		{SyscallWritev, p.EnterWritev, p.ExitWritev},
+		{SyscallPwritev, p.EnterPwritev, p.ExitPwritev},
+		{SyscallFsync, p.EnterFsync, p.ExitFsync},
+		{SyscallFdatasync, p.EnterFdatasync, p.ExitFdatasync},
+		{SyscallSyncFileRange, p.EnterSyncFileRange, p.ExitSyncFileRange},
 	}
 }
 
@@ -39,9 +39,9 @@ func (t *Tracer) attach() error {
 	if err != nil {
 		return err
 	}
-	tps := slices.DeleteFunc(t.tracepoints(), func(tp tracepoint) bool { return len(selected) > 0 && !selected[tp.name] })
+	tps := slices.DeleteFunc(t.tracepoints(), func(tp tracepoint) bool { return len(selected) > 0 && !selected[tp.syscall.String()] })
 	for _, tp := range tps {
-		if err := attachTo(t.pin, "sys_exit_"+tp.name, tp.exit, &t.exits); err != nil {
+		if err := attachTo(t.pin, "sys_exit_"+tp.syscall.String(), tp.exit, &t.exits); err != nil {
 			return err
 		}
 	}
@@ -57,7 +57,7 @@ func (t *Tracer) attach() error {
 		}
 	}
 	for _, tp := range tps {
-		if err := attachTo(t.pin, "sys_enter_"+tp.name, tp.enter, &t.enters); err != nil {
+		if err := attachTo(t.pin, "sys_enter_"+tp.syscall.String(), tp.enter, &t.enters); err != nil {
 			return err
 		}
 	}

@@ -11,73 +11,30 @@ import (
 	"github.com/etcdebpf/etcdebpfreceiver/bpf"
 )
 
-// Syscall is a traced syscall, as records and histogram keys name it.
-type Syscall uint16
-
-// The traced syscalls.
-const (
-	SyscallWrite         = Syscall(bpf.MonitorSyscallTypeSYSCALL_WRITE)
-	SyscallPwrite64      = Syscall(bpf.MonitorSyscallTypeSYSCALL_PWRITE64)
-	SyscallWritev        = Syscall(bpf.MonitorSyscallTypeSYSCALL_WRITEV)
-	SyscallPwritev       = Syscall(bpf.MonitorSyscallTypeSYSCALL_PWRITEV)
-	SyscallFsync         = Syscall(bpf.MonitorSyscallTypeSYSCALL_FSYNC)
-	SyscallFdatasync     = Syscall(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC)
-	SyscallSyncFileRange = Syscall(bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE)
+// The values of names.go are the C enums': a constant index out of range, or a
+// negative constant converted to an unsigned type, fails to compile.
+var (
+	_ = [1]struct{}{}[SyscallWrite-Syscall(bpf.MonitorSyscallTypeSYSCALL_WRITE)]
+	_ = [1]struct{}{}[SyscallPwrite64-Syscall(bpf.MonitorSyscallTypeSYSCALL_PWRITE64)]
+	_ = [1]struct{}{}[SyscallWritev-Syscall(bpf.MonitorSyscallTypeSYSCALL_WRITEV)]
+	_ = [1]struct{}{}[SyscallPwritev-Syscall(bpf.MonitorSyscallTypeSYSCALL_PWRITEV)]
+	_ = [1]struct{}{}[SyscallFsync-Syscall(bpf.MonitorSyscallTypeSYSCALL_FSYNC)]
+	_ = [1]struct{}{}[SyscallFdatasync-Syscall(bpf.MonitorSyscallTypeSYSCALL_FDATASYNC)]
+	_ = [1]struct{}{}[SyscallSyncFileRange-Syscall(bpf.MonitorSyscallTypeSYSCALL_SYNC_FILE_RANGE)]
+	_ = [1]struct{}{}[FDKindUnknown-FDKind(bpf.MonitorFdKindFD_KIND_UNKNOWN)]
+	_ = [1]struct{}{}[FDKindFile-FDKind(bpf.MonitorFdKindFD_KIND_FILE)]
+	_ = [1]struct{}{}[FDKindSocket-FDKind(bpf.MonitorFdKindFD_KIND_SOCKET)]
+	_ = [1]struct{}{}[FDKindPipe-FDKind(bpf.MonitorFdKindFD_KIND_PIPE)]
+	_ = [1]struct{}{}[FDKindEventfd-FDKind(bpf.MonitorFdKindFD_KIND_EVENTFD)]
+	_ = [1]struct{}{}[FDKindDirectory-FDKind(bpf.MonitorFdKindFD_KIND_DIRECTORY)]
+	_ = [1]struct{}{}[FDKindOther-FDKind(bpf.MonitorFdKindFD_KIND_OTHER)]
+	_ = [1]struct{}{}[FileClassNone-FileClass(bpf.MonitorFileClassFILE_CLASS_NONE)]
+	_ = [1]struct{}{}[FileClassWAL-FileClass(bpf.MonitorFileClassFILE_CLASS_WAL)]
+	_ = [1]struct{}{}[FileClassSnap-FileClass(bpf.MonitorFileClassFILE_CLASS_SNAP)]
+	_ = [1]struct{}{}[FileClassDB-FileClass(bpf.MonitorFileClassFILE_CLASS_DB)]
+	_ = [1]struct{}{}[FileClassTmp-FileClass(bpf.MonitorFileClassFILE_CLASS_TMP)]
+	_ = [1]struct{}{}[FileClassOther-FileClass(bpf.MonitorFileClassFILE_CLASS_OTHER)]
 )
-
-// String is the syscall's name, or "unknown".
-func (s Syscall) String() string { return bpf.MonitorSyscallType(s).String() }
-
-// Writes reports whether the syscall writes data (its return value is bytes written).
-func (s Syscall) Writes() bool { return s >= SyscallWrite && s <= SyscallPwritev }
-
-// TakesCount reports whether the syscall has a byte count argument: all but fsync and fdatasync.
-func (s Syscall) TakesCount() bool { return s != SyscallFsync && s != SyscallFdatasync }
-
-// ParseSyscall is the syscall of a name String returns.
-func ParseSyscall(name string) (Syscall, bool) {
-	t, ok := bpf.ParseSyscallType(name)
-	return Syscall(t), ok
-}
-
-// FDKind is what kind of file a call's fd is.
-type FDKind uint8
-
-// The fd kinds.
-const (
-	FDKindUnknown   = FDKind(bpf.MonitorFdKindFD_KIND_UNKNOWN)
-	FDKindFile      = FDKind(bpf.MonitorFdKindFD_KIND_FILE)
-	FDKindSocket    = FDKind(bpf.MonitorFdKindFD_KIND_SOCKET)
-	FDKindPipe      = FDKind(bpf.MonitorFdKindFD_KIND_PIPE)
-	FDKindEventfd   = FDKind(bpf.MonitorFdKindFD_KIND_EVENTFD)
-	FDKindDirectory = FDKind(bpf.MonitorFdKindFD_KIND_DIRECTORY)
-	FDKindOther     = FDKind(bpf.MonitorFdKindFD_KIND_OTHER)
-)
-
-// String is the fd kind's name; a kind this code does not know is "other".
-func (k FDKind) String() string { return bpf.MonitorFdKind(k).String() }
-
-// ParseFDKind is the fd kind of a name String returns.
-func ParseFDKind(name string) (FDKind, bool) {
-	k, ok := bpf.ParseFdKind(name)
-	return FDKind(k), ok
-}
-
-// FileClass is which of etcd's files a call's file is, by its name.
-type FileClass uint8
-
-// The file classes.
-const (
-	FileClassNone  = FileClass(bpf.MonitorFileClassFILE_CLASS_NONE)
-	FileClassWAL   = FileClass(bpf.MonitorFileClassFILE_CLASS_WAL)
-	FileClassSnap  = FileClass(bpf.MonitorFileClassFILE_CLASS_SNAP)
-	FileClassDB    = FileClass(bpf.MonitorFileClassFILE_CLASS_DB)
-	FileClassTmp   = FileClass(bpf.MonitorFileClassFILE_CLASS_TMP)
-	FileClassOther = FileClass(bpf.MonitorFileClassFILE_CLASS_OTHER)
-)
-
-// String is the class's name: empty for an fd that is no file or directory.
-func (c FileClass) String() string { return bpf.MonitorFileClass(c).String() }
 
 // Limits of the BPF object that bound the configuration.
 const (

@@ -105,7 +105,7 @@ func fdKindMask(names []string) (uint32, error) {
 	}
 	var mask uint32
 	for _, name := range names {
-		kind, ok := bpf.ParseFdKind(name)
+		kind, ok := ParseFDKind(name)
 		if !ok {
 			return 0, fmt.Errorf("unknown fd kind %q", name)
 		}
@@ -118,7 +118,7 @@ func fdKindMask(names []string) (uint32, error) {
 func selectedSyscalls(names []string) (map[string]bool, error) {
 	selected := map[string]bool{}
 	for _, name := range names {
-		if _, ok := bpf.ParseSyscallType(name); !ok {
+		if _, ok := ParseSyscall(name); !ok {
 			return nil, fmt.Errorf("unknown syscall %q", name)
 		}
 		selected[name] = true
