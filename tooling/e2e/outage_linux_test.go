@@ -96,6 +96,7 @@ func TestDaemonSetAgentRidesOutGatewayOutageAndKillTracingEtcd(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	start := time.Now()
 	require.NoError(t, gateway.Stop(15*time.Second), "gateway log:\n%s", gateway.Tail())
+	releaseGatewayPort := reservePort(t, gatewayAddr)
 	time.Sleep(20 * time.Second)
 
 	// An OOM kill in the middle of the outage, under load. What the first agent
@@ -121,6 +122,7 @@ func TestDaemonSetAgentRidesOutGatewayOutageAndKillTracingEtcd(t *testing.T) {
 	require.NoError(t, err)
 
 	// The gateway back where the agents send; the load stops a little later.
+	releaseGatewayPort()
 	gateway = startGatewayAt(t, bin, gatewayAddr, vl.URL, vm.URL)
 	back := time.Now()
 	t.Logf("gateway away for %s under load; queue directory %d bytes on disk for ~%.0f records and their points, %.0f bytes a record; "+

@@ -94,6 +94,7 @@ func TestQueueRidesOutGatewayOutageAndAgentKill(t *testing.T) {
 	// drain that does not wait) with everything it accepted still queued.
 	start := time.Now()
 	require.NoError(t, gateway.Stop(15*time.Second), "gateway log:\n%s", gateway.Tail())
+	releaseGatewayPort := reservePort(t, gatewayAddr)
 	pids[strconv.Itoa(write(during))] = during
 	c := accepted(firstTelemetry, before+during)
 	logsQueue := `data_type="logs"`
@@ -127,6 +128,7 @@ func TestQueueRidesOutGatewayOutageAndAgentKill(t *testing.T) {
 	}
 
 	// The gateway back where the agent sends: the queue drains into it.
+	releaseGatewayPort()
 	gateway = startGatewayAt(t, bin, gatewayAddr, vl.URL, vm.URL)
 	back := time.Now()
 	t.Logf("gateway away for %s", back.Sub(start).Round(time.Second))
@@ -350,10 +352,10 @@ const limitMiB = 100
 // sending where no gateway listens. url is its own telemetry's.
 func startAgentWithBackendAway(t *testing.T, bin, node, receiver string) (agent *collector.Collector, url string) {
 	t.Helper()
-	ports, err := subprocess.FreePorts(2) // the second: where no gateway listens
+	ports, err := subprocess.FreePorts(1)
 	require.NoError(t, err)
 	agent = startDaemonSetAgent(t, bin, daemonSetAgent{
-		node: node, gatewayAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]), queueDir: t.TempDir(), telemetryPort: ports[0],
+		node: node, gatewayAddr: awayAddr(t), queueDir: t.TempDir(), telemetryPort: ports[0],
 		receiver: receiver,
 		extra: fmt.Sprintf(`processors:
   memory_limiter:
