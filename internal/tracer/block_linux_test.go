@@ -287,6 +287,9 @@ func TestThrottleShowsShortDeviceTime(t *testing.T) {
 	t.Logf("%d O_DSYNC writes took %v; the device served %d requests in %v; the writer itself submitted %d bytes of %d (the throttle's worker queues the bios it held)",
 		calls, elapsed, n1-n0, device, own.Bytes, calls*4096)
 	require.Greater(t, elapsed, 500*time.Millisecond, "the throttle held the writes")
-	assert.Less(t, device, elapsed/4, "the device's share of the writes' time")
+	// Half, not less: under emulation (make kernels' TCG guests, several side by
+	// side) the device's own time swells, 707 ms of 2.5 s on one of them, while
+	// the throttle's share stays most of the time.
+	assert.Less(t, device, elapsed/2, "the device's share of the writes' time")
 	assert.NotZero(t, n1-n0)
 }
