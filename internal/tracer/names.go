@@ -25,12 +25,7 @@ var syscallNames = [...]string{
 }
 
 // String is the syscall's name, or "unknown".
-func (s Syscall) String() string {
-	if int(s) < len(syscallNames) && syscallNames[s] != "" {
-		return syscallNames[s]
-	}
-	return "unknown"
-}
+func (s Syscall) String() string { return nameAt(syscallNames[:], int(s), "unknown") }
 
 // Writes reports whether the syscall writes data (its return value is bytes written).
 func (s Syscall) Writes() bool { return s >= SyscallWrite && s <= SyscallPwritev }
@@ -40,12 +35,8 @@ func (s Syscall) TakesCount() bool { return s != SyscallFsync && s != SyscallFda
 
 // ParseSyscall is the syscall of a name String returns.
 func ParseSyscall(name string) (Syscall, bool) {
-	for s, n := range syscallNames {
-		if n != "" && n == name {
-			return Syscall(s), true
-		}
-	}
-	return 0, false
+	i, ok := indexOf(syscallNames[:], name)
+	return Syscall(i), ok
 }
 
 // SyscallNames are the names of the traced syscalls, in their order.
@@ -71,21 +62,12 @@ var fdKindNames = [...]string{
 }
 
 // String is the fd kind's name; a kind this code does not know is "other".
-func (k FDKind) String() string {
-	if int(k) < len(fdKindNames) {
-		return fdKindNames[k]
-	}
-	return "other"
-}
+func (k FDKind) String() string { return nameAt(fdKindNames[:], int(k), "other") }
 
 // ParseFDKind is the fd kind of a name String returns.
 func ParseFDKind(name string) (FDKind, bool) {
-	for k, n := range fdKindNames {
-		if n == name {
-			return FDKind(k), true
-		}
-	}
-	return 0, false
+	i, ok := indexOf(fdKindNames[:], name)
+	return FDKind(i), ok
 }
 
 // FDKindNames are the names of the fd kinds, unknown (a closed fd) last.
@@ -110,8 +92,26 @@ var fileClassNames = [...]string{
 
 // String is the class's name: empty for an fd that is no file or directory.
 func (c FileClass) String() string {
-	if int(c) < len(fileClassNames) {
-		return fileClassNames[c]
+	if c == FileClassNone {
+		return ""
 	}
-	return "other"
+	return nameAt(fileClassNames[:], int(c), "other")
+}
+
+// nameAt is names[i], or otherwise for a value the table does not name.
+func nameAt(names []string, i int, otherwise string) string {
+	if i < len(names) && names[i] != "" {
+		return names[i]
+	}
+	return otherwise
+}
+
+// indexOf is the value names gives name; the empty name is none's.
+func indexOf(names []string, name string) (int, bool) {
+	for i, n := range names {
+		if n != "" && n == name {
+			return i, true
+		}
+	}
+	return 0, false
 }
